@@ -1,0 +1,9 @@
+//! QWGLM engine: everything between a weights file and a stream of tokens.
+//! Pure Rust, no web dependencies; builds natively and for wasm32.
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+pub mod weights;
+
+pub use error::{EngineError, Result};
