@@ -7,3 +7,5 @@ pub mod quant;
 pub mod weights;
 
 pub use error::{EngineError, Result};
+pub mod beam;
+pub mod sampling;
