@@ -9,3 +9,4 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub mod beam;
 pub mod sampling;
+pub mod safetensors_source;
