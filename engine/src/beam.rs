@@ -100,7 +100,7 @@ impl From<bool> for EarlyStopping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BeamParams {
-    /// Beam width W (>= 1).
+    /// Beam width W (>= 2).
     pub num_beams: usize,
     /// Exponent of the generated length that divides a finished hypothesis' log-probability.
     pub length_penalty: f32,
@@ -130,8 +130,9 @@ impl Default for BeamParams {
 impl BeamParams {
     pub fn validate(&self) -> Result<()> {
         let invalid = |msg: String| Err(EngineError::InvalidSampling(msg));
-        if self.num_beams == 0 {
-            return invalid("num_beams must be at least 1".into());
+        if self.num_beams < 2 {
+            // HF generate(num_beams=1) is greedy decoding, not a one-beam search.
+            return invalid(format!("num_beams = {} must be at least 2 (use greedy decoding for 1)", self.num_beams));
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
             return invalid(format!(
@@ -423,8 +424,10 @@ mod tests {
     fn bad_inputs_are_errors() {
         let mut model = Fixed(5);
         assert!(matches!(beam_search(&mut model, &[], &BeamParams::default()), Err(EngineError::EmptyPrompt)));
-        let zero_beams = BeamParams { num_beams: 0, ..BeamParams::default() };
-        assert!(beam_search(&mut model, &[1], &zero_beams).is_err());
+        for width in [0, 1] {
+            let narrow = BeamParams { num_beams: width, num_return_sequences: 1, ..BeamParams::default() };
+            assert!(beam_search(&mut model, &[1], &narrow).is_err());
+        }
         let too_many = BeamParams { num_return_sequences: 5, ..BeamParams::default() };
         assert!(beam_search(&mut model, &[1], &too_many).is_err());
         let tiny_vocab = BeamParams { num_beams: 4, ..BeamParams::default() };
