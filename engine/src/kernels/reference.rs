@@ -1,0 +1,307 @@
+//! Plain-Rust reference kernels: the semantics every device must reproduce. Written for clarity
+//! first; reductions accumulate in f64 where that is cheap, so the oracle is at least as exact as
+//! the f32 references it is tested against. Weight matrices are dequantized row by row from the
+//! packed device layout with the same dequantizer the format tests check against gguf-py.
+
+use crate::error::{EngineError, Result};
+use crate::kernels::{
+    ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, RmsNormParams,
+    RopeParams, WeightFormat,
+};
+use crate::quant;
+
+fn kernel_err(kernel: &str, detail: impl Into<String>) -> EngineError {
+    EngineError::Kernel { kernel: kernel.to_string(), detail: detail.into() }
+}
+
+fn check_len(kernel: &str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(kernel_err(kernel, format!("{what} has {have} elements, needs {need}")));
+    }
+    Ok(())
+}
+
+/// Number of blocks in a packed `[rows, cols]` weight.
+pub fn weight_blocks(format: WeightFormat, rows: usize, cols: usize) -> Result<usize> {
+    let be = format.block_elems();
+    if cols % be != 0 {
+        return Err(kernel_err("weight", format!("{cols} columns is not a multiple of the {} block", format.name())));
+    }
+    Ok(rows * (cols / be))
+}
+
+/// Dequantizes row `row` of a packed `[rows, cols]` weight into `out` (len `cols`).
+pub fn weight_row(format: WeightFormat, packed: &[u8], rows: usize, cols: usize, row: usize, out: &mut [f32]) -> Result<()> {
+    let n_blocks = weight_blocks(format, rows, cols)?;
+    let first = row * (cols / format.block_elems());
+    quant::dequantize_packed(format, packed, n_blocks, first, &mut out[..cols])
+}
+
+pub fn embed(format: WeightFormat, table: &[u8], rows: usize, ids: &[u32], out: &mut [f32], p: &EmbedParams) -> Result<()> {
+    let (n, hidden) = (p.n_tokens as usize, p.hidden as usize);
+    check_len("embed", "ids", ids.len(), n)?;
+    check_len("embed", "out", out.len(), n * hidden)?;
+    for (t, &id) in ids[..n].iter().enumerate() {
+        if id as usize >= rows {
+            return Err(kernel_err("embed", format!("token id {id} outside the vocabulary of {rows}")));
+        }
+        weight_row(format, table, rows, hidden, id as usize, &mut out[t * hidden..(t + 1) * hidden])?;
+    }
+    Ok(())
+}
+
+/// HF order: `x * rsqrt(mean(x^2) + eps)`, then `* weight`.
+fn rms_norm_row(x: &[f32], w: &[f32], out: &mut [f32], eps: f32) {
+    let mean_sq = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len() as f64;
+    let inv = (1.0 / (mean_sq + eps as f64).sqrt()) as f32;
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * inv);
+    }
+}
+
+pub fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32], p: &RmsNormParams) -> Result<()> {
+    let (rows, cols) = (p.n_rows as usize, p.n_cols as usize);
+    check_len("rms_norm", "x", x.len(), rows * cols)?;
+    check_len("rms_norm", "weight", weight.len(), cols)?;
+    check_len("rms_norm", "out", out.len(), rows * cols)?;
+    for r in 0..rows {
+        rms_norm_row(&x[r * cols..(r + 1) * cols], &weight[..cols], &mut out[r * cols..(r + 1) * cols], p.eps);
+    }
+    Ok(())
+}
+
+pub fn add_rms_norm(residual: &mut [f32], x: &[f32], weight: &[f32], out: &mut [f32], p: &RmsNormParams) -> Result<()> {
+    let n = (p.n_rows * p.n_cols) as usize;
+    check_len("add_rms_norm", "residual", residual.len(), n)?;
+    check_len("add_rms_norm", "x", x.len(), n)?;
+    for (r, &v) in residual[..n].iter_mut().zip(&x[..n]) {
+        *r += v;
+    }
+    rms_norm(residual, weight, out, p)
+}
+
+/// Dot product with 8 independent f32 lanes (vectorizes; summation order is fixed and documented).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for i in chunks * 8..a.len() {
+        tail += a[i] * b[i];
+    }
+    let pairs = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
+}
+
+/// `out[m][n] = x[x_row+m] · w[n] + bias[n]`. Each weight row is dequantized once and reused
+/// for all activation rows; rows are spread over threads natively.
+pub fn matmul(
+    format: WeightFormat,
+    w: &[u8],
+    x: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    p: &MatMulParams,
+) -> Result<()> {
+    let (m, n, k, x_row) = (p.m as usize, p.n as usize, p.k as usize, p.x_row as usize);
+    check_len("matmul", "x", x.len(), (x_row + m) * k)?;
+    check_len("matmul", "out", out.len(), m * n)?;
+    if let Some(b) = bias {
+        check_len("matmul", "bias", b.len(), n)?;
+    }
+    let n_blocks = weight_blocks(format, n, k)?;
+    let needed = quant::packed_len(format, n_blocks);
+    if w.len() < needed {
+        return Err(kernel_err("matmul", format!("weight buffer has {} bytes, needs {needed}", w.len())));
+    }
+    let x = &x[x_row * k..(x_row + m) * k];
+    // Output is [m, n] but we iterate weight rows: compute into a transposed [n, m] scratch per thread.
+    let compute_rows = |rows: std::ops::Range<usize>, dst: &mut [f32]| -> Result<()> {
+        let mut row = vec![0f32; k];
+        for (i, r) in rows.clone().enumerate() {
+            weight_row(format, w, n, k, r, &mut row)?;
+            let b = bias.map_or(0.0, |b| b[r]);
+            for t in 0..m {
+                dst[i * m + t] = dot(&x[t * k..(t + 1) * k], &row) + b;
+            }
+        }
+        Ok(())
+    };
+    let mut transposed = vec![0f32; n * m];
+    parallel_chunks(&mut transposed, n, m, compute_rows)?;
+    for r in 0..n {
+        for t in 0..m {
+            out[t * n + r] = transposed[r * m + t];
+        }
+    }
+    Ok(())
+}
+
+/// Splits `rows` rows of `row_len` elements of `dst` over the available cores.
+#[cfg(not(target_arch = "wasm32"))]
+fn parallel_chunks<F>(dst: &mut [f32], rows: usize, row_len: usize, f: F) -> Result<()>
+where
+    F: Fn(std::ops::Range<usize>, &mut [f32]) -> Result<()> + Sync,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));
+    // Small jobs aren't worth a thread spawn.
+    if threads <= 1 || rows * row_len < 4096 {
+        return f(0..rows, dst);
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = dst
+            .chunks_mut(per * row_len)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let f = &f;
+                let start = i * per;
+                let end = (start + per).min(rows);
+                s.spawn(move || f(start..end, chunk))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| kernel_err("matmul", "worker panicked"))?)
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+fn parallel_chunks<F>(dst: &mut [f32], rows: usize, _row_len: usize, f: F) -> Result<()>
+where
+    F: Fn(std::ops::Range<usize>, &mut [f32]) -> Result<()>,
+{
+    f(0..rows, dst)
+}
+
+/// Builds the RoPE cos/sin table `[ctx, head_dim/2, 2]` exactly as transformers does in f32:
+/// `inv_freq = 1 / theta^(2i/d)`, `angle = pos * inv_freq`.
+pub fn rope_table(theta: f32, head_dim: usize, ctx: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let mut table = Vec::with_capacity(ctx * half * 2);
+    for pos in 0..ctx {
+        for &f in &inv_freq {
+            let angle = pos as f32 * f;
+            table.push((angle as f64).cos() as f32);
+            table.push((angle as f64).sin() as f32);
+        }
+    }
+    table
+}
+
+pub fn rope(x: &mut [f32], table: &[f32], interleaved: bool, p: &RopeParams) -> Result<()> {
+    let (n, heads, d, pos0) = (p.n_tokens as usize, p.n_heads as usize, p.head_dim as usize, p.pos_offset as usize);
+    let half = d / 2;
+    check_len("rope", "x", x.len(), n * heads * d)?;
+    check_len("rope", "table", table.len(), (pos0 + n) * half * 2)?;
+    for t in 0..n {
+        let row = &table[(pos0 + t) * half * 2..(pos0 + t + 1) * half * 2];
+        for h in 0..heads {
+            let v = &mut x[(t * heads + h) * d..(t * heads + h + 1) * d];
+            for i in 0..half {
+                let (cos, sin) = (row[2 * i], row[2 * i + 1]);
+                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (x0, x1) = (v[a], v[b]);
+                v[a] = x0 * cos - x1 * sin;
+                v[b] = x1 * cos + x0 * sin;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn kv_write(k: &[f32], v: &[f32], k_cache: &mut [f32], v_cache: &mut [f32], p: &KvWriteParams) -> Result<()> {
+    let (n, dim, pos0) = (p.n_tokens as usize, p.kv_dim as usize, p.pos_offset as usize);
+    check_len("kv_write", "k", k.len(), n * dim)?;
+    check_len("kv_write", "v", v.len(), n * dim)?;
+    check_len("kv_write", "k_cache", k_cache.len(), (pos0 + n) * dim)?;
+    check_len("kv_write", "v_cache", v_cache.len(), (pos0 + n) * dim)?;
+    k_cache[pos0 * dim..(pos0 + n) * dim].copy_from_slice(&k[..n * dim]);
+    v_cache[pos0 * dim..(pos0 + n) * dim].copy_from_slice(&v[..n * dim]);
+    Ok(())
+}
+
+pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32], p: &AttentionParams) -> Result<()> {
+    let (n, heads, kv_heads, d, pos0) =
+        (p.n_tokens as usize, p.n_heads as usize, p.n_kv_heads as usize, p.head_dim as usize, p.pos_offset as usize);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(kernel_err("attention", "n_heads must be a multiple of n_kv_heads"));
+    }
+    let kv_dim = kv_heads * d;
+    let ctx = pos0 + n;
+    check_len("attention", "q", q.len(), n * heads * d)?;
+    check_len("attention", "out", out.len(), n * heads * d)?;
+    check_len("attention", "k_cache", k_cache.len(), ctx * kv_dim)?;
+    check_len("attention", "v_cache", v_cache.len(), ctx * kv_dim)?;
+    let group = heads / kv_heads;
+    let mut scores = vec![0f64; ctx];
+    for t in 0..n {
+        let visible = pos0 + t + 1;
+        for h in 0..heads {
+            let kvh = h / group;
+            let qv = &q[(t * heads + h) * d..(t * heads + h + 1) * d];
+            let mut max = f64::NEG_INFINITY;
+            for (j, s) in scores[..visible].iter_mut().enumerate() {
+                let kv = &k_cache[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
+                let dotp: f64 = qv.iter().zip(kv).map(|(&a, &b)| a as f64 * b as f64).sum();
+                *s = dotp * p.scale as f64;
+                max = max.max(*s);
+            }
+            let mut denom = 0f64;
+            for s in &mut scores[..visible] {
+                *s = (*s - max).exp();
+                denom += *s;
+            }
+            let o = &mut out[(t * heads + h) * d..(t * heads + h + 1) * d];
+            for (i, oi) in o.iter_mut().enumerate() {
+                let mut acc = 0f64;
+                for (j, &s) in scores[..visible].iter().enumerate() {
+                    acc += s * v_cache[j * kv_dim + kvh * d + i] as f64;
+                }
+                *oi = (acc / denom) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32], p: &ElementwiseParams) -> Result<()> {
+    let n = p.n as usize;
+    check_len("swiglu", "gate", gate.len(), n)?;
+    check_len("swiglu", "up", up.len(), n)?;
+    check_len("swiglu", "out", out.len(), n)?;
+    for ((o, &g), &u) in out[..n].iter_mut().zip(&gate[..n]).zip(&up[..n]) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+    Ok(())
+}
+
+pub fn add(a: &mut [f32], b: &[f32], p: &ElementwiseParams) -> Result<()> {
+    let n = p.n as usize;
+    check_len("add", "a", a.len(), n)?;
+    check_len("add", "b", b.len(), n)?;
+    for (x, &y) in a[..n].iter_mut().zip(&b[..n]) {
+        *x += y;
+    }
+    Ok(())
+}
+
+/// Index of the largest value; lowest index on ties; NaN never wins.
+pub fn argmax(x: &[f32], p: &ArgmaxParams) -> Result<u32> {
+    let (off, n) = (p.offset as usize, p.n as usize);
+    check_len("argmax", "x", x.len(), off + n)?;
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in x[off..off + n].iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    Ok(best as u32)
+}

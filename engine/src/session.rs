@@ -1,0 +1,137 @@
+//! A `Session` owns a device, a loaded model and its KV cache, and knows which tokens the cache
+//! holds. Prefill reuses the longest cached prefix, so a chat turn only computes the new tokens.
+
+use crate::device::Device;
+use crate::error::{EngineError, Result};
+use crate::model::{LogitsRows, Model};
+
+pub struct Session {
+    device: Box<dyn Device>,
+    model: Model,
+    /// Tokens whose keys/values are in the cache, in position order.
+    cached: Vec<u32>,
+}
+
+/// What a prefill did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefill {
+    /// Logits after the last prompt token.
+    pub logits: Vec<f32>,
+    /// Prompt tokens served from the cache (not recomputed).
+    pub reused: usize,
+    /// Prompt tokens computed.
+    pub computed: usize,
+}
+
+impl Session {
+    pub fn new(device: Box<dyn Device>, model: Model) -> Self {
+        Self { device, model, cached: Vec::new() }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn device(&self) -> &dyn Device {
+        self.device.as_ref()
+    }
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+    pub fn context(&self) -> usize {
+        self.model.context()
+    }
+    /// Forgets the cache contents (buffers stay allocated).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+    }
+
+    /// Makes the cache hold exactly `tokens` and returns the logits after the last one.
+    /// Policy: a prompt longer than the context is an error (`ContextOverflow`); callers that
+    /// hold conversations drop old turns before calling (see `chat_session`).
+    pub async fn prefill(&mut self, tokens: &[u32]) -> Result<Prefill> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if tokens.len() > self.context() {
+            return Err(EngineError::ContextOverflow { prompt: tokens.len(), context: self.context() });
+        }
+        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        // The last token is always recomputed: its logits are the point of the call.
+        let start = common.min(tokens.len() - 1);
+        self.cached.truncate(start);
+        let chunk = self.model.options().chunk;
+        let mut logits = Vec::new();
+        let mut pos = start;
+        while pos < tokens.len() {
+            let end = (pos + chunk).min(tokens.len());
+            logits = self.model.forward(self.device.as_mut(), &tokens[pos..end], pos, LogitsRows::Last).await?;
+            self.cached.extend_from_slice(&tokens[pos..end]);
+            pos = end;
+        }
+        Ok(Prefill { logits, reused: start, computed: tokens.len() - start })
+    }
+
+    /// Appends one token (decode step) and returns the logits after it.
+    pub async fn append(&mut self, token: u32) -> Result<Vec<f32>> {
+        let pos = self.cached.len();
+        if pos >= self.context() {
+            return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
+        }
+        let logits = self.model.forward(self.device.as_mut(), &[token], pos, LogitsRows::Last).await?;
+        self.cached.push(token);
+        Ok(logits)
+    }
+
+    /// Logits for every position of `tokens`, computed from an empty cache (parity tests).
+    /// Needs `ModelOptions::all_logits`; prompts longer than a chunk are processed chunk by chunk.
+    pub async fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() > self.context() {
+            return Err(EngineError::ContextOverflow { prompt: tokens.len(), context: self.context() });
+        }
+        self.cached.clear();
+        let chunk = self.model.options().chunk;
+        let mut all = Vec::with_capacity(tokens.len() * self.model.config().vocab_size);
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            let rows = if part.len() == 1 { LogitsRows::Last } else { LogitsRows::All };
+            all.extend(self.model.forward(self.device.as_mut(), part, i * chunk, rows).await?);
+            self.cached.extend_from_slice(part);
+        }
+        Ok(all)
+    }
+}
+
+/// Polls a future once. Reference and simulator devices complete reads immediately, so their
+/// async paths can be driven from synchronous code (beam search) without an executor.
+pub fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+    fn noop_raw() -> RawWaker {
+        fn clone(_: *const ()) -> RawWaker {
+            noop_raw()
+        }
+        fn noop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    // SAFETY: the vtable functions ignore their (null) data pointer.
+    let waker = unsafe { Waker::from_raw(noop_raw()) };
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Beam search over one KV cache: each beam is prefilled in turn, reusing whatever prefix it
+/// shares with the previous one. Simple and exact; W caches would trade memory for speed.
+impl crate::beam::BeamModel for Session {
+    fn next_logits(&mut self, beams: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        beams
+            .iter()
+            .map(|beam| {
+                now_or_never(self.prefill(beam))
+                    .ok_or_else(|| EngineError::Device("beam search needs a device with synchronous read-back".into()))?
+                    .map(|p| p.logits)
+            })
+            .collect()
+    }
+}
