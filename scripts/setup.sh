@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need on a fresh Debian machine of our kind (idempotent, quiet).
+set -euo pipefail
+need_apt=()
+for cmd_pkg in unzip:unzip sha256sum:coreutils python3:python3 npm:npm; do
+  command -v "${cmd_pkg%%:*}" >/dev/null || need_apt+=("${cmd_pkg##*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=$(command -v sudo >/dev/null && [ "$(id -u)" != 0 ] && echo sudo || true)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
