@@ -183,7 +183,7 @@ impl GgmlType {
     /// Bytes taken by `n_elems` consecutive elements (a row), which must be whole blocks.
     pub fn row_bytes(self, n_elems: usize) -> Result<usize> {
         let block_elems = self.block_elems();
-        if n_elems % block_elems != 0 {
+        if !n_elems.is_multiple_of(block_elems) {
             return Err(EngineError::corrupt(
                 "tensor row",
                 format!("{n_elems} elements is not a multiple of the {} block size {block_elems}", self.name()),
@@ -581,7 +581,7 @@ pub fn packed_len(ty: GgmlType, n_blocks: usize) -> usize {
 pub fn repack(ty: GgmlType, data: &[u8]) -> Result<Vec<u8>> {
     ty.ensure_supported()?;
     let block_bytes = ty.block_bytes();
-    if data.len() % block_bytes != 0 {
+    if !data.len().is_multiple_of(block_bytes) {
         return Err(EngineError::corrupt(
             "tensor data",
             format!("{} bytes is not a whole number of {}-byte {} blocks", data.len(), block_bytes, ty.name()),
@@ -631,7 +631,7 @@ pub fn dequantize_packed(
     let block_elems = ty.block_elems();
     let block_bytes = ty.block_bytes();
     let bad = |detail: String| EngineError::corrupt("packed tensor", detail);
-    if out.len() % block_elems != 0 {
+    if !out.len().is_multiple_of(block_elems) {
         return Err(bad(format!("{} elements is not whole {} blocks", out.len(), ty.name())));
     }
     let n_out_blocks = out.len() / block_elems;
