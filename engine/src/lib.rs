@@ -16,3 +16,5 @@ pub mod kernels;
 pub mod config;
 pub mod model;
 pub mod session;
+pub mod tokenizer;
+pub mod chat;
