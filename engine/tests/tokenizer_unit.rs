@@ -234,3 +234,11 @@ fn detokenizer_survives_invalid_utf8_and_silent_tokens() {
     assert_eq!(detok.finish().unwrap().as_deref(), Some("\u{FFFD}"));
     assert_eq!(detok.push(byte_id(b'x')).unwrap().as_deref(), Some("x"));
 }
+
+#[test]
+fn tokenizer_and_template_can_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tokenizer>();
+    send_sync::<engine::tokenizer::Detokenizer>();
+    send_sync::<engine::chat::ChatTemplate>();
+}
