@@ -247,18 +247,16 @@ fn running_log_probs<M: BeamModel + ?Sized>(
     running: &[Beam],
     first_step: bool,
 ) -> Result<Vec<Vec<f32>>> {
-    let logits = if first_step {
+    if first_step {
         let rows = model.next_logits(&[prompt])?;
         check_rows(&rows, 1)?;
-        vec![rows.into_iter().next().unwrap_or_default(); running.len()]
-    } else {
-        let sequences: Vec<Vec<u32>> = running.iter().map(|beam| [prompt, &beam.generated].concat()).collect();
-        let views: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
-        let rows = model.next_logits(&views)?;
-        check_rows(&rows, running.len())?;
-        rows
-    };
-    Ok(logits.iter().map(|row| log_softmax(row)).collect())
+        return Ok(vec![log_softmax(&rows[0]); running.len()]);
+    }
+    let sequences: Vec<Vec<u32>> = running.iter().map(|beam| [prompt, &beam.generated].concat()).collect();
+    let views: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
+    let rows = model.next_logits(&views)?;
+    check_rows(&rows, running.len())?;
+    Ok(rows.iter().map(|row| log_softmax(row)).collect())
 }
 
 fn check_rows(rows: &[Vec<f32>], expected: usize) -> Result<()> {
