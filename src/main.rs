@@ -1,1 +1,10 @@
-fn main() {}
+//! `qwglm`: the native command line of the QWGLM engine (run, chat, inspect, bench).
+
+mod cli;
+
+fn main() {
+    if let Err(err) = cli::main() {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}

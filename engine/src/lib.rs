@@ -18,3 +18,6 @@ pub mod model;
 pub mod session;
 pub mod tokenizer;
 pub mod chat;
+pub mod generate;
+pub mod inspect;
+pub mod loader;

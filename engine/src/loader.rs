@@ -38,8 +38,8 @@ pub fn open_model(path: &std::path::Path) -> Result<ModelFiles> {
             Ok(json) => Some(Tokenizer::from_json(&json, tok_config.as_deref())?),
             Err(_) => None,
         };
-        let template = match (&tokenizer, &tok_config) {
-            (Some(tok), Some(cfg)) => ChatTemplate::from_tokenizer_config(cfg, tok).ok(),
+        let template = match &tok_config {
+            Some(cfg) if tokenizer.is_some() => Some(ChatTemplate::from_tokenizer_config(cfg)?),
             _ => None,
         };
         return Ok(ModelFiles { source: Box::new(source), config, tokenizer, template, format: "safetensors" });
@@ -48,6 +48,6 @@ pub fn open_model(path: &std::path::Path) -> Result<ModelFiles> {
     let header = file.header();
     let config = ModelConfig::from_gguf(header)?;
     let tokenizer = Tokenizer::from_gguf(header)?;
-    let template = ChatTemplate::from_gguf(header, &tokenizer)?;
+    let template = ChatTemplate::from_gguf(header)?;
     Ok(ModelFiles { source: Box::new(file), config, tokenizer: Some(tokenizer), template: Some(template), format: "gguf" })
 }
