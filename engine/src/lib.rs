@@ -13,6 +13,7 @@ pub mod safetensors_source;
 pub mod clock;
 pub mod device;
 pub mod kernels;
+pub mod shaders;
 pub mod config;
 pub mod model;
 pub mod session;

@@ -6,7 +6,7 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::device::{read_f32, BufferId, BufferKind, Device};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    reference::rope_table, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
+    attention_splits, reference::rope_table, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
     RmsNormParams, RopeParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
@@ -116,20 +116,37 @@ fn tensor_name(format: SourceFormat, name: Name, layer: usize) -> String {
     }
 }
 
+/// One row range of a weight matrix, in its own device buffer.
+#[derive(Debug, Clone, Copy)]
+struct WeightPart {
+    first_row: u32,
+    w: WeightBuf,
+    /// The bias entries of these rows (qwen2 q/k/v only).
+    bias: Option<BufferId>,
+}
+
+/// A `[rows, cols]` weight matrix, split by rows into parts that each fit the device's binding
+/// limit (one part unless the matrix is larger, e.g. a 151936-row vocabulary). Every part
+/// becomes its own op, writing its own output columns.
+#[derive(Debug, Clone)]
+struct Linear {
+    rows: u32,
+    parts: Vec<WeightPart>,
+}
+
 struct Layer {
     attn_norm: BufferId,
-    q: WeightBuf,
-    k: WeightBuf,
-    v: WeightBuf,
-    /// (q, k, v) biases, qwen2 only.
-    qkv_bias: Option<(BufferId, BufferId, BufferId)>,
+    /// q, k, v carry biases on qwen2.
+    q: Linear,
+    k: Linear,
+    v: Linear,
     /// (q, k) per-head norms, qwen3 only.
     qk_norm: Option<(BufferId, BufferId)>,
-    attn_out: WeightBuf,
+    attn_out: Linear,
     ffn_norm: BufferId,
-    gate: WeightBuf,
-    up: WeightBuf,
-    down: WeightBuf,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     k_cache: BufferId,
     v_cache: BufferId,
 }
@@ -156,8 +173,8 @@ struct Activations {
 pub struct Model {
     cfg: ModelConfig,
     opts: ModelOptions,
-    embed: WeightBuf,
-    output: WeightBuf,
+    embed: Linear,
+    output: Linear,
     output_norm: BufferId,
     layers: Vec<Layer>,
     act: Activations,
@@ -171,14 +188,16 @@ struct Loader<'a> {
     state: LoadProgress,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
     fn name(&self, name: Name, layer: usize) -> String {
         tensor_name(self.source.format(), name, layer)
     }
 
-    fn bytes_of(&self, name: &str) -> Result<(crate::weights::TensorMeta, std::borrow::Cow<'_, [u8]>)> {
-        let meta = self.source.tensor(name).ok_or_else(|| EngineError::MissingTensor(name.to_string()))?.clone();
-        let bytes = self.source.tensor_bytes(name)?;
+    /// A tensor's metadata and bytes; the bytes borrow the source, not the loader.
+    fn bytes_of(&self, name: &str) -> Result<(crate::weights::TensorMeta, std::borrow::Cow<'a, [u8]>)> {
+        let source: &'a dyn WeightSource = self.source;
+        let meta = source.tensor(name).ok_or_else(|| EngineError::MissingTensor(name.to_string()))?.clone();
+        let bytes = source.tensor_bytes(name)?;
         Ok((meta, bytes))
     }
 
@@ -192,8 +211,90 @@ impl Loader<'_> {
         self.source.tensor(&self.name(name, layer)).is_some()
     }
 
-    /// A 1-D f32 vector (norm weight or bias) of length `len`.
+    /// A 1-D f32 vector (norm weight) of length `len`.
     fn vector(&mut self, name: Name, layer: usize, len: usize) -> Result<BufferId> {
+        let full = self.name(name, layer);
+        let values = self.vector_values(name, layer, len)?;
+        let buf = self.device.alloc(BufferKind::Weights, &full, (len * 4) as u64)?;
+        self.device.write(buf, 0, bytemuck::cast_slice(&values))?;
+        self.advance((len * 4) as u64);
+        Ok(buf)
+    }
+
+    /// A `[rows, cols]` matrix (with its `[rows]` bias, if any), repacked into its device layout
+    /// (bf16 is widened to f32) and split by rows into parts no larger than the device's binding
+    /// limit.
+    fn matrix(&mut self, name: Name, layer: usize, rows: usize, cols: usize, bias: Option<Name>) -> Result<Linear> {
+        let full = self.name(name, layer);
+        let (meta, bytes) = self.bytes_of(&full)?;
+        if meta.shape != [rows, cols] {
+            return Err(EngineError::ShapeMismatch { name: full, expected: vec![rows, cols], found: meta.shape });
+        }
+        if meta.ty.block_elems() > 1 && cols % meta.ty.block_elems() != 0 {
+            return Err(EngineError::BadTensor {
+                name: full,
+                detail: format!("{cols} columns is not a multiple of the {} block", meta.ty.name()),
+            });
+        }
+        let format = if meta.ty == GgmlType::BF16 { GgmlType::F32 } else { meta.ty };
+        format.ensure_supported()?;
+        let disk_row = meta.ty.row_bytes(cols)?;
+        if bytes.len() != disk_row * rows {
+            return Err(EngineError::BadTensor {
+                name: full,
+                detail: format!("{} bytes of data for {rows} rows of {disk_row} bytes", bytes.len()),
+            });
+        }
+        let rows_per_part = rows_per_part(format, rows, cols, self.device.info().max_binding_bytes)
+            .ok_or_else(|| EngineError::BadTensor {
+                name: full.clone(),
+                detail: format!(
+                    "one row of {cols} {} elements exceeds the device's binding limit of {} bytes",
+                    format.name(),
+                    self.device.info().max_binding_bytes
+                ),
+            })?;
+        let bias_values = match bias {
+            Some(b) => Some(self.vector_values(b, layer, rows)?),
+            None => None,
+        };
+        let mut parts = Vec::new();
+        let mut uploaded = 0u64;
+        for first in (0..rows).step_by(rows_per_part) {
+            let n = rows_per_part.min(rows - first);
+            let disk = &bytes[first * disk_row..(first + n) * disk_row];
+            let packed = if meta.ty == GgmlType::BF16 {
+                let mut values = vec![0f32; n * cols];
+                quant::dequantize(GgmlType::BF16, disk, &mut values)?;
+                bytemuck::cast_slice(&values).to_vec()
+            } else {
+                quant::repack(format, disk)?
+            };
+            let label = if n == rows { full.clone() } else { format!("{full}[{first}..{}]", first + n) };
+            let buf = self.device.alloc(BufferKind::Weights, &label, packed.len() as u64)?;
+            self.device.write(buf, 0, &packed)?;
+            uploaded += packed.len() as u64;
+            let bias = match &bias_values {
+                Some(values) => {
+                    let b = self.device.alloc(BufferKind::Weights, &format!("{label}.bias"), (n * 4) as u64)?;
+                    self.device.write(b, 0, bytemuck::cast_slice(&values[first..first + n]))?;
+                    Some(b)
+                }
+                None => None,
+            };
+            let w = WeightBuf { buf, format, rows: n as u32, cols: cols as u32 };
+            parts.push(WeightPart { first_row: first as u32, w, bias });
+        }
+        drop(bytes);
+        self.advance(uploaded);
+        if bias.is_some() {
+            self.advance((rows * 4) as u64);
+        }
+        Ok(Linear { rows: rows as u32, parts })
+    }
+
+    /// The f32 values of a 1-D tensor of length `len`, on the host.
+    fn vector_values(&mut self, name: Name, layer: usize, len: usize) -> Result<Vec<f32>> {
         let full = self.name(name, layer);
         let (meta, bytes) = self.bytes_of(&full)?;
         if meta.shape != [len] {
@@ -201,42 +302,26 @@ impl Loader<'_> {
         }
         let mut values = vec![0f32; len];
         quant::dequantize(meta.ty, &bytes, &mut values)?;
-        drop(bytes);
-        let buf = self.device.alloc(BufferKind::Weights, &full, (len * 4) as u64)?;
-        self.device.write(buf, 0, bytemuck::cast_slice(&values))?;
-        self.advance((len * 4) as u64);
-        Ok(buf)
+        Ok(values)
     }
+}
 
-    /// A `[rows, cols]` matrix, repacked into its device layout (bf16 is widened to f32).
-    fn matrix(&mut self, name: Name, layer: usize, rows: usize, cols: usize) -> Result<WeightBuf> {
-        let full = self.name(name, layer);
-        let (meta, bytes) = self.bytes_of(&full)?;
-        if meta.shape != [rows, cols] {
-            return Err(EngineError::ShapeMismatch { name: full, expected: vec![rows, cols], found: meta.shape });
-        }
-        let (format, packed) = match meta.ty {
-            GgmlType::BF16 => {
-                let mut values = vec![0f32; rows * cols];
-                quant::dequantize(GgmlType::BF16, &bytes, &mut values)?;
-                (GgmlType::F32, bytemuck::cast_slice(&values).to_vec())
-            }
-            ty => {
-                if ty.block_elems() > 1 && cols % ty.block_elems() != 0 {
-                    return Err(EngineError::BadTensor {
-                        name: full,
-                        detail: format!("{cols} columns is not a multiple of the {} block", ty.name()),
-                    });
-                }
-                (ty, quant::repack(ty, &bytes)?)
-            }
-        };
-        drop(bytes);
-        let buf = self.device.alloc(BufferKind::Weights, &full, packed.len() as u64)?;
-        self.device.write(buf, 0, &packed)?;
-        self.advance(packed.len() as u64);
-        Ok(WeightBuf { buf, format, rows: rows as u32, cols: cols as u32 })
+/// Most rows of a `[rows, cols]` weight whose packed layout fits in `limit` bytes (all rows when
+/// the whole matrix fits); `None` when not even one row fits.
+fn rows_per_part(format: GgmlType, rows: usize, cols: usize, limit: u64) -> Option<usize> {
+    let blocks_per_row = cols / format.block_elems();
+    let fits = |n: usize| quant::packed_len(format, n * blocks_per_row) as u64 <= limit;
+    if fits(rows) {
+        return Some(rows.max(1));
     }
+    // Packed size is the disk size plus at most 3 padding bytes per segment: start from the
+    // disk-size estimate and step down.
+    let row_bytes = (blocks_per_row * format.block_bytes()).max(1) as u64;
+    let mut n = (limit / row_bytes).min(rows as u64) as usize;
+    while n > 0 && !fits(n) {
+        n -= 1;
+    }
+    (n > 0).then_some(n)
 }
 
 impl Model {
@@ -273,21 +358,14 @@ impl Model {
             state: LoadProgress { tensors_done: 0, tensors_total, bytes_done: 0, bytes_total },
         };
         let (h, q_dim, kv_dim, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
-        let embed = ld.matrix(Name::Embed, 0, cfg.vocab_size, h)?;
+        let embed = ld.matrix(Name::Embed, 0, cfg.vocab_size, h, None)?;
         let output_norm = ld.vector(Name::OutputNorm, 0, h)?;
         // A GGUF or checkpoint may ship lm_head even when the config says tied; the file wins.
-        let output = if ld.has(Name::Output, 0) { ld.matrix(Name::Output, 0, cfg.vocab_size, h)? } else { embed };
+        let output =
+            if ld.has(Name::Output, 0) { ld.matrix(Name::Output, 0, cfg.vocab_size, h, None)? } else { embed.clone() };
+        let bias = |name: Name| cfg.attention_bias.then_some(name);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let qkv_bias = if cfg.attention_bias {
-                Some((
-                    ld.vector(Name::QBias, i, q_dim)?,
-                    ld.vector(Name::KBias, i, kv_dim)?,
-                    ld.vector(Name::VBias, i, kv_dim)?,
-                ))
-            } else {
-                None
-            };
             let qk_norm = if cfg.qk_norm {
                 Some((ld.vector(Name::QNorm, i, cfg.head_dim)?, ld.vector(Name::KNorm, i, cfg.head_dim)?))
             } else {
@@ -296,16 +374,15 @@ impl Model {
             let kv_bytes = (opts.context * kv_dim * 4) as u64;
             layers.push(Layer {
                 attn_norm: ld.vector(Name::AttnNorm, i, h)?,
-                q: ld.matrix(Name::Q, i, q_dim, h)?,
-                k: ld.matrix(Name::K, i, kv_dim, h)?,
-                v: ld.matrix(Name::V, i, kv_dim, h)?,
-                qkv_bias,
+                q: ld.matrix(Name::Q, i, q_dim, h, bias(Name::QBias))?,
+                k: ld.matrix(Name::K, i, kv_dim, h, bias(Name::KBias))?,
+                v: ld.matrix(Name::V, i, kv_dim, h, bias(Name::VBias))?,
                 qk_norm,
-                attn_out: ld.matrix(Name::AttnOut, i, h, q_dim)?,
+                attn_out: ld.matrix(Name::AttnOut, i, h, q_dim, None)?,
                 ffn_norm: ld.vector(Name::FfnNorm, i, h)?,
-                gate: ld.matrix(Name::Gate, i, inter, h)?,
-                up: ld.matrix(Name::Up, i, inter, h)?,
-                down: ld.matrix(Name::Down, i, h, inter)?,
+                gate: ld.matrix(Name::Gate, i, inter, h, None)?,
+                up: ld.matrix(Name::Up, i, inter, h, None)?,
+                down: ld.matrix(Name::Down, i, h, inter, None)?,
                 k_cache: ld.device.alloc(BufferKind::KvCache, &format!("k_cache.{i}"), kv_bytes)?,
                 v_cache: ld.device.alloc(BufferKind::KvCache, &format!("v_cache.{i}"), kv_bytes)?,
             });
@@ -344,13 +421,27 @@ impl Model {
         let (h, q_dim, kv_dim, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
         let n32 = n as u32;
         let norm = |rows: usize, cols: usize| RmsNormParams { n_rows: rows as u32, n_cols: cols as u32, eps: cfg.rms_norm_eps };
-        let linear = |w: WeightBuf, x: BufferId, bias: Option<BufferId>, out: BufferId| Op::MatMul {
-            w,
-            x,
-            bias,
-            out,
-            p: MatMulParams { m: n32, n: w.rows, k: w.cols, x_row: 0, has_bias: bias.is_some() as u32 },
+        // One op per weight part; part i writes output columns first_row .. first_row + rows.
+        let matmul = |ops: &mut Vec<Op>, w: &Linear, x: BufferId, out: BufferId, m: u32, x_row: u32| {
+            for part in &w.parts {
+                ops.push(Op::MatMul {
+                    w: part.w,
+                    x,
+                    bias: part.bias,
+                    out,
+                    p: MatMulParams {
+                        m,
+                        n: part.w.rows,
+                        k: part.w.cols,
+                        x_row,
+                        has_bias: part.bias.is_some() as u32,
+                        out_stride: w.rows,
+                        out_col: part.first_row,
+                    },
+                });
+            }
         };
+        let linear = |ops: &mut Vec<Op>, w: &Linear, x: BufferId, out: BufferId| matmul(ops, w, x, out, n32, 0);
         let interleaved = cfg.rope_style == RopeStyle::Interleaved;
         let rope = |x: BufferId, heads: usize| Op::Rope {
             x,
@@ -361,7 +452,14 @@ impl Model {
 
         let mut ops = Vec::with_capacity(cfg.n_layers * 16 + 4);
         // 1. Embedding.
-        ops.push(Op::Embed { table: self.embed, ids: a.ids, out: a.hidden, p: EmbedParams { n_tokens: n32, hidden: h as u32 } });
+        for part in &self.embed.parts {
+            ops.push(Op::Embed {
+                table: part.w,
+                ids: a.ids,
+                out: a.hidden,
+                p: EmbedParams { n_tokens: n32, hidden: h as u32, first_row: part.first_row, n_rows: part.w.rows },
+            });
+        }
         for (i, l) in self.layers.iter().enumerate() {
             // 2. Pre-attention norm; from layer 1 on it also adds the previous MLP output to the residual.
             if i == 0 {
@@ -370,13 +468,9 @@ impl Model {
                 ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.attn_norm, out: a.normed, p: norm(n, h) });
             }
             // 3. q/k/v projections: [n, h] -> [n, heads, head_dim].
-            let (qb, kb, vb) = match l.qkv_bias {
-                Some((q, k, v)) => (Some(q), Some(k), Some(v)),
-                None => (None, None, None),
-            };
-            ops.push(linear(l.q, a.normed, qb, a.q));
-            ops.push(linear(l.k, a.normed, kb, a.k));
-            ops.push(linear(l.v, a.normed, vb, a.v));
+            linear(&mut ops, &l.q, a.normed, a.q);
+            linear(&mut ops, &l.k, a.normed, a.k);
+            linear(&mut ops, &l.v, a.normed, a.v);
             // 4. Per-head q/k RMSNorm (qwen3).
             let (q, k) = match l.qk_norm {
                 Some((qn, kn)) => {
@@ -409,16 +503,17 @@ impl Model {
                     head_dim: cfg.head_dim as u32,
                     pos_offset: pos as u32,
                     scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+                    kv_splits: attention_splits((pos + n) as u32),
                 },
             });
             // 7. Output projection, residual add + post-attention norm.
-            ops.push(linear(l.attn_out, a.attn, None, a.proj));
+            linear(&mut ops, &l.attn_out, a.attn, a.proj);
             ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.ffn_norm, out: a.normed, p: norm(n, h) });
             // 8. SwiGLU MLP: down(silu(gate(x)) * up(x)).
-            ops.push(linear(l.gate, a.normed, None, a.gate));
-            ops.push(linear(l.up, a.normed, None, a.up));
+            linear(&mut ops, &l.gate, a.normed, a.gate);
+            linear(&mut ops, &l.up, a.normed, a.up);
             ops.push(Op::SwiGlu { gate: a.gate, up: a.up, out: a.act, p: ElementwiseParams { n: (n * inter) as u32 } });
-            ops.push(linear(l.down, a.act, None, a.proj));
+            linear(&mut ops, &l.down, a.act, a.proj);
         }
         // 9. Final residual add + norm, then logits for the requested rows.
         ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: self.output_norm, out: a.normed, p: norm(n, h) });
@@ -426,13 +521,7 @@ impl Model {
             LogitsRows::All => (n32, 0),
             LogitsRows::Last => (1, n32 - 1),
         };
-        ops.push(Op::MatMul {
-            w: self.output,
-            x: a.normed,
-            bias: None,
-            out: a.logits,
-            p: MatMulParams { m, n: self.output.rows, k: self.output.cols, x_row, has_bias: 0 },
-        });
+        matmul(&mut ops, &self.output, a.normed, a.logits, m, x_row);
         let _ = q_dim;
         ops
     }

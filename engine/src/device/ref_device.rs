@@ -10,11 +10,19 @@ use crate::kernels::{reference as r, Op};
 pub struct RefDevice {
     buffers: Vec<Option<Vec<u32>>>,
     allocated: u64,
+    /// Largest buffer allowed, like a GPU's binding limit (None: unlimited).
+    max_binding_bytes: Option<u64>,
 }
 
 impl RefDevice {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reference device that refuses buffers over `bytes`, as a GPU with that binding limit
+    /// would: tests the loader's splitting of big weights without a GPU.
+    pub fn with_max_binding_bytes(bytes: u64) -> Self {
+        Self { max_binding_bytes: Some(bytes), ..Self::default() }
     }
 
     fn slot(&self, id: BufferId) -> Result<&Vec<u32>> {
@@ -75,8 +83,14 @@ impl RefDevice {
     fn execute(&mut self, op: &Op) -> Result<()> {
         match op {
             Op::Embed { table, ids, out, p } => self.with_out(*out, |d, o| {
+                if (table.rows, table.cols) != (p.n_rows, p.hidden) {
+                    return Err(EngineError::Kernel {
+                        kernel: "embed".into(),
+                        detail: format!("table is {}x{}, params say {}x{}", table.rows, table.cols, p.n_rows, p.hidden),
+                    });
+                }
                 let ids: &[u32] = d.slot(*ids)?;
-                r::embed(table.format, d.bytes(table.buf)?, table.rows as usize, ids, o, p)
+                r::embed(table.format, d.bytes(table.buf)?, ids, o, p)
             }),
             Op::RmsNorm { x, weight, out, p } => {
                 self.with_out(*out, |d, o| r::rms_norm(d.f32s(*x)?, d.f32s(*weight)?, o, p))
@@ -126,12 +140,19 @@ impl RefDevice {
 
 impl Device for RefDevice {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { name: "reference (plain Rust)".into(), backend: "ref", max_binding_bytes: u64::MAX }
+        DeviceInfo {
+            name: "reference (plain Rust)".into(),
+            backend: "ref",
+            max_binding_bytes: self.max_binding_bytes.unwrap_or(u64::MAX),
+        }
     }
 
     fn alloc(&mut self, _kind: BufferKind, label: &str, bytes: u64) -> Result<BufferId> {
         if bytes % 4 != 0 {
             return Err(EngineError::Device(format!("buffer `{label}`: size {bytes} is not a multiple of 4")));
+        }
+        if let Some(limit) = self.max_binding_bytes.filter(|&limit| bytes > limit) {
+            return Err(EngineError::Device(format!("buffer `{label}` of {bytes} bytes exceeds the binding limit {limit}")));
         }
         let words = usize::try_from(bytes / 4)
             .map_err(|_| EngineError::OutOfMemory(format!("buffer `{label}` of {bytes} bytes")))?;

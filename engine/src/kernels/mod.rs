@@ -55,6 +55,11 @@ pub enum KernelId {
 pub struct EmbedParams {
     pub n_tokens: u32,
     pub hidden: u32,
+    /// The table buffer holds vocabulary rows `first_row .. first_row + n_rows` (a table larger
+    /// than the device's binding limit is split by rows into several parts and several ops).
+    /// Tokens whose id falls outside that range are left untouched by this op.
+    pub first_row: u32,
+    pub n_rows: u32,
 }
 
 #[repr(C)]
@@ -77,6 +82,17 @@ pub struct MatMulParams {
     /// First activation row to read (element offset = x_row * k); lets logits use only the last row.
     pub x_row: u32,
     pub has_bias: u32,
+    /// Elements between consecutive output rows (`n` for a whole weight).
+    pub out_stride: u32,
+    /// First output column written: a weight split by rows writes its parts side by side.
+    pub out_col: u32,
+}
+
+impl MatMulParams {
+    /// Params for a whole (unsplit) `[n, k]` weight.
+    pub fn whole(m: u32, n: u32, k: u32, x_row: u32, has_bias: bool) -> Self {
+        Self { m, n, k, x_row, has_bias: has_bias as u32, out_stride: n, out_col: 0 }
+    }
 }
 
 #[repr(C)]
@@ -107,6 +123,20 @@ pub struct AttentionParams {
     /// Absolute position of the first query row; query i sees keys 0..=pos_offset+i.
     pub pos_offset: u32,
     pub scale: f32,
+    /// Flash-decoding: the key range is cut into this many splits that GPUs process in parallel
+    /// and then merge. Any value >= 1 gives the same result (the reference ignores it); see
+    /// `attention_splits`.
+    pub kv_splits: u32,
+}
+
+/// Keys per flash-decoding split that `attention_splits` aims for.
+pub const KEYS_PER_SPLIT: u32 = 256;
+/// Most splits per attention op (bounds the device's scratch of partial results).
+pub const MAX_KV_SPLITS: u32 = 16;
+
+/// The split count for an attention op over `ctx` visible keys.
+pub fn attention_splits(ctx: u32) -> u32 {
+    ctx.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_KV_SPLITS)
 }
 
 #[repr(C)]
@@ -126,13 +156,13 @@ pub struct ArgmaxParams {
 /// One recorded kernel dispatch with its named buffers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// `out[t][:] = dequant(table[ids[t]][:])`.
+    /// `out[t][:] = dequant(table[ids[t] - first_row][:])` for the ids this table part holds.
     Embed { table: WeightBuf, ids: BufferId, out: BufferId, p: EmbedParams },
     /// `out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight`.
     RmsNorm { x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
     /// `residual += x; out = rmsnorm(residual) * weight`.
     AddRmsNorm { residual: BufferId, x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
-    /// `out[m][n] = sum_k x[x_row + m][k] * w[n][k] (+ bias[n])`.
+    /// `out[m * out_stride + out_col + n] = sum_k x[x_row + m][k] * w[n][k] (+ bias[n])`.
     MatMul { w: WeightBuf, x: BufferId, bias: Option<BufferId>, out: BufferId, p: MatMulParams },
     /// In-place rotation of `x: [n_tokens, n_heads, head_dim]` with `table: [ctx, head_dim/2, 2] (cos, sin)`.
     Rope { x: BufferId, table: BufferId, interleaved: bool, p: RopeParams },
@@ -198,5 +228,76 @@ impl Op {
             Op::Add { a, b, .. } => vec![*b, *a],
             Op::Argmax { x, out, .. } => vec![*x, *out],
         }
+    }
+
+    /// Smallest size in bytes each buffer of this op must have, as `(buffer, role, bytes)`, for
+    /// devices that check before running (GPUs clamp out-of-range accesses instead of failing).
+    /// Shapes no kernel can run (a weight not in whole blocks, output columns past the stride)
+    /// are errors.
+    pub fn required_bytes(&self) -> Result<Vec<(BufferId, &'static str, u64)>, String> {
+        let f = |elems: u64| elems * 4;
+        let weight = |w: &WeightBuf, rows: u32, cols: u32| -> Result<u64, String> {
+            if (w.rows, w.cols) != (rows, cols) {
+                return Err(format!("weight is {}x{}, params say {rows}x{cols}", w.rows, w.cols));
+            }
+            let block = w.format.block_elems() as u64;
+            if w.format.fields().is_empty() || cols as u64 % block != 0 {
+                return Err(format!("{} weight with {cols} columns", w.format.name()));
+            }
+            let blocks = rows as u64 * (cols as u64 / block);
+            let blocks = usize::try_from(blocks).map_err(|_| "weight too large".to_string())?;
+            Ok(crate::quant::packed_len(w.format, blocks) as u64)
+        };
+        Ok(match self {
+            Op::Embed { table, ids, out, p } => vec![
+                (table.buf, "table", weight(table, p.n_rows, p.hidden)?),
+                (*ids, "ids", f(p.n_tokens as u64)),
+                (*out, "out", f(p.n_tokens as u64 * p.hidden as u64)),
+            ],
+            Op::RmsNorm { x, weight, out, p } => {
+                let n = f(p.n_rows as u64 * p.n_cols as u64);
+                vec![(*x, "x", n), (*weight, "weight", f(p.n_cols as u64)), (*out, "out", n)]
+            }
+            Op::AddRmsNorm { residual, x, weight, out, p } => {
+                let n = f(p.n_rows as u64 * p.n_cols as u64);
+                vec![(*x, "x", n), (*weight, "weight", f(p.n_cols as u64)), (*residual, "residual", n), (*out, "out", n)]
+            }
+            Op::MatMul { w, x, bias, out, p } => {
+                if p.out_col as u64 + p.n as u64 > p.out_stride as u64 {
+                    return Err(format!("columns {}+{} overflow the output stride {}", p.out_col, p.n, p.out_stride));
+                }
+                let mut v = vec![
+                    (w.buf, "weight", weight(w, p.n, p.k)?),
+                    (*x, "x", f((p.x_row as u64 + p.m as u64) * p.k as u64)),
+                ];
+                if let Some(b) = bias {
+                    v.push((*b, "bias", f(p.n as u64)));
+                }
+                if p.m > 0 {
+                    v.push((*out, "out", f((p.m as u64 - 1) * p.out_stride as u64 + p.out_col as u64 + p.n as u64)));
+                }
+                v
+            }
+            Op::Rope { x, table, p, .. } => vec![
+                (*table, "table", f((p.pos_offset as u64 + p.n_tokens as u64) * (p.head_dim / 2) as u64 * 2)),
+                (*x, "x", f(p.n_tokens as u64 * p.n_heads as u64 * p.head_dim as u64)),
+            ],
+            Op::KvWrite { k, v, k_cache, v_cache, p } => {
+                let n = f(p.n_tokens as u64 * p.kv_dim as u64);
+                let cache = f((p.pos_offset as u64 + p.n_tokens as u64) * p.kv_dim as u64);
+                vec![(*k, "k", n), (*v, "v", n), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache)]
+            }
+            Op::Attention { q, k_cache, v_cache, out, p } => {
+                let n = f(p.n_tokens as u64 * p.n_heads as u64 * p.head_dim as u64);
+                let cache = f((p.pos_offset as u64 + p.n_tokens as u64) * p.n_kv_heads as u64 * p.head_dim as u64);
+                vec![(*q, "q", n), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache), (*out, "out", n)]
+            }
+            Op::SwiGlu { gate, up, out, p } => {
+                let n = f(p.n as u64);
+                vec![(*gate, "gate", n), (*up, "up", n), (*out, "out", n)]
+            }
+            Op::Add { a, b, p } => vec![(*b, "b", f(p.n as u64)), (*a, "a", f(p.n as u64))],
+            Op::Argmax { x, out, p } => vec![(*x, "x", f(p.offset as u64 + p.n as u64)), (*out, "out", 4)],
+        })
     }
 }

@@ -37,15 +37,15 @@ pub fn weight_row(format: WeightFormat, packed: &[u8], rows: usize, cols: usize,
     quant::dequantize_packed(format, packed, n_blocks, first, &mut out[..cols])
 }
 
-pub fn embed(format: WeightFormat, table: &[u8], rows: usize, ids: &[u32], out: &mut [f32], p: &EmbedParams) -> Result<()> {
-    let (n, hidden) = (p.n_tokens as usize, p.hidden as usize);
+/// Rows of a table part holding vocabulary rows `first_row .. first_row + n_rows`; ids outside that
+/// range are left to the other parts (the model checks ids against the vocabulary before a pass).
+pub fn embed(format: WeightFormat, table: &[u8], ids: &[u32], out: &mut [f32], p: &EmbedParams) -> Result<()> {
+    let (n, hidden, first, rows) = (p.n_tokens as usize, p.hidden as usize, p.first_row as usize, p.n_rows as usize);
     check_len("embed", "ids", ids.len(), n)?;
     check_len("embed", "out", out.len(), n * hidden)?;
     for (t, &id) in ids[..n].iter().enumerate() {
-        if id as usize >= rows {
-            return Err(kernel_err("embed", format!("token id {id} outside the vocabulary of {rows}")));
-        }
-        weight_row(format, table, rows, hidden, id as usize, &mut out[t * hidden..(t + 1) * hidden])?;
+        let Some(row) = (id as usize).checked_sub(first).filter(|&r| r < rows) else { continue };
+        weight_row(format, table, rows, hidden, row, &mut out[t * hidden..(t + 1) * hidden])?;
     }
     Ok(())
 }
@@ -99,7 +99,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
-/// `out[m][n] = x[x_row+m] · w[n] + bias[n]`. Each weight row is dequantized once and reused
+/// `out[m * out_stride + out_col + n] = x[x_row+m] · w[n] + bias[n]`. Each weight row is dequantized once and reused
 /// for all activation rows; rows are spread over threads natively.
 pub fn matmul(
     format: WeightFormat,
@@ -110,8 +110,14 @@ pub fn matmul(
     p: &MatMulParams,
 ) -> Result<()> {
     let (m, n, k, x_row) = (p.m as usize, p.n as usize, p.k as usize, p.x_row as usize);
+    let (stride, col) = (p.out_stride as usize, p.out_col as usize);
+    if col + n > stride {
+        return Err(kernel_err("matmul", format!("columns {col}+{n} overflow the output stride {stride}")));
+    }
     check_len("matmul", "x", x.len(), (x_row + m) * k)?;
-    check_len("matmul", "out", out.len(), m * n)?;
+    if m > 0 {
+        check_len("matmul", "out", out.len(), (m - 1) * stride + col + n)?;
+    }
     if let Some(b) = bias {
         check_len("matmul", "bias", b.len(), n)?;
     }
@@ -137,7 +143,7 @@ pub fn matmul(
     parallel_chunks(&mut transposed, n, m, compute_rows)?;
     for r in 0..n {
         for t in 0..m {
-            out[t * n + r] = transposed[r * m + t];
+            out[t * stride + col + r] = transposed[r * m + t];
         }
     }
     Ok(())

@@ -1,0 +1,314 @@
+//! The kernel registry: every `KernelId`'s WGSL file from `shaders/` (embedded with
+//! `include_str!`, expanded by the one preprocessor in `preprocess.rs`), its entry points, its
+//! binding layout and its dispatch geometry. Shared by every device that runs the WGSL (the wgpu
+//! device now, the GPU simulator later), so file names, bindings and grids live in one place.
+
+pub mod preprocess;
+
+use crate::error::{EngineError, Result};
+use crate::kernels::{KernelId, Op, WeightFormat};
+
+pub use preprocess::Preprocessed;
+
+/// Most workgroups in one dimension of a dispatch (the WebGPU default limit).
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
+
+macro_rules! shader {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../../../shaders/", $path)))
+    };
+}
+
+/// Every file under `shaders/`, kernels and `common/` helpers, by path relative to `shaders/`.
+pub static FILES: &[(&str, &str)] = &[
+    shader!("add.wgsl"),
+    shader!("add_rms_norm.wgsl"),
+    shader!("argmax.wgsl"),
+    shader!("attention.wgsl"),
+    shader!("embed_f16.wgsl"),
+    shader!("embed_f32.wgsl"),
+    shader!("embed_q4_0.wgsl"),
+    shader!("embed_q4_1.wgsl"),
+    shader!("embed_q4_k.wgsl"),
+    shader!("embed_q5_0.wgsl"),
+    shader!("embed_q5_1.wgsl"),
+    shader!("embed_q5_k.wgsl"),
+    shader!("embed_q6_k.wgsl"),
+    shader!("embed_q8_0.wgsl"),
+    shader!("kv_write.wgsl"),
+    shader!("matmul_f16.wgsl"),
+    shader!("matmul_f32.wgsl"),
+    shader!("matmul_q4_0.wgsl"),
+    shader!("matmul_q4_1.wgsl"),
+    shader!("matmul_q4_k.wgsl"),
+    shader!("matmul_q5_0.wgsl"),
+    shader!("matmul_q5_1.wgsl"),
+    shader!("matmul_q5_k.wgsl"),
+    shader!("matmul_q6_k.wgsl"),
+    shader!("matmul_q8_0.wgsl"),
+    shader!("matvec_f16.wgsl"),
+    shader!("matvec_f32.wgsl"),
+    shader!("matvec_q4_0.wgsl"),
+    shader!("matvec_q4_1.wgsl"),
+    shader!("matvec_q4_k.wgsl"),
+    shader!("matvec_q5_0.wgsl"),
+    shader!("matvec_q5_1.wgsl"),
+    shader!("matvec_q5_k.wgsl"),
+    shader!("matvec_q6_k.wgsl"),
+    shader!("matvec_q8_0.wgsl"),
+    shader!("rms_norm.wgsl"),
+    shader!("rope_interleaved.wgsl"),
+    shader!("rope_neox.wgsl"),
+    shader!("swiglu.wgsl"),
+    shader!("common/dequant_f16.wgsl"),
+    shader!("common/dequant_f32.wgsl"),
+    shader!("common/dequant_q4_0.wgsl"),
+    shader!("common/dequant_q4_1.wgsl"),
+    shader!("common/dequant_q4_k.wgsl"),
+    shader!("common/dequant_q5_0.wgsl"),
+    shader!("common/dequant_q5_1.wgsl"),
+    shader!("common/dequant_q5_k.wgsl"),
+    shader!("common/dequant_q6_k.wgsl"),
+    shader!("common/dequant_q8_0.wgsl"),
+    shader!("common/dq8.wgsl"),
+    shader!("common/embed_body.wgsl"),
+    shader!("common/grid.wgsl"),
+    shader!("common/k_scales.wgsl"),
+    shader!("common/matmul_body.wgsl"),
+    shader!("common/matmul_params.wgsl"),
+    shader!("common/matvec_body.wgsl"),
+    shader!("common/q5_bits.wgsl"),
+    shader!("common/rope_body.wgsl"),
+    shader!("common/row_sum.wgsl"),
+];
+
+/// The text of a file under `shaders/`.
+pub fn file(path: &str) -> Option<&'static str> {
+    FILES.iter().find(|(p, _)| *p == path).map(|(_, text)| *text)
+}
+
+fn kernel_err(kernel: KernelId, detail: impl Into<String>) -> EngineError {
+    EngineError::Kernel { kernel: format!("{kernel:?}"), detail: detail.into() }
+}
+
+/// Weight formats with GPU kernels (BF16 is widened to F32 at load).
+pub const GPU_FORMATS: [WeightFormat; 10] = {
+    use crate::quant::GgmlType::*;
+    [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K]
+};
+
+fn format_suffix(kernel: KernelId, format: WeightFormat) -> Result<String> {
+    if GPU_FORMATS.contains(&format) {
+        Ok(format.name().to_ascii_lowercase())
+    } else {
+        Err(kernel_err(kernel, format!("no GPU kernel for {} weights", format.name())))
+    }
+}
+
+/// The kernel file of `kernel`, relative to `shaders/`.
+pub fn kernel_file(kernel: KernelId) -> Result<String> {
+    Ok(match kernel {
+        KernelId::Embed(f) => format!("embed_{}.wgsl", format_suffix(kernel, f)?),
+        KernelId::MatVec(f) => format!("matvec_{}.wgsl", format_suffix(kernel, f)?),
+        KernelId::MatMul(f) => format!("matmul_{}.wgsl", format_suffix(kernel, f)?),
+        KernelId::RmsNorm => "rms_norm.wgsl".into(),
+        KernelId::AddRmsNorm => "add_rms_norm.wgsl".into(),
+        KernelId::RopeNeox => "rope_neox.wgsl".into(),
+        KernelId::RopeInterleaved => "rope_interleaved.wgsl".into(),
+        KernelId::KvWrite => "kv_write.wgsl".into(),
+        KernelId::Attention => "attention.wgsl".into(),
+        KernelId::SwiGlu => "swiglu.wgsl".into(),
+        KernelId::Add => "add.wgsl".into(),
+        KernelId::Argmax => "argmax.wgsl".into(),
+    })
+}
+
+/// The preprocessed WGSL of `kernel`.
+pub fn kernel_source(kernel: KernelId) -> Result<Preprocessed> {
+    let path = kernel_file(kernel)?;
+    preprocess::preprocess(&path, &file).map_err(|e| kernel_err(kernel, e))
+}
+
+/// Every kernel id with a WGSL file: what the GPU devices can run.
+pub fn all_kernels() -> Vec<KernelId> {
+    let mut ids = Vec::new();
+    for f in GPU_FORMATS {
+        ids.extend([KernelId::Embed(f), KernelId::MatVec(f), KernelId::MatMul(f)]);
+    }
+    ids.extend([
+        KernelId::RmsNorm,
+        KernelId::AddRmsNorm,
+        KernelId::RopeNeox,
+        KernelId::RopeInterleaved,
+        KernelId::KvWrite,
+        KernelId::Attention,
+        KernelId::SwiGlu,
+        KernelId::Add,
+        KernelId::Argmax,
+    ]);
+    ids
+}
+
+/// Entry points of a kernel, in the order `plan` refers to them.
+pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
+    match kernel {
+        KernelId::Attention => &["partial", "combine"],
+        _ => &["main"],
+    }
+}
+
+/// What a storage binding (binding 1, 2, ...) is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// A buffer of the op (`Op::bindings` order).
+    Buffer(crate::device::BufferId),
+    /// A small read-only placeholder, for MatMul without bias (one layout for both cases).
+    Dummy,
+    /// Device-owned scratch of `attention_scratch_bytes`, for the attention partials.
+    AttentionScratch,
+}
+
+/// Storage bindings of an op in binding order (binding 0, the params uniform, excluded).
+pub fn slots(op: &Op) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = op.bindings().into_iter().map(Slot::Buffer).collect();
+    match op {
+        Op::MatMul { bias: None, .. } => slots.insert(2, Slot::Dummy),
+        Op::Attention { .. } => slots.push(Slot::AttentionScratch),
+        _ => {}
+    }
+    slots
+}
+
+/// `(storage bindings, of which the last ones are read_write)` of a kernel's layout.
+pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
+    match kernel {
+        KernelId::Embed(_) | KernelId::RmsNorm | KernelId::SwiGlu => (3, 1),
+        KernelId::AddRmsNorm | KernelId::KvWrite => (4, 2),
+        KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
+        KernelId::Attention => (5, 2),
+        KernelId::RopeNeox | KernelId::RopeInterleaved | KernelId::Add | KernelId::Argmax => (2, 1),
+    }
+}
+
+/// One dispatch of an entry point (index into `entry_points`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatch {
+    pub entry: usize,
+    pub workgroups: [u32; 3],
+}
+
+/// Folds `total` workgroups of a 1-D grid into (x <= 65535, y); kernels unfold with
+/// `linear_workgroup` (shaders/common/grid.wgsl) and skip the overhang.
+pub fn grid(total: u32) -> [u32; 3] {
+    if total <= MAX_WORKGROUPS_PER_DIM {
+        [total, 1, 1]
+    } else {
+        [MAX_WORKGROUPS_PER_DIM, total.div_ceil(MAX_WORKGROUPS_PER_DIM), 1]
+    }
+}
+
+/// Query rows per attention workgroup (shaders/attention.wgsl `rows_per_workgroup`).
+fn attention_rows(head_dim: u32) -> u32 {
+    (1024 / head_dim.max(1)).min(16)
+}
+
+/// Bytes of the device scratch an attention op needs for its partial results.
+pub fn attention_scratch_bytes(p: &crate::kernels::AttentionParams) -> u64 {
+    p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
+}
+
+/// The dispatches that run `op`, in order; empty when the op has nothing to do. Shapes that the
+/// kernels cannot handle are errors here, before anything reaches a device.
+pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
+    let kernel = op.kernel_id();
+    let one = |workgroups: [u32; 3]| {
+        let empty = workgroups.contains(&0);
+        Ok(if empty { Vec::new() } else { vec![Dispatch { entry: 0, workgroups }] })
+    };
+    let dim = |n: u64, what: &str| -> Result<u32> {
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_WORKGROUPS_PER_DIM)
+            .ok_or_else(|| kernel_err(kernel, format!("{what} needs {n} workgroups in one dimension")))
+    };
+    let folded = |n: u64| -> Result<[u32; 3]> {
+        let n = u32::try_from(n).map_err(|_| kernel_err(kernel, "too many workgroups"))?;
+        let g = grid(n);
+        if g[1] > MAX_WORKGROUPS_PER_DIM {
+            return Err(kernel_err(kernel, "too many workgroups"));
+        }
+        Ok(g)
+    };
+    match op {
+        Op::Embed { p, .. } => one([dim((p.hidden as u64).div_ceil(8).div_ceil(64), "hidden")?, dim(p.n_tokens as u64, "tokens")?, 1]),
+        Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
+        Op::MatMul { p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(4))?),
+        Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(16), "n")?, dim((p.m as u64).div_ceil(16), "m")?, 1]),
+        Op::Rope { p, .. } => one(folded((p.n_tokens as u64 * p.n_heads as u64 * (p.head_dim / 2) as u64).div_ceil(256))?),
+        Op::KvWrite { p, .. } => one(folded((p.n_tokens as u64 * p.kv_dim as u64).div_ceil(256))?),
+        Op::SwiGlu { p, .. } | Op::Add { p, .. } => one(folded((p.n as u64).div_ceil(256))?),
+        Op::Argmax { p, .. } => one([(p.n > 0) as u32, 1, 1]),
+        Op::Attention { p, .. } => {
+            if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {
+                return Err(kernel_err(kernel, "n_heads must be a multiple of n_kv_heads"));
+            }
+            if p.head_dim == 0 || p.head_dim > 1024 {
+                return Err(kernel_err(kernel, format!("head_dim {} is outside 1..=1024", p.head_dim)));
+            }
+            if p.kv_splits == 0 || p.kv_splits > crate::kernels::MAX_KV_SPLITS {
+                return Err(kernel_err(kernel, format!("kv_splits {} is outside 1..={}", p.kv_splits, crate::kernels::MAX_KV_SPLITS)));
+            }
+            if p.n_tokens == 0 || p.n_heads == 0 {
+                return Ok(Vec::new());
+            }
+            let group = (p.n_heads / p.n_kv_heads) as u64;
+            let blocks = (p.n_tokens as u64 * group).div_ceil(attention_rows(p.head_dim) as u64);
+            let partial = [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1];
+            let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
+            Ok(vec![Dispatch { entry: 0, workgroups: partial }, Dispatch { entry: 1, workgroups: combine }])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_preprocesses() {
+        for kernel in all_kernels() {
+            let src = kernel_source(kernel).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+            assert!(src.source.contains("@compute"), "{kernel:?}");
+            assert_eq!(src.source.lines().count(), src.line_map.len());
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn registry_lists_every_shader_file() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+        let mut on_disk = Vec::new();
+        for dir in ["", "common/"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("shaders dir") {
+                let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+                if name.ends_with(".wgsl") {
+                    on_disk.push(format!("{dir}{name}"));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut listed: Vec<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk, "engine/src/shaders/mod.rs FILES must list every file in shaders/");
+    }
+
+    #[test]
+    fn includes_are_expanded_once_and_mapped() {
+        let src = kernel_source(KernelId::MatVec(WeightFormat::Q4_K)).expect("source");
+        assert_eq!(src.source.matches("struct Dq8").count(), 1);
+        let line = src.source.lines().position(|l| l.contains("fn k_scale_min")).expect("helper") + 1;
+        assert!(src.origin(line).starts_with("common/k_scales.wgsl:"), "{}", src.origin(line));
+        let missing = preprocess::preprocess("x.wgsl", &|p| (p == "x.wgsl").then_some("#include \"nope.wgsl\"\n"));
+        assert!(missing.unwrap_err().contains("included from x.wgsl:1"));
+    }
+}

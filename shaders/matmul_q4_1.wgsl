@@ -1,0 +1,13 @@
+// matmul_q4_1: MatMul(Q4_1) -- prefill projection Y = X W^T (+ b) for m activation rows with a
+// Q4_1 weight, 16 x 16 output tiles staged through workgroup memory.
+//
+// Bindings (group 0):
+//   0 uniform MatMulParams { m, n, k, x_row, has_bias, out_stride, out_col }
+//   1 weights: array<u32>            packed [n, k] (SoA segments dm | qs; k a multiple of 32)
+//   2 x: array<f32>                  [x_row + m, k]
+//   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
+//   4 out: array<f32> (read_write)   out[i * out_stride + out_col + r], i < m, r < n
+// Dispatch: workgroup_size (16, 16); (ceil(n / 16), ceil(m / 16), 1) workgroups.
+
+#include "common/dequant_q4_1.wgsl"
+#include "common/matmul_body.wgsl"

@@ -1,0 +1,14 @@
+// matvec_f32: MatVec(F32) -- decode projection y = W x (+ b) for one activation row with a
+// F32 weight, dequantized on the fly (fused dequant-matvec).
+//
+// Bindings (group 0):
+//   0 uniform MatMulParams { m (= 1), n, k, x_row, has_bias, out_stride, out_col }
+//   1 weights: array<u32>            packed [n, k] (f32 values, one word each; k any size)
+//   2 x: array<f32>                  [x_row + 1, k]; row x_row is read
+//   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
+//   4 out: array<f32> (read_write)   out[out_col + r], r < n
+// Dispatch: workgroup_size 64 = 4 output rows x 16 lanes; ceil(n / 4) workgroups folded into
+//   (x <= 65535, y) by engine::shaders::grid.
+
+#include "common/dequant_f32.wgsl"
+#include "common/matvec_body.wgsl"
