@@ -3,11 +3,15 @@
 //! wgpu device and the GPU simulator implement the same trait.
 
 mod ref_device;
+#[cfg(feature = "wgpu")]
+mod wgpu_device;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use ref_device::RefDevice;
+#[cfg(feature = "wgpu")]
+pub use wgpu_device::{WgpuDevice, WgpuOptions};
 
 use crate::error::Result;
 use crate::kernels::Op;
