@@ -230,7 +230,7 @@ impl<'a> Loader<'a> {
         if meta.shape != [rows, cols] {
             return Err(EngineError::ShapeMismatch { name: full, expected: vec![rows, cols], found: meta.shape });
         }
-        if meta.ty.block_elems() > 1 && cols % meta.ty.block_elems() != 0 {
+        if meta.ty.block_elems() > 1 && !cols.is_multiple_of(meta.ty.block_elems()) {
             return Err(EngineError::BadTensor {
                 name: full,
                 detail: format!("{cols} columns is not a multiple of the {} block", meta.ty.name()),

@@ -180,6 +180,7 @@ fn embed_every_format() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn matmul_case(pair: &mut Pair, rng: &mut Rng, format: WeightFormat, m: u32, n: u32, k: u32, bias: bool, split: bool) {
     let packed = random_weight(rng, format, n as usize, k as usize);
     let w = WeightBuf { buf: pair.bytes(&packed), format, rows: n, cols: k };
@@ -286,6 +287,7 @@ fn kv_write_swiglu_add() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attention_case(pair: &mut Pair, rng: &mut Rng, n_tokens: u32, pos_offset: u32, kv_heads: u32, group: u32, head_dim: u32, splits: Option<u32>) {
     let n_heads = kv_heads * group;
     let ctx = pos_offset + n_tokens;
@@ -405,6 +407,11 @@ fn multi_op_pass_and_bad_input() {
         let err = pair.gpu.run(std::slice::from_ref(&op)).expect_err("bad op must fail");
         eprintln!("rejected: {err}");
     }
+    // Buffers beyond the device's limits are typed errors too.
+    let limit = pair.gpu.info().max_binding_bytes;
+    let err = pair.gpu.alloc(BufferKind::Weights, "huge", (limit + 4) & !3).expect_err("over the binding limit");
+    eprintln!("rejected: {err}");
+    assert!(pair.gpu.alloc(BufferKind::Weights, "odd", 6).is_err());
     pair.run(Op::Add { a, b, p: ElementwiseParams { n } });
     check("after rejected ops", &mut pair, a, n as usize, MAX_NMSE_NORM);
 }

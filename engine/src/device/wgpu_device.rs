@@ -124,9 +124,11 @@ impl WgpuDevice {
         let adapter_limits = adapter.limits();
         // WebGPU defaults, raised to what the adapter really offers for the two limits that decide
         // how weights are split.
-        let mut limits = wgpu::Limits::default();
-        limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
-        limits.max_buffer_size = adapter_limits.max_buffer_size;
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size,
+            max_buffer_size: adapter_limits.max_buffer_size,
+            ..Default::default()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qwglm"),
@@ -312,8 +314,16 @@ impl WgpuDevice {
             })
             .collect();
         let mut result = Box::pin(scope.pop());
-        if let Some(Some(err)) = crate::session::now_or_never(&mut result) {
-            return Err(EngineError::Kernel { kernel: label, detail: from_wgpu_error(err, "pipeline").to_string() });
+        match crate::session::now_or_never(&mut result) {
+            Some(Some(err)) => {
+                return Err(EngineError::Kernel { kernel: label, detail: from_wgpu_error(err, "pipeline").to_string() });
+            }
+            Some(None) => {}
+            // WebGPU answers later: a compile error then fails the next read.
+            None => {
+                let result: ErrorScopeFuture = result;
+                self.pending_scopes.push((format!("pipeline {label}"), result));
+            }
         }
         self.kernels.insert(kernel, Kernel { layout, pipelines });
         Ok(())
@@ -421,7 +431,7 @@ impl Device for WgpuDevice {
 
     fn alloc(&mut self, _kind: BufferKind, label: &str, bytes: u64) -> Result<BufferId> {
         self.take_error()?;
-        if bytes % 4 != 0 {
+        if !bytes.is_multiple_of(4) {
             return Err(device_err(format!("buffer `{label}`: size {bytes} is not a multiple of 4")));
         }
         if bytes > self.info.max_binding_bytes {
@@ -459,7 +469,7 @@ impl Device for WgpuDevice {
         if end.is_none() {
             return Err(device_err(format!("write of {} bytes at {offset_bytes} overflows buffer {}", data.len(), buf.0)));
         }
-        if offset_bytes % 4 != 0 || data.len() % 4 != 0 {
+        if !offset_bytes.is_multiple_of(4) || !data.len().is_multiple_of(4) {
             return Err(device_err(format!("write of {} bytes at {offset_bytes}: GPU writes need whole words", data.len())));
         }
         if !data.is_empty() {

@@ -241,7 +241,7 @@ impl Op {
                 return Err(format!("weight is {}x{}, params say {rows}x{cols}", w.rows, w.cols));
             }
             let block = w.format.block_elems() as u64;
-            if w.format.fields().is_empty() || cols as u64 % block != 0 {
+            if w.format.fields().is_empty() || !(cols as u64).is_multiple_of(block) {
                 return Err(format!("{} weight with {cols} columns", w.format.name()));
             }
             let blocks = rows as u64 * (cols as u64 / block);
