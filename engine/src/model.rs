@@ -201,6 +201,12 @@ impl<'a> Loader<'a> {
         Ok((meta, bytes))
     }
 
+    /// Bytes a tensor occupies in the file: progress is reported in file bytes, whatever the
+    /// device layout.
+    fn stored_bytes(&self, name: &str) -> u64 {
+        self.source.tensor(name).map_or(0, stored_bytes)
+    }
+
     fn advance(&mut self, bytes: u64) {
         self.state.tensors_done += 1;
         self.state.bytes_done += bytes;
@@ -217,7 +223,7 @@ impl<'a> Loader<'a> {
         let values = self.vector_values(name, layer, len)?;
         let buf = self.device.alloc(BufferKind::Weights, &full, (len * 4) as u64)?;
         self.device.write(buf, 0, bytemuck::cast_slice(&values))?;
-        self.advance((len * 4) as u64);
+        self.advance(self.stored_bytes(&full));
         Ok(buf)
     }
 
@@ -259,7 +265,6 @@ impl<'a> Loader<'a> {
             None => None,
         };
         let mut parts = Vec::new();
-        let mut uploaded = 0u64;
         for first in (0..rows).step_by(rows_per_part) {
             let n = rows_per_part.min(rows - first);
             let disk = &bytes[first * disk_row..(first + n) * disk_row];
@@ -273,7 +278,6 @@ impl<'a> Loader<'a> {
             let label = if n == rows { full.clone() } else { format!("{full}[{first}..{}]", first + n) };
             let buf = self.device.alloc(BufferKind::Weights, &label, packed.len() as u64)?;
             self.device.write(buf, 0, &packed)?;
-            uploaded += packed.len() as u64;
             let bias = match &bias_values {
                 Some(values) => {
                     let b = self.device.alloc(BufferKind::Weights, &format!("{label}.bias"), (n * 4) as u64)?;
@@ -286,9 +290,10 @@ impl<'a> Loader<'a> {
             parts.push(WeightPart { first_row: first as u32, w, bias });
         }
         drop(bytes);
-        self.advance(uploaded);
-        if bias.is_some() {
-            self.advance((rows * 4) as u64);
+        self.advance(self.stored_bytes(&full));
+        if let Some(b) = bias {
+            let bias_name = self.name(b, layer);
+            self.advance(self.stored_bytes(&bias_name));
         }
         Ok(Linear { rows: rows as u32, parts })
     }
@@ -349,7 +354,7 @@ impl Model {
             chunk: opts.chunk.clamp(1, opts.context.clamp(1, cfg.max_context)),
             ..opts
         };
-        let bytes_total = source.tensors().iter().map(|t| t.n_elements() as u64 * 4).sum();
+        let bytes_total = source.tensors().iter().map(stored_bytes).sum();
         let tensors_total = source.tensors().len();
         let mut ld = Loader {
             device,
@@ -418,7 +423,7 @@ impl Model {
     pub fn record(&self, n: usize, pos: usize, logits: LogitsRows) -> Vec<Op> {
         let cfg = &self.cfg;
         let a = &self.act;
-        let (h, q_dim, kv_dim, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let (h, kv_dim, inter) = (cfg.hidden_size, cfg.kv_dim(), cfg.intermediate_size);
         let n32 = n as u32;
         let norm = |rows: usize, cols: usize| RmsNormParams { n_rows: rows as u32, n_cols: cols as u32, eps: cfg.rms_norm_eps };
         // One op per weight part; part i writes output columns first_row .. first_row + rows.
@@ -522,7 +527,6 @@ impl Model {
             LogitsRows::Last => (1, n32 - 1),
         };
         matmul(&mut ops, &self.output, a.normed, a.logits, m, x_row);
-        let _ = q_dim;
         ops
     }
 
@@ -550,4 +554,8 @@ impl Model {
         let out_rows = if rows == LogitsRows::All { n } else { 1 };
         read_f32(device, self.act.logits, 0, out_rows * self.cfg.vocab_size).await
     }
+}
+
+fn stored_bytes(t: &crate::weights::TensorMeta) -> u64 {
+    t.ty.row_bytes(t.n_elements()).map_or(0, |b| b as u64)
 }
