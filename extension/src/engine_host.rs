@@ -1,0 +1,310 @@
+//! The offscreen document's engine host: owns the loaded model and serves clients over
+//! `runtime.Port`s. Requests are independent tasks; one model load or generation runs at a time.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use engine::chat::{ChatMessage, ChatTemplate, RenderOptions};
+use engine::config::ModelConfig;
+use engine::device::{Device, RefDevice};
+use engine::generate::{generate, CancelToken, GenerateOptions};
+use engine::gguf::GgufFile;
+use engine::model::{Model, ModelOptions};
+use engine::sampling::SamplingParams;
+use engine::session::Session;
+use engine::tokenizer::Tokenizer;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+
+use crate::chrome::{from_js, js_error_text, to_js, Port};
+use crate::error::{ExtensionError, Result};
+use crate::protocol::{
+    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, LoadStage, Message, ModelRef, RequestId, ENGINE_PORT,
+};
+use crate::yielding::YieldingDevice;
+
+/// KV cache length. The reference device keeps the cache in wasm memory (30 layers x 2048 tokens
+/// is ~94 MB for SmolLM2), so stay well below the models' 8k-32k maximum for now.
+const CONTEXT_TOKENS: usize = 2048;
+
+struct LoadedModel {
+    model: ModelRef,
+    session: Session,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+}
+
+#[derive(Default)]
+struct HostState {
+    /// `None` while no model is loaded, and while a job has taken it out to work on it.
+    loaded: RefCell<Option<LoadedModel>>,
+    loaded_id: RefCell<Option<String>>,
+    busy: Cell<bool>,
+}
+
+/// Marks the host busy for as long as it lives (so an error path cannot leave it stuck busy).
+struct BusyGuard<'a>(&'a Cell<bool>);
+
+impl<'a> BusyGuard<'a> {
+    fn acquire(flag: &'a Cell<bool>) -> Result<Self> {
+        if flag.replace(true) {
+            return Err(ExtensionError::Busy);
+        }
+        Ok(Self(flag))
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// One connected client page.
+struct Client {
+    port: Port,
+    /// Cancel tokens of this client's running generations, by request id.
+    generations: RefCell<HashMap<RequestId, CancelToken>>,
+}
+
+impl Client {
+    /// Sends an event; a client that went away is not an error (its generations get cancelled).
+    fn send(&self, event: &EngineEvent) {
+        match to_js(event) {
+            Ok(value) => {
+                let _ = self.port.post_message(&value);
+            }
+            Err(e) => web_sys::console::error_1(&e),
+        }
+    }
+}
+
+#[wasm_bindgen]
+pub struct EngineHost {
+    state: Rc<HostState>,
+}
+
+#[wasm_bindgen]
+impl EngineHost {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> EngineHost {
+        crate::install_panic_hook();
+        engine::clock::set_host_clock(performance_now);
+        EngineHost { state: Rc::default() }
+    }
+
+    /// Serves a port from `runtime.onConnect`. The host speaks first (an unsolicited `Status` with
+    /// id 0): clients wait for it, so no request is sent before the listeners exist.
+    pub fn attach(&self, port: Port) -> Result<(), JsValue> {
+        if port.name() != ENGINE_PORT {
+            return Ok(());
+        }
+        let client = Rc::new(Client { port, generations: RefCell::default() });
+
+        let state = self.state.clone();
+        let on_request_client = client.clone();
+        let on_request = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| {
+            let client = on_request_client.clone();
+            match from_js::<EngineRequest>(message) {
+                Ok(request) => spawn_local(handle(state.clone(), client, request)),
+                Err(e) => client.send(&EngineEvent::Error { id: 0, message: js_error_text(&e) }),
+            }
+        });
+        client.port.on_message().add_listener(on_request.as_ref().unchecked_ref());
+
+        // Nobody is listening any more: stop its generations (re-attaching to a running
+        // generation from a reopened popup is future work).
+        let on_disconnect_client = client.clone();
+        let on_disconnect = Closure::<dyn Fn()>::new(move || {
+            for cancel in on_disconnect_client.generations.borrow().values() {
+                cancel.cancel();
+            }
+        });
+        client.port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
+
+        // The listeners live as long as the port; ports are few, so leaking the closures is fine.
+        on_request.forget();
+        on_disconnect.forget();
+
+        client.send(&EngineEvent::Status { id: 0, status: status(&self.state) });
+        Ok(())
+    }
+}
+
+impl Default for EngineHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn performance_now() -> f64 {
+    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}
+
+fn status(state: &HostState) -> EngineStatus {
+    EngineStatus { model: state.loaded_id.borrow().clone(), backend: Backend::Cpu, busy: state.busy.get() }
+}
+
+async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest) {
+    let id = request.id();
+    let outcome = match request {
+        EngineRequest::Status { id } => {
+            client.send(&EngineEvent::Status { id, status: status(&state) });
+            Ok(())
+        }
+        EngineRequest::Stop { target, .. } => {
+            if let Some(cancel) = client.generations.borrow().get(&target) {
+                cancel.cancel();
+            }
+            Ok(())
+        }
+        EngineRequest::Load { id, model } => load_only(&state, &client, id, model).await,
+        EngineRequest::Chat { id, model, messages, options } => chat(&state, &client, id, model, messages, options).await,
+    };
+    if let Err(e) = outcome {
+        client.send(&EngineEvent::Error { id, message: e.to_string() });
+    }
+}
+
+async fn load_only(state: &HostState, client: &Client, id: RequestId, model: ModelRef) -> Result<()> {
+    let _busy = BusyGuard::acquire(&state.busy)?;
+    let loaded = take_or_load(state, client, id, &model).await?;
+    *state.loaded.borrow_mut() = Some(loaded);
+    Ok(())
+}
+
+async fn chat(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: ModelRef,
+    messages: Vec<Message>,
+    options: ChatOptions,
+) -> Result<()> {
+    let _busy = BusyGuard::acquire(&state.busy)?;
+    let mut loaded = take_or_load(state, client, id, &model).await?;
+    let cancel = CancelToken::new();
+    client.generations.borrow_mut().insert(id, cancel.clone());
+    let result = answer(&mut loaded, client, id, &messages, &options, &cancel).await;
+    client.generations.borrow_mut().remove(&id);
+    *state.loaded.borrow_mut() = Some(loaded);
+    result
+}
+
+async fn answer(
+    loaded: &mut LoadedModel,
+    client: &Client,
+    id: RequestId,
+    messages: &[Message],
+    options: &ChatOptions,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let messages: Vec<ChatMessage> = messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
+    let render = RenderOptions {
+        add_generation_prompt: true,
+        // wasm32 has no system clock of its own; templates that print today's date need one.
+        now_unix_secs: Some((js_sys::Date::now() / 1000.0) as i64),
+        ..RenderOptions::default()
+    };
+    let prompt = loaded.template.render(&messages, &render)?;
+    // The rendered template already holds any BOS the model wants.
+    let prompt_ids = loaded.tokenizer.encode(&prompt, false)?;
+    let generate_options = GenerateOptions {
+        max_tokens: options.max_tokens as usize,
+        sampling: SamplingParams { temperature: options.temperature, seed: u64::from(options.seed), ..SamplingParams::default() },
+        stop_tokens: loaded.tokenizer.eos_ids().to_vec(),
+        ..GenerateOptions::default()
+    };
+    let generation = generate(
+        &mut loaded.session,
+        &loaded.tokenizer,
+        &prompt_ids,
+        &generate_options,
+        Some(cancel),
+        &mut |token| client.send(&EngineEvent::Token { id, token_id: token.id, text: token.text.to_string() }),
+    )
+    .await?;
+    let stop_reason = stop_reason_name(&generation.stop_reason);
+    client.send(&EngineEvent::Done {
+        id,
+        stop_reason,
+        generated_ids: generation.generated_ids,
+        prompt_tokens: generation.prompt_ids.len() as u32,
+        decode_tok_per_s: generation.timings.decode_tok_per_s(),
+    });
+    Ok(())
+}
+
+/// `StopReason`'s serde name (`stop_token`, `max_tokens`, ...), without pulling in serde_json.
+fn stop_reason_name(reason: &engine::generate::StopReason) -> String {
+    to_js(reason).ok().and_then(|v| v.as_string()).unwrap_or_else(|| format!("{reason:?}"))
+}
+
+/// Takes the loaded model out of the host if it is `model`, else loads `model` (dropping any
+/// other first, so two models never share the wasm heap).
+async fn take_or_load(state: &HostState, client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
+    let current = state.loaded.borrow_mut().take();
+    if let Some(loaded) = current {
+        if loaded.model == *model {
+            return Ok(loaded);
+        }
+    }
+    *state.loaded_id.borrow_mut() = None;
+    let t0 = performance_now();
+    let loaded = load(client, id, model).await?;
+    *state.loaded_id.borrow_mut() = Some(model.id.clone());
+    client.send(&EngineEvent::Loaded { id, model: model.id.clone(), backend: Backend::Cpu, load_ms: performance_now() - t0 });
+    Ok(loaded)
+}
+
+async fn load(client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
+    client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Download, done: 0, total: 0 });
+    let bytes = download(&model.url).await?;
+    let total = bytes.len() as u64;
+    client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Parse, done: total, total });
+
+    let file = GgufFile::from_bytes(bytes)?;
+    let header = file.header();
+    let config = ModelConfig::from_gguf(header)?;
+    let tokenizer = Tokenizer::from_gguf(header)?;
+    let template = ChatTemplate::from_gguf(header)?;
+
+    let mut device: Box<dyn Device> = Box::new(YieldingDevice::new(RefDevice::new()));
+    let options = ModelOptions { context: CONTEXT_TOKENS, ..ModelOptions::default() };
+    let mut last_percent = u64::MAX;
+    let mut progress = |p: engine::model::LoadProgress| {
+        let percent = if p.bytes_total > 0 { p.bytes_done * 100 / p.bytes_total } else { 0 };
+        if percent != last_percent {
+            last_percent = percent;
+            client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Upload, done: p.bytes_done, total: p.bytes_total });
+        }
+    };
+    let loaded_model = Model::load(device.as_mut(), &file, config, options, &mut progress)?;
+    Ok(LoadedModel { model: model.clone(), session: Session::new(device, loaded_model), tokenizer, template })
+}
+
+/// Fetches the whole file into wasm memory. Minimal path: the verified, resumable IndexedDB
+/// downloader replaces it.
+async fn download(url: &str) -> Result<Vec<u8>> {
+    let failed = |reason: String| ExtensionError::Download { url: url.to_string(), reason };
+    let global = js_sys::global();
+    let fetch: js_sys::Function = js_sys::Reflect::get(&global, &"fetch".into())
+        .map_err(ExtensionError::browser)?
+        .dyn_into()
+        .map_err(|_| ExtensionError::Browser("fetch is not available here".into()))?;
+    let promise: js_sys::Promise =
+        fetch.call1(&global, &JsValue::from_str(url)).map_err(|e| failed(js_error_text(&e)))?.unchecked_into();
+    let response: web_sys::Response =
+        JsFuture::from(promise).await.map_err(|e| failed(js_error_text(&e)))?.unchecked_into();
+    if !response.ok() {
+        return Err(failed(format!("HTTP {} {}", response.status(), response.status_text())));
+    }
+    let body = response.array_buffer().map_err(|e| failed(js_error_text(&e)))?;
+    let buffer = JsFuture::from(body).await.map_err(|e| failed(js_error_text(&e)))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}

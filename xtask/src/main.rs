@@ -1,0 +1,178 @@
+//! `cargo xtask <command>`: build the extension and run its browser tests.
+//!
+//! - `dist [--fast]`: wasm release build of the extension and popup crates (one cargo command, so
+//!   features unify once) → wasm-bindgen --target web → wasm-opt -Oz (skipped with `--fast`) →
+//!   `dist/` with the manifest, pages, loaders and icons. Installs the exact wasm-bindgen CLI
+//!   (the version in Cargo.lock) and npm binaryen 132 (older wasm-opt cannot parse wasm-bindgen's
+//!   `table.fill`) when missing.
+//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs (playwright-core
+//!   driving headless Chromium) against a local Hub-layout server with the SmolLM2 GGUF.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const BINARYEN_VERSION: &str = "132.0.0";
+const PLAYWRIGHT_VERSION: &str = "1.65.1";
+const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let outcome = match args.first().map(String::as_str) {
+        Some("dist") => dist(flag("--fast")),
+        Some("test-browser") => test_browser(flag("--fast"), flag("--no-build")),
+        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build]".into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo root").to_path_buf()
+}
+
+/// Tools installed by xtask (npm packages); under target/, so outside git.
+fn tools_dir() -> PathBuf {
+    repo_root().join("target/tools")
+}
+
+/// Its own target dir: the wasm release build must not wait on (or evict) native builds.
+fn wasm_target_dir() -> PathBuf {
+    env::var_os("QWGLM_WASM_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/wasm"))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command.status().map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} failed ({status})", command.get_program()))
+    }
+}
+
+fn output(command: &mut Command) -> Option<String> {
+    let out = command.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The wasm-bindgen crate version in Cargo.lock; the CLI must match it exactly.
+fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = fs::read_to_string(repo_root().join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(version.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    Err("Cargo.lock has no wasm-bindgen package".into())
+}
+
+fn ensure_wasm_bindgen() -> Result<()> {
+    let want = locked_wasm_bindgen_version()?;
+    let have = output(Command::new("wasm-bindgen").arg("--version"));
+    if have.as_deref().is_some_and(|v| v.split_whitespace().nth(1) == Some(want.as_str())) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing wasm-bindgen-cli {want} (found {:?})", have.map(|v| v.trim().to_string()));
+    // No --locked: the CLI's own lockfile pins a webpki-roots release the registry no longer has.
+    run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--version", &want, "--force"]))
+}
+
+fn npm_package(name: &str, version: &str) -> Result<PathBuf> {
+    let dir = tools_dir().join("npm");
+    let installed = dir.join("node_modules").join(name).join("package.json");
+    let current = fs::read_to_string(&installed).unwrap_or_default();
+    if !current.contains(&format!("\"version\": \"{version}\"")) {
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !dir.join("package.json").exists() {
+            fs::write(dir.join("package.json"), "{\"private\": true}\n").map_err(|e| e.to_string())?;
+        }
+        run(Command::new("npm").current_dir(&dir).args(["install", "--no-audit", "--no-fund", &format!("{name}@{version}")]))?;
+    }
+    Ok(dir)
+}
+
+fn wasm_opt() -> Result<PathBuf> {
+    Ok(npm_package("binaryen", BINARYEN_VERSION)?.join("node_modules/.bin/wasm-opt"))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn dist(fast: bool) -> Result<()> {
+    let root = repo_root();
+    ensure_wasm_bindgen()?;
+    let wasm_opt = if fast { None } else { Some(wasm_opt()?) };
+
+    let mut build = Command::new("cargo");
+    build.current_dir(&root).env("CARGO_TARGET_DIR", wasm_target_dir());
+    build.args(["build", "--release", "--target", "wasm32-unknown-unknown"]);
+    for (package, _) in WASM_CRATES {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+
+    let dist = root.join("dist");
+    if dist.exists() {
+        fs::remove_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    }
+    copy_dir(&root.join("static"), &dist)?;
+    fs::copy(root.join("manifest.json"), dist.join("manifest.json")).map_err(|e| format!("manifest.json: {e}"))?;
+
+    let out = dist.join("wasm");
+    for (_, lib) in WASM_CRATES {
+        let wasm = wasm_target_dir().join(format!("wasm32-unknown-unknown/release/{lib}.wasm"));
+        run(Command::new("wasm-bindgen").args(["--target", "web", "--no-typescript", "--out-dir"]).arg(&out).arg(&wasm))?;
+        if let Some(wasm_opt) = &wasm_opt {
+            let module = out.join(format!("{lib}_bg.wasm"));
+            run(Command::new(wasm_opt).arg("-Oz").arg(&module).arg("-o").arg(&module))?;
+        }
+    }
+    for (_, lib) in WASM_CRATES {
+        let size = fs::metadata(out.join(format!("{lib}_bg.wasm"))).map(|m| m.len()).unwrap_or(0);
+        eprintln!("xtask: dist/wasm/{lib}_bg.wasm {size} bytes");
+    }
+    eprintln!("xtask: extension ready in {}", dist.display());
+    Ok(())
+}
+
+fn test_browser(fast: bool, no_build: bool) -> Result<()> {
+    if !no_build {
+        dist(fast)?;
+    }
+    let chromium = env::var("QWGLM_CHROMIUM").unwrap_or_else(|_| "/usr/lib/chromium/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Err(format!("no Chromium at {chromium}: apt-get install -y chromium (or set QWGLM_CHROMIUM)"));
+    }
+    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
+    let root = repo_root();
+    run(Command::new("node")
+        .current_dir(&root)
+        .arg("tests/browser/chat.mjs")
+        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
+        .env("QWGLM_CHROMIUM", chromium)
+        .env("QWGLM_DIST", root.join("dist")))
+}
