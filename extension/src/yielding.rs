@@ -4,7 +4,7 @@
 
 use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
 use engine::kernels::Op;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 pub struct YieldingDevice<D> {
@@ -44,9 +44,31 @@ impl<D: Device> Device for YieldingDevice<D> {
     }
 }
 
-/// Waits for one macrotask. A MessageChannel, because timers in hidden documents (the offscreen
-/// document is one) are throttled to about one per second.
+/// Waits for one task of background priority, so that everything else queued first (the
+/// runtime messages carrying Stop requests above all) runs before the next forward pass.
+/// MessageChannel yields starve those messages for seconds (measured: a Stop took ~6 s), and
+/// timers are throttled in hidden documents such as the offscreen one.
 pub async fn yield_to_event_loop() {
+    match background_task() {
+        Some(task) => {
+            let _ = JsFuture::from(task).await;
+        }
+        None => message_channel_yield().await,
+    }
+}
+
+/// `scheduler.postTask(() => {}, { priority: "background" })`, where the Scheduler API exists.
+fn background_task() -> Option<js_sys::Promise> {
+    let scheduler = js_sys::Reflect::get(&js_sys::global(), &"scheduler".into()).ok()?;
+    let post_task: js_sys::Function = js_sys::Reflect::get(&scheduler, &"postTask".into()).ok()?.dyn_into().ok()?;
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &"priority".into(), &"background".into()).ok()?;
+    // A Rust closure, not `new Function`: the extension CSP forbids eval.
+    let noop = wasm_bindgen::closure::Closure::once_into_js(|| ());
+    post_task.call2(&scheduler, &noop, &options).ok()?.dyn_into().ok()
+}
+
+async fn message_channel_yield() {
     let Ok(channel) = web_sys::MessageChannel::new() else { return };
     let receiver = channel.port1();
     let arrived = js_sys::Promise::new(&mut |resolve, _reject| receiver.set_onmessage(Some(&resolve)));

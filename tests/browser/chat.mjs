@@ -98,7 +98,7 @@ async function main() {
     popup.on('pageerror', (e) => log('popup error:', e.message));
     await popup.goto(`chrome-extension://${id}/popup.html`);
     await popup.waitForSelector('#send:not([disabled])', { timeout: 60000 });
-    log('engine connected:', await popup.textContent('#status'));
+    log('engine connected:', await popup.textContent('#status-text'));
     const question = fixture.messages.find((m) => m.role === 'user').content;
     await popup.fill('#prompt', question);
     await popup.click('#send');
@@ -107,7 +107,7 @@ async function main() {
     let lastStatus = '';
     while (true) {
       const state = await popup.getAttribute('#last-answer', 'data-state');
-      const status = (await popup.textContent('#status')).trim();
+      const status = (await popup.textContent('#status-text')).trim();
       if (status !== lastStatus) { log('status:', status); lastStatus = status; }
       if (state === 'done') break;
       if (status.includes('failed') || status.includes('Cannot') || status.includes('stopped')) throw new Error(`engine error: ${status}`);
@@ -132,6 +132,28 @@ async function main() {
     }
     if (answer !== fixture.greedy_text_until_eos) throw new Error(`answer text ${JSON.stringify(answer)} != reference`);
     log('PASS: browser greedy ids equal the transformers reference');
+
+    // Stop: a second turn (reuses the cached prefix), stopped after its first tokens.
+    await popup.fill('#prompt', 'Tell me a long story about a dragon.');
+    await popup.click('#send');
+    const stopDeadline = Date.now() + 120000;
+    while ((await ids('data-streamed-ids')).length < 2) {
+      if (Date.now() > stopDeadline) throw new Error('second answer did not start streaming');
+      await popup.waitForTimeout(100);
+    }
+    const streamedAtStop = (await ids('data-streamed-ids')).length;
+    const stopClicked = Date.now();
+    // A DOM click in one round trip: Playwright's click does several (scroll, stability over
+    // animation frames), and the popup shares its renderer main thread with the CPU engine.
+    await popup.evaluate(() => document.getElementById('stop').click());
+    await popup.waitForSelector('#last-answer[data-state=done]', { state: 'attached', timeout: 60000 });
+    log(`stop clicked after ${streamedAtStop} tokens, answer ended ${Date.now() - stopClicked} ms later`);
+    const stopped = await popup.getAttribute('#last-answer', 'data-stop-reason');
+    const stoppedIds = await ids('data-generated-ids');
+    log('stop:', stopped, stoppedIds.length, 'tokens');
+    if (stopped !== 'cancelled' || stoppedIds.length >= 16) throw new Error(`stop ended ${stopped} after ${stoppedIds.length} tokens`);
+    await popup.waitForSelector('#send:not([disabled])');
+    log('PASS: stop cancels a running answer');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {

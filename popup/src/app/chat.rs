@@ -12,7 +12,7 @@ use super::chrome::{
     from_js, js_error_text, runtime_connect, runtime_open_options_page, runtime_send_message, to_js, Port,
 };
 use super::protocol::{
-    EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
+    catalog_entry, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
     ENGINE_PORT,
 };
 use super::settings;
@@ -51,7 +51,10 @@ struct ChatState {
     settings: Option<Settings>,
     /// The engine host greeted us; requests may be sent.
     connected: bool,
-    status: String,
+    /// "model · backend" once the engine has told us.
+    model_line: String,
+    /// What the engine is doing now (loading progress, last decode speed).
+    activity: String,
     error: Option<String>,
     turns: Vec<Turn>,
     /// The chat request being answered.
@@ -104,21 +107,19 @@ impl ChatState {
                 if id == 0 {
                     self.connected = true;
                 }
-                self.status = match status.model {
-                    Some(model) => format!("{model} · {}", status.backend.label()),
-                    None => format!("No model loaded · {}", status.backend.label()),
-                };
+                self.model_line = format!("{} · {}", model_name(status.model.as_deref()), status.backend.label());
             }
             EngineEvent::LoadProgress { stage, done, total, .. } => {
                 let percent = if total > 0 { format!(" {}%", done * 100 / total) } else { String::new() };
-                self.status = match stage {
+                self.activity = match stage {
                     LoadStage::Download => format!("Downloading model…{percent}"),
                     LoadStage::Parse => "Reading model…".to_string(),
                     LoadStage::Upload => format!("Loading weights…{percent}"),
                 };
             }
             EngineEvent::Loaded { model, backend, load_ms, .. } => {
-                self.status = format!("{model} · {} · loaded in {:.1} s", backend.label(), load_ms / 1000.0);
+                self.model_line = format!("{} · {}", model_name(Some(&model)), backend.label());
+                self.activity = format!("loaded in {:.1} s", load_ms / 1000.0);
             }
             EngineEvent::Token { token_id, text, .. } if for_running => {
                 self.answer.streamed_ids.push(token_id);
@@ -128,7 +129,7 @@ impl ChatState {
             }
             EngineEvent::Done { stop_reason, generated_ids, decode_tok_per_s, .. } if for_running => {
                 self.running = None;
-                self.status = format!("{} · {:.2} tok/s", self.status.split(" · ").take(2).collect::<Vec<_>>().join(" · "), decode_tok_per_s);
+                self.activity = format!("{decode_tok_per_s:.2} tok/s");
                 self.answer.generated_ids = generated_ids;
                 self.answer.stop_reason = Some(stop_reason);
             }
@@ -153,6 +154,13 @@ impl ChatState {
         }
         messages.push(Message { role: "user".into(), content: question.to_string() });
         messages
+    }
+}
+
+fn model_name(id: Option<&str>) -> String {
+    match id {
+        Some(id) => catalog_entry(id).map_or_else(|| id.to_string(), |entry| entry.name.to_string()),
+        None => "No model loaded".to_string(),
     }
 }
 
@@ -272,7 +280,11 @@ pub fn chat_app() -> Html {
         })
     });
 
-    let status_line = if state.connected { state.status.clone() } else { "Starting the engine…".to_string() };
+    let status_line = match (state.connected, state.activity.is_empty()) {
+        (false, _) => "Starting the engine…".to_string(),
+        (true, true) => state.model_line.clone(),
+        (true, false) => format!("{} · {}", state.model_line, state.activity),
+    };
     let ids = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let answer_state = match (&state.running, &state.answer.stop_reason) {
         (Some(_), _) => "running",
@@ -283,8 +295,8 @@ pub fn chat_app() -> Html {
     html! {
         <div class="chat">
             <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
-                { state.error.clone().unwrap_or(status_line) }
                 <button class="link" onclick={on_models}>{ "Models…" }</button>
+                <span id="status-text">{ state.error.clone().unwrap_or(status_line) }</span>
             </div>
             <div class="turns" id="turns">
                 { for state.turns.iter().map(|turn| html! {
