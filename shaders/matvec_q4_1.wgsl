@@ -7,7 +7,7 @@
 //   2 x: array<f32>                  [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 64 = 4 output rows x 16 lanes; ceil(n / 4) workgroups folded into
+// Dispatch: workgroup_size 64 = 2 output rows x 32 lanes; ceil(n / 2) workgroups folded into
 //   (x <= 65535, y) by engine::shaders::grid.
 
 #include "common/dequant_q4_1.wgsl"

@@ -34,6 +34,11 @@ fn check_model(name: &str) {
     loaded.session.reset();
     let got = greedy_ids(&mut loaded.session, &input, want.len());
     assert_eq!(got, want, "{name}: greedy ids");
+
+    // 3. The same ids when the device takes the argmax (greedy `generate` without penalties).
+    loaded.session.reset();
+    let on_device = device_greedy_ids(&mut loaded.session, &input, want.len());
+    assert_eq!(on_device, want, "{name}: greedy ids with the argmax on the device");
 }
 
 #[test]

@@ -179,12 +179,20 @@ pub async fn generate(
     let mut scanner = StopScanner { stops: opts.stop_strings.clone(), text: String::new(), emitted: 0 };
     let mut timings = Timings { prompt_tokens: prompt_ids.len(), ..Timings::default() };
 
+    // Greedy without penalties: the device takes the argmax and only the id is read back.
+    let on_device = opts.sampling.is_plain_argmax();
     let t0 = now_ms();
-    let prefill = session.prefill(prompt_ids).await?;
+    let (mut logits, mut next) = if on_device {
+        let (id, reused, _) = session.prefill_argmax(prompt_ids).await?;
+        timings.reused_tokens = reused;
+        (Vec::new(), Some(id))
+    } else {
+        let prefill = session.prefill(prompt_ids).await?;
+        timings.reused_tokens = prefill.reused;
+        (prefill.logits, None)
+    };
     timings.prefill_ms = now_ms() - t0;
-    timings.reused_tokens = prefill.reused;
 
-    let mut logits = prefill.logits;
     let mut generated = Vec::new();
     let mut history: Vec<u32> = prompt_ids.to_vec();
     let t1 = now_ms();
@@ -195,7 +203,10 @@ pub async fn generate(
         if generated.len() >= opts.max_tokens {
             break StopReason::MaxTokens;
         }
-        let id = sampler.sample_with_prompt(&mut logits, &history, prompt_ids.len())?;
+        let id = match next.take() {
+            Some(id) => id,
+            None => sampler.sample_with_prompt(&mut logits, &history, prompt_ids.len())?,
+        };
         generated.push(id);
         history.push(id);
         if !opts.ignore_stop_tokens && opts.stop_tokens.contains(&id) {
@@ -213,7 +224,11 @@ pub async fn generate(
         if session.cached_tokens().len() >= session.context() {
             break StopReason::ContextFull;
         }
-        logits = session.append(id).await?;
+        if on_device {
+            next = Some(session.append_argmax(id).await?);
+        } else {
+            logits = session.append(id).await?;
+        }
     };
     timings.decode_ms = now_ms() - t1;
     timings.generated_tokens = generated.len();

@@ -3,10 +3,10 @@
 //! `WeightSource` into device buffers and records each forward pass as a list of kernel `Op`s.
 
 use crate::config::{ModelConfig, RopeStyle};
-use crate::device::{read_f32, BufferId, BufferKind, Device};
+use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    attention_splits, reference::rope_table, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
+    attention_splits, reference::rope_table, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
     RmsNormParams, RopeParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
@@ -167,6 +167,8 @@ struct Activations {
     up: BufferId,
     act: BufferId,
     logits: BufferId,
+    /// One u32: the argmax of the last logits row (greedy decoding reads back 4 bytes).
+    argmax: BufferId,
     rope: BufferId,
 }
 
@@ -411,6 +413,7 @@ impl Model {
             up: f32_buf("up", c * inter)?,
             act: f32_buf("act", c * inter)?,
             logits: f32_buf("logits", logits_rows * cfg.vocab_size)?,
+            argmax: f32_buf("argmax", 1)?,
             rope: f32_buf("rope_table", opts.context * cfg.head_dim)?,
         };
         let table = rope_table(cfg.rope_theta, cfg.head_dim, opts.context);
@@ -533,6 +536,15 @@ impl Model {
     /// Runs `tokens` (at most one chunk) at positions `pos..pos+len` and returns their logits
     /// (`[1, vocab]` or `[len, vocab]`). The KV cache rows for these positions are overwritten.
     pub async fn forward(&self, device: &mut dyn Device, tokens: &[u32], pos: usize, rows: LogitsRows) -> Result<Vec<f32>> {
+        self.check_forward(tokens, pos, rows)?;
+        let n = tokens.len();
+        device.write(self.act.ids, 0, bytemuck::cast_slice(tokens))?;
+        device.run(&self.record(n, pos, rows))?;
+        let out_rows = if rows == LogitsRows::All { n } else { 1 };
+        read_f32(device, self.act.logits, 0, out_rows * self.cfg.vocab_size).await
+    }
+
+    fn check_forward(&self, tokens: &[u32], pos: usize, rows: LogitsRows) -> Result<()> {
         let n = tokens.len();
         if n == 0 {
             return Err(EngineError::EmptyPrompt);
@@ -549,10 +561,24 @@ impl Model {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             return Err(EngineError::Tokenizer(format!("token id {bad} outside the vocabulary of {}", self.cfg.vocab_size)));
         }
+        Ok(())
+    }
+
+    /// As [`Model::forward`] with [`LogitsRows::Last`], but the device also takes the argmax of
+    /// the logits (lowest index on ties) and only that id is read back: greedy decoding without
+    /// penalties copies 4 bytes per token instead of the whole vocabulary row.
+    pub async fn forward_argmax(&self, device: &mut dyn Device, tokens: &[u32], pos: usize) -> Result<u32> {
+        self.check_forward(tokens, pos, LogitsRows::Last)?;
         device.write(self.act.ids, 0, bytemuck::cast_slice(tokens))?;
-        device.run(&self.record(n, pos, rows))?;
-        let out_rows = if rows == LogitsRows::All { n } else { 1 };
-        read_f32(device, self.act.logits, 0, out_rows * self.cfg.vocab_size).await
+        let mut ops = self.record(tokens.len(), pos, LogitsRows::Last);
+        ops.push(Op::Argmax {
+            x: self.act.logits,
+            out: self.act.argmax,
+            p: ArgmaxParams { n: self.cfg.vocab_size as u32, offset: 0 },
+        });
+        device.run(&ops)?;
+        let id = read_u32(device, self.act.argmax, 0, 1).await?;
+        id.first().copied().ok_or_else(|| EngineError::Device("argmax read back nothing".into()))
     }
 }
 

@@ -77,6 +77,12 @@ impl SamplingParams {
         self.temperature == 0.0
     }
 
+    /// Greedy with no penalties: the next token is the plain argmax of the logits, so the device
+    /// can compute it and the logits need not be read back.
+    pub fn is_plain_argmax(&self) -> bool {
+        self.is_greedy() && !self.has_penalties()
+    }
+
     fn has_penalties(&self) -> bool {
         self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }

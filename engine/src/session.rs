@@ -49,6 +49,19 @@ impl Session {
     /// Policy: a prompt longer than the context is an error (`ContextOverflow`); callers that
     /// hold conversations drop old turns before calling (see `chat_session`).
     pub async fn prefill(&mut self, tokens: &[u32]) -> Result<Prefill> {
+        let (logits, _, reused, computed) = self.prefill_inner(tokens, false).await?;
+        Ok(Prefill { logits, reused, computed })
+    }
+
+    /// As [`Session::prefill`], but returns the argmax of the last logits (computed on the device)
+    /// instead of the logits: greedy decoding without penalties. Returns (id, reused, computed).
+    pub async fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<(u32, usize, usize)> {
+        let (_, id, reused, computed) = self.prefill_inner(tokens, true).await?;
+        let id = id.ok_or_else(|| EngineError::Device("prefill produced no argmax".into()))?;
+        Ok((id, reused, computed))
+    }
+
+    async fn prefill_inner(&mut self, tokens: &[u32], argmax: bool) -> Result<(Vec<f32>, Option<u32>, usize, usize)> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -61,14 +74,19 @@ impl Session {
         self.cached.truncate(start);
         let chunk = self.model.options().chunk;
         let mut logits = Vec::new();
+        let mut id = None;
         let mut pos = start;
         while pos < tokens.len() {
             let end = (pos + chunk).min(tokens.len());
-            logits = self.model.forward(self.device.as_mut(), &tokens[pos..end], pos, LogitsRows::Last).await?;
+            if argmax && end == tokens.len() {
+                id = Some(self.model.forward_argmax(self.device.as_mut(), &tokens[pos..end], pos).await?);
+            } else {
+                logits = self.model.forward(self.device.as_mut(), &tokens[pos..end], pos, LogitsRows::Last).await?;
+            }
             self.cached.extend_from_slice(&tokens[pos..end]);
             pos = end;
         }
-        Ok(Prefill { logits, reused: start, computed: tokens.len() - start })
+        Ok((logits, id, start, tokens.len() - start))
     }
 
     /// Appends one token (decode step) and returns the logits after it.
@@ -80,6 +98,18 @@ impl Session {
         let logits = self.model.forward(self.device.as_mut(), &[token], pos, LogitsRows::Last).await?;
         self.cached.push(token);
         Ok(logits)
+    }
+
+    /// Appends one token (decode step) and returns the argmax of the logits after it, computed on
+    /// the device (lowest id on ties): greedy decoding reads back one u32, not the vocabulary.
+    pub async fn append_argmax(&mut self, token: u32) -> Result<u32> {
+        let pos = self.cached.len();
+        if pos >= self.context() {
+            return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
+        }
+        let id = self.model.forward_argmax(self.device.as_mut(), &[token], pos).await?;
+        self.cached.push(token);
+        Ok(id)
     }
 
     /// Logits for every position of `tokens`, computed from an empty cache (parity tests).

@@ -1,12 +1,14 @@
 // Body of matvec_<format>.wgsl: y = W x (+ b) for one activation row, weights dequantized on the
-// fly 8 at a time. 64 threads = 4 rows x 16 lanes; each lane strides over the row's 8-element
-// groups, then the 16 lanes of a row reduce through workgroup memory.
+// fly 8 at a time. 64 threads = 2 rows x 32 lanes (a warp-sized group per row, so consecutive
+// lanes read consecutive 8-element groups and one row's loads cover whole packed blocks); each
+// lane strides over the row's groups, then the 32 lanes of a row reduce through workgroup memory.
+// ROWS_PER_WORKGROUP must match engine::shaders::MATVEC_ROWS_PER_WORKGROUP.
 #include "common/grid.wgsl"
 #include "common/matmul_params.wgsl"
 
 const WORKGROUP: u32 = 64u;
-const LANES_PER_ROW: u32 = 16u;
-const ROWS_PER_WORKGROUP: u32 = 4u;
+const LANES_PER_ROW: u32 = 32u;
+const ROWS_PER_WORKGROUP: u32 = 2u;
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 

@@ -70,6 +70,20 @@ pub fn greedy_ids(session: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
+/// As [`greedy_ids`], but the device takes each argmax (`prefill_argmax` / `append_argmax`, the
+/// path `generate` uses for greedy decoding without penalties).
+pub fn device_greedy_ids(session: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut id = pollster::block_on(session.prefill_argmax(prompt)).expect("prefill_argmax").0;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(id);
+        if i + 1 < n {
+            id = pollster::block_on(session.append_argmax(id)).expect("decode");
+        }
+    }
+    out
+}
+
 /// Indices of the `k` largest values, largest first.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();

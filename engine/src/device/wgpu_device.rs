@@ -78,6 +78,38 @@ pub struct WgpuDevice {
     /// Out-of-memory scopes of allocations whose result was not ready yet (WebGPU resolves them
     /// asynchronously); awaited by the next `read`.
     pending_scopes: Vec<(String, ErrorScopeFuture)>,
+    /// Host-side time split, native only, when `QWGLM_WGPU_PROFILE` is set (printed on drop).
+    #[cfg(not(target_arch = "wasm32"))]
+    profile: Option<HostProfile>,
+}
+
+/// Where the host spends a pass: validating/encoding/submitting it (`run`) versus waiting for
+/// the GPU in a read (`poll` + map). Decode is one run and one read per token.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Default)]
+struct HostProfile {
+    runs: u64,
+    dispatches: u64,
+    run_s: f64,
+    reads: u64,
+    read_wait_s: f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for WgpuDevice {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            eprintln!(
+                "wgpu profile: {} runs ({} dispatches) {:.1} ms encoding+submit ({:.1} us/dispatch); {} reads {:.1} ms waiting",
+                p.runs,
+                p.dispatches,
+                p.run_s * 1e3,
+                p.run_s * 1e6 / p.dispatches.max(1) as f64,
+                p.reads,
+                p.read_wait_s * 1e3
+            );
+        }
+    }
 }
 
 fn device_err(detail: impl Into<String>) -> EngineError {
@@ -193,6 +225,8 @@ impl WgpuDevice {
             errors,
             lost,
             pending_scopes: Vec::new(),
+            #[cfg(not(target_arch = "wasm32"))]
+            profile: std::env::var_os("QWGLM_WGPU_PROFILE").map(|_| HostProfile::default()),
         })
     }
 
@@ -479,6 +513,72 @@ impl Device for WgpuDevice {
     }
 
     fn run(&mut self, pass: &[Op]) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let started = self.profile.is_some().then(std::time::Instant::now);
+        let result = self.run_pass(pass);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
+            p.runs += 1;
+            p.dispatches += pass.len() as u64;
+            p.run_s += t.elapsed().as_secs_f64();
+        }
+        result
+    }
+
+    fn read(&mut self, buf: BufferId, offset_bytes: u64, len: u64) -> ReadFuture<'_> {
+        // Copies must be word-aligned: read the covering words and cut.
+        let start = offset_bytes & !3;
+        let end = offset_bytes.checked_add(len).map(|e| e.saturating_add(3) & !3);
+        let begun = match (end, self.buffer(buf)) {
+            (Some(end), Ok(b)) if end <= b.bytes => self.begin_read(buf, start, end).map(|r| (r, end)),
+            (_, Err(e)) => Err(e),
+            _ => Err(device_err(format!("read of {len} bytes at {offset_bytes} overflows buffer {}", buf.0))),
+        };
+        Box::pin(async move {
+            let (PendingRead { staging, bytes: mapped_bytes, mapped: rx }, end) = begun?;
+            #[cfg(not(target_arch = "wasm32"))]
+            let waited = std::time::Instant::now();
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+                self.take_error()?;
+                return Err(device_err(format!("poll: {e}")));
+            }
+            let mapped = rx.await;
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(p) = self.profile.as_mut() {
+                p.reads += 1;
+                p.read_wait_s += waited.elapsed().as_secs_f64();
+            }
+            for (what, scope) in std::mem::take(&mut self.pending_scopes) {
+                if let Some(err) = scope.await {
+                    return Err(from_wgpu_error(err, &what));
+                }
+            }
+            self.take_error()?;
+            match mapped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(device_err(format!("map_async: {e}"))),
+                Err(_) => return Err(EngineError::DeviceLost("map_async callback dropped".into())),
+            }
+            let bytes = {
+                let view = staging.slice(..mapped_bytes).get_mapped_range().map_err(|e| device_err(format!("mapped range: {e:?}")))?;
+                let skip = (offset_bytes - start) as usize;
+                let take = (end - start) as usize;
+                view[skip..take][..len as usize].to_vec()
+            };
+            staging.unmap();
+            self.staging_busy = false;
+            Ok(bytes)
+        })
+    }
+
+    fn allocated_bytes(&self) -> u64 {
+        self.allocated
+    }
+}
+
+impl WgpuDevice {
+    fn run_pass(&mut self, pass: &[Op]) -> Result<()> {
         self.take_error()?;
         // 1. Validate and plan everything before touching the GPU.
         let mut plans = Vec::with_capacity(pass.len());
@@ -515,6 +615,7 @@ impl Device for WgpuDevice {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("pass") });
         {
             let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("pass"), timestamp_writes: None });
+            let mut current: Option<(KernelId, usize)> = None;
             for (i, (op, plan)) in pass.iter().zip(&plans).enumerate() {
                 let kernel = op.kernel_id();
                 let (Some(k), Some(group)) = (self.kernels.get(&kernel), self.bind_groups.get(&(kernel, slots[i].clone()))) else {
@@ -522,56 +623,17 @@ impl Device for WgpuDevice {
                 };
                 cpass.set_bind_group(0, group, &[(i as u64 * stride) as u32]);
                 for d in plan {
-                    cpass.set_pipeline(&k.pipelines[d.entry]);
+                    // Consecutive ops often share a pipeline (q/k/v, gate/up): bind it once.
+                    let pipeline = &k.pipelines[d.entry];
+                    if current.as_ref() != Some(&(kernel, d.entry)) {
+                        cpass.set_pipeline(pipeline);
+                        current = Some((kernel, d.entry));
+                    }
                     cpass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
                 }
             }
         }
         self.queue.submit([encoder.finish()]);
         self.take_error()
-    }
-
-    fn read(&mut self, buf: BufferId, offset_bytes: u64, len: u64) -> ReadFuture<'_> {
-        // Copies must be word-aligned: read the covering words and cut.
-        let start = offset_bytes & !3;
-        let end = offset_bytes.checked_add(len).map(|e| e.saturating_add(3) & !3);
-        let begun = match (end, self.buffer(buf)) {
-            (Some(end), Ok(b)) if end <= b.bytes => self.begin_read(buf, start, end).map(|r| (r, end)),
-            (_, Err(e)) => Err(e),
-            _ => Err(device_err(format!("read of {len} bytes at {offset_bytes} overflows buffer {}", buf.0))),
-        };
-        Box::pin(async move {
-            let (PendingRead { staging, bytes: mapped_bytes, mapped: rx }, end) = begun?;
-            #[cfg(not(target_arch = "wasm32"))]
-            if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
-                self.take_error()?;
-                return Err(device_err(format!("poll: {e}")));
-            }
-            let mapped = rx.await;
-            for (what, scope) in std::mem::take(&mut self.pending_scopes) {
-                if let Some(err) = scope.await {
-                    return Err(from_wgpu_error(err, &what));
-                }
-            }
-            self.take_error()?;
-            match mapped {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(device_err(format!("map_async: {e}"))),
-                Err(_) => return Err(EngineError::DeviceLost("map_async callback dropped".into())),
-            }
-            let bytes = {
-                let view = staging.slice(..mapped_bytes).get_mapped_range().map_err(|e| device_err(format!("mapped range: {e:?}")))?;
-                let skip = (offset_bytes - start) as usize;
-                let take = (end - start) as usize;
-                view[skip..take][..len as usize].to_vec()
-            };
-            staging.unmap();
-            self.staging_busy = false;
-            Ok(bytes)
-        })
-    }
-
-    fn allocated_bytes(&self) -> u64 {
-        self.allocated
     }
 }
