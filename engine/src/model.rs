@@ -6,7 +6,7 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    attention_splits, reference::rope_table, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
+    attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
     RmsNormParams, RopeParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
@@ -511,7 +511,7 @@ impl Model {
                     head_dim: cfg.head_dim as u32,
                     pos_offset: pos as u32,
                     scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-                    kv_splits: attention_splits((pos + n) as u32),
+                    kv_splits: attention_splits_for(n32, (pos + n) as u32),
                 },
             });
             // 7. Output projection, residual add + post-attention norm.

@@ -326,6 +326,10 @@ fn attention_decode() {
     // Several splits, including empty ones (span * splits > ctx), and other head sizes.
     attention_case(&mut pair, &mut rng, 1, 16, 3, 3, 64, Some(5));
     attention_case(&mut pair, &mut rng, 1, 299, 1, 2, 128, Some(16));
+    // The decode rule: one 64-key tile per split (300 keys -> 5 splits; 4000 -> 63, the last short).
+    attention_case(&mut pair, &mut rng, 1, 299, 2, 7, 64, Some(engine::kernels::attention_splits_for(1, 300)));
+    attention_case(&mut pair, &mut rng, 1, 3999, 1, 4, 64, Some(engine::kernels::attention_splits_for(1, 4000)));
+    attention_case(&mut pair, &mut rng, 1, 4199, 1, 2, 64, Some(engine::kernels::MAX_KV_SPLITS));
     attention_case(&mut pair, &mut rng, 1, 40, 2, 7, 32, Some(3));
     attention_case(&mut pair, &mut rng, 1, 9, 1, 1, 20, Some(2));
 }

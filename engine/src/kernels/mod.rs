@@ -132,11 +132,27 @@ pub struct AttentionParams {
 /// Keys per flash-decoding split that `attention_splits` aims for.
 pub const KEYS_PER_SPLIT: u32 = 256;
 /// Most splits per attention op (bounds the device's scratch of partial results).
-pub const MAX_KV_SPLITS: u32 = 16;
+pub const MAX_KV_SPLITS: u32 = 64;
+/// Most splits `attention_splits` picks for a multi-token (prefill) op: its rows already fill the
+/// GPU, and the scratch grows with tokens x splits.
+pub const MAX_PREFILL_KV_SPLITS: u32 = 16;
+/// Keys per split for a one-token (decode) op: one 64-key tile, so the few (kv head) workgroups of
+/// a decode step become kv_heads x ctx / 64 of them.
+pub const DECODE_KEYS_PER_SPLIT: u32 = 64;
 
-/// The split count for an attention op over `ctx` visible keys.
+/// The split count for an attention op over `ctx` visible keys (prefill rule).
 pub fn attention_splits(ctx: u32) -> u32 {
-    ctx.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_KV_SPLITS)
+    ctx.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_PREFILL_KV_SPLITS)
+}
+
+/// The split count for an attention op of `n_tokens` query tokens over `ctx` visible keys: decode
+/// (one token) cuts the keys finer, up to `MAX_KV_SPLITS`.
+pub fn attention_splits_for(n_tokens: u32, ctx: u32) -> u32 {
+    if n_tokens == 1 {
+        ctx.div_ceil(DECODE_KEYS_PER_SPLIT).clamp(1, MAX_KV_SPLITS)
+    } else {
+        attention_splits(ctx)
+    }
 }
 
 #[repr(C)]
