@@ -273,7 +273,9 @@ impl<'a> Loader<'a> {
             let packed = if meta.ty == GgmlType::BF16 {
                 let mut values = vec![0f32; n * cols];
                 quant::dequantize(GgmlType::BF16, disk, &mut values)?;
-                bytemuck::cast_slice(&values).to_vec()
+                let mut widened: Vec<u8> = bytemuck::cast_slice(&values).to_vec();
+                widened.resize(quant::packed_len(GgmlType::F32, n * cols), 0);
+                widened
             } else {
                 quant::repack(format, disk)?
             };
@@ -321,7 +323,7 @@ fn rows_per_part(format: GgmlType, rows: usize, cols: usize, limit: u64) -> Opti
     if fits(rows) {
         return Some(rows.max(1));
     }
-    // Packed size is the disk size plus at most 3 padding bytes per segment: start from the
+    // Packed size is the disk size plus at most 15 padding bytes per segment: start from the
     // disk-size estimate and step down.
     let row_bytes = (blocks_per_row * format.block_bytes()).max(1) as u64;
     let mut n = (limit / row_bytes).min(rows as u64) as usize;

@@ -1,10 +1,10 @@
 //! GGML tensor element types: on-disk block layouts (`#[repr(C)]` structs with size asserts),
 //! reference dequantizers (bit-exact with gguf-py), and the device layout ("SoA segments").
 //!
-//! Device layout: a quantized tensor of `n_blocks` blocks is repacked at load into one u32-aligned
+//! Device layout: a quantized tensor of `n_blocks` blocks is repacked at load into one 16-byte-aligned
 //! buffer made of one *segment* per block field (`BlockField`), each segment the concatenation of that
-//! field over all blocks, padded to 4 bytes. So a Q4_0 tensor becomes `[d: f16 × n_blocks][qs: 16 B × n_blocks]`.
-//! GPU kernels read fields with aligned u32 loads; the reference kernels gather a block back with
+//! field over all blocks, padded to 16 bytes. So a Q4_0 tensor becomes `[d: f16 × n_blocks][qs: 16 B × n_blocks]`.
+//! GPU kernels read fields with aligned u32 / vec4<u32> loads; the reference kernels gather a block back with
 //! `gather_block` and reuse the on-disk dequantizer, so the two paths cannot drift silently.
 //!
 //! Bit-exactness: every dequantizer performs the same f32 operations, in the same order, as
@@ -552,29 +552,33 @@ fn dequantize_q6_k(block: &BlockQ6K, out: &mut [f32; QK_K]) {
 // ---------------------------------------------------------------------------------------------
 // Device layout: SoA segments.
 
-const fn pad4(n: usize) -> usize {
-    n.saturating_add(3) & !3
+/// Segment alignment: 16 bytes, so every segment starts on a `vec4<u32>` boundary and kernels can
+/// read whole 16-byte words of any field.
+pub const SEGMENT_ALIGN: usize = 16;
+
+const fn pad_segment(n: usize) -> usize {
+    n.saturating_add(SEGMENT_ALIGN - 1) & !(SEGMENT_ALIGN - 1)
 }
 
 /// Byte offset of each field segment (in `ty.fields()` order) in the packed buffer of `n_blocks`
-/// blocks. Each segment is `field.len × n_blocks` bytes padded to a multiple of 4.
+/// blocks. Each segment is `field.len × n_blocks` bytes padded to a multiple of `SEGMENT_ALIGN`.
 pub fn segment_offsets(ty: GgmlType, n_blocks: usize) -> Vec<usize> {
     let mut offset = 0usize;
     ty.fields()
         .iter()
         .map(|field| {
             let start = offset;
-            offset = offset.saturating_add(pad4(field.len.saturating_mul(n_blocks)));
+            offset = offset.saturating_add(pad_segment(field.len.saturating_mul(n_blocks)));
             start
         })
         .collect()
 }
 
-/// Total bytes of the packed buffer for `n_blocks` blocks (a multiple of 4; 0 for unsupported types).
+/// Total bytes of the packed buffer for `n_blocks` blocks (a multiple of 16; 0 for unsupported types).
 pub fn packed_len(ty: GgmlType, n_blocks: usize) -> usize {
     ty.fields()
         .iter()
-        .fold(0usize, |total, field| total.saturating_add(pad4(field.len.saturating_mul(n_blocks))))
+        .fold(0usize, |total, field| total.saturating_add(pad_segment(field.len.saturating_mul(n_blocks))))
 }
 
 /// Disk layout → packed SoA layout. `data` must be whole blocks.
@@ -591,7 +595,7 @@ pub fn repack(ty: GgmlType, data: &[u8]) -> Result<Vec<u8>> {
     let mut packed = vec![0u8; packed_len(ty, n_blocks)];
     let mut rest = packed.as_mut_slice();
     for field in ty.fields() {
-        let segment_len = pad4(field.len * n_blocks);
+        let segment_len = pad_segment(field.len * n_blocks);
         let (segment, tail) = rest.split_at_mut(segment_len);
         rest = tail;
         for (dst, block) in segment.chunks_exact_mut(field.len).zip(data.chunks_exact(block_bytes)) {
@@ -614,7 +618,7 @@ pub fn gather_block(ty: GgmlType, packed: &[u8], n_blocks: usize, block_index: u
     for field in ty.fields() {
         let src = segment_start + block_index * field.len;
         out[field.offset..field.offset + field.len].copy_from_slice(&packed[src..src + field.len]);
-        segment_start += pad4(field.len * n_blocks);
+        segment_start += pad_segment(field.len * n_blocks);
     }
 }
 
@@ -747,15 +751,15 @@ mod tests {
                 assert_eq!(offsets.len(), ty.fields().len());
                 assert_eq!(offsets[0], 0);
                 for (i, field) in ty.fields().iter().enumerate() {
-                    assert_eq!(offsets[i] % 4, 0);
+                    assert_eq!(offsets[i] % SEGMENT_ALIGN, 0);
                     let end = offsets.get(i + 1).copied().unwrap_or(packed_len(ty, n_blocks));
-                    assert_eq!(end - offsets[i], pad4(field.len * n_blocks), "{ty} {}", field.name);
+                    assert_eq!(end - offsets[i], pad_segment(field.len * n_blocks), "{ty} {}", field.name);
                 }
             }
         }
         // The module doc's example.
-        assert_eq!(segment_offsets(GgmlType::Q4_0, 3), vec![0, 8]);
-        assert_eq!(packed_len(GgmlType::Q4_0, 3), 8 + 48);
+        assert_eq!(segment_offsets(GgmlType::Q4_0, 3), vec![0, 16]);
+        assert_eq!(packed_len(GgmlType::Q4_0, 3), 16 + 48);
     }
 
     #[test]

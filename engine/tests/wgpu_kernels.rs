@@ -116,12 +116,10 @@ const MAX_NMSE_ATTENTION: f64 = 1e-9;
 /// fields is a valid block).
 fn random_weight(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> Vec<u8> {
     match format {
-        GgmlType::F32 => bytemuck::cast_slice(&rng.floats(rows * cols, 1.0)).to_vec(),
+        GgmlType::F32 => quant::repack(format, bytemuck::cast_slice(&rng.floats(rows * cols, 1.0))).expect("repack"),
         GgmlType::F16 => {
             let halves: Vec<u16> = (0..rows * cols).map(|_| f16::from_f32(rng.unit()).to_bits()).collect();
-            let mut bytes: Vec<u8> = bytemuck::cast_slice(&halves).to_vec();
-            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-            bytes
+            quant::repack(format, bytemuck::cast_slice(&halves)).expect("repack")
         }
         _ => {
             let n_blocks = rows * cols / format.block_elems();
@@ -207,8 +205,14 @@ fn matvec_every_format() {
         matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false);
         matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true);
     }
-    // Bigger k: many groups per lane.
+    // Bigger k: many groups per lane; k-quant rows of 3 and 19 super-blocks (slots not a multiple
+    // of the workgroup), row counts that leave 1..3 rows of the last 4-row workgroup.
     matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false);
+    for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
+        matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false);
+    }
     matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false);
 }
 

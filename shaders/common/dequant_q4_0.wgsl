@@ -9,7 +9,7 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let block = row * blocks_per_row + group / 4u;
     let g = group % 4u;
     let d = f16_at(weights[block / 2u], block % 2u);
-    let qs = (n_blocks * 2u + 3u) / 4u + block * 4u;
+    let qs = segment_words(2u * n_blocks) + block * 4u;
     // Groups 0,1 read the low nibbles of bytes 0..15, groups 2,3 the high nibbles.
     let shift = (g / 2u) * 4u;
     let word = qs + (g % 2u) * 2u;

@@ -8,7 +8,7 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let block = row * blocks_per_row + group / 4u;
     let g = group % 4u;
     let dm = unpack2x16float(weights[block]);
-    let word = n_blocks + block * 4u + (g % 2u) * 2u;
+    let word = segment_words(4u * n_blocks) + block * 4u + (g % 2u) * 2u;
     let shift = (g / 2u) * 4u;
     let q0 = (bytes4(weights[word]) >> vec4<u32>(shift)) & vec4<u32>(0xfu);
     let q1 = (bytes4(weights[word + 1u]) >> vec4<u32>(shift)) & vec4<u32>(0xfu);

@@ -11,11 +11,12 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let g = group % 32u;
     let j = g / 4u;
     let dm = unpack2x16float(weights[block]);
-    let sc = n_blocks + block * 3u;
+    let sc_seg = segment_words(4u * n_blocks);
+    let sc = sc_seg + block * 3u;
     let scale_min = k_scale_min(weights[sc], weights[sc + 1u], weights[sc + 2u], j);
     let d_scale = dm.x * f32(scale_min.x);
     let d_min = dm.y * f32(scale_min.y);
-    let word = 4u * n_blocks + block * 32u + (j / 2u) * 8u + (g % 4u) * 2u;
+    let word = sc_seg + segment_words(12u * n_blocks) + block * 32u + (j / 2u) * 8u + (g % 4u) * 2u;
     let shift = (j % 2u) * 4u;
     let q0 = (bytes4(weights[word]) >> vec4<u32>(shift)) & vec4<u32>(0xfu);
     let q1 = (bytes4(weights[word + 1u]) >> vec4<u32>(shift)) & vec4<u32>(0xfu);

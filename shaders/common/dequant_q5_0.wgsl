@@ -9,8 +9,8 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let block = row * blocks_per_row + group / 4u;
     let g = group % 4u;
     let d = f16_at(weights[block / 2u], block % 2u);
-    let qh_seg = (n_blocks * 2u + 3u) / 4u;
-    let qs_seg = qh_seg + n_blocks;
+    let qh_seg = segment_words(2u * n_blocks);
+    let qs_seg = qh_seg + segment_words(4u * n_blocks);
     let word = qs_seg + block * 4u + (g % 2u) * 2u;
     let q = q5_values(weights[word], weights[word + 1u], weights[qh_seg + block], g);
     return Dq8(d * (vec4<f32>(q[0]) - 16.0), d * (vec4<f32>(q[1]) - 16.0));

@@ -9,7 +9,8 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let block = row * blocks_per_row + group / 4u;
     let g = group % 4u;
     let dm = unpack2x16float(weights[block]);
-    let word = 2u * n_blocks + block * 4u + (g % 2u) * 2u;
-    let q = q5_values(weights[word], weights[word + 1u], weights[n_blocks + block], g);
+    let qh_seg = segment_words(4u * n_blocks);
+    let word = 2u * qh_seg + block * 4u + (g % 2u) * 2u;
+    let q = q5_values(weights[word], weights[word + 1u], weights[qh_seg + block], g);
     return Dq8(dm.x * vec4<f32>(q[0]) + dm.y, dm.x * vec4<f32>(q[1]) + dm.y);
 }

@@ -14,6 +14,6 @@ fn dequant8(row: u32, group: u32, rows: u32, k: u32) -> Dq8 {
     let block = row * blocks_per_row + group / 4u;
     let g = group % 4u;
     let d = f16_at(weights[block / 2u], block % 2u);
-    let word = (n_blocks * 2u + 3u) / 4u + block * 8u + g * 2u;
+    let word = segment_words(2u * n_blocks) + block * 8u + g * 2u;
     return Dq8(sbytes4(weights[word]) * d, sbytes4(weights[word + 1u]) * d);
 }

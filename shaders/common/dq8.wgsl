@@ -15,6 +15,12 @@ fn bytes4(word: u32) -> vec4<u32> {
     return (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
 }
 
+// Words taken by a packed segment of `bytes` bytes: segments are padded to 16 bytes
+// (engine::quant::SEGMENT_ALIGN), so every segment starts on a vec4<u32> boundary.
+fn segment_words(bytes: u32) -> u32 {
+    return ((bytes + 15u) / 16u) * 4u;
+}
+
 // Half `h` (0 or 1) of an f16 pair packed in a word, widened to f32 (no shader-f16 needed).
 fn f16_at(word: u32, h: u32) -> f32 {
     let pair = unpack2x16float(word);

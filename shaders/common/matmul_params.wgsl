@@ -1,14 +1,6 @@
 // The uniform block and bindings shared by matvec_<format>.wgsl and matmul_<format>.wgsl.
 
-struct MatMulParams {
-    m: u32,          // activation rows
-    n: u32,          // weight rows (output features of this weight part)
-    k: u32,          // weight cols (input features)
-    x_row: u32,      // first activation row read
-    has_bias: u32,
-    out_stride: u32, // elements between output rows (>= out_col + n)
-    out_col: u32,    // first output column written (weights split by rows write side by side)
-}
+#include "common/matmul_struct.wgsl"
 
 @group(0) @binding(0) var<uniform> p: MatMulParams;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;    // packed [n, k]

@@ -76,7 +76,9 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/k_scales.wgsl"),
     shader!("common/matmul_body.wgsl"),
     shader!("common/matmul_params.wgsl"),
+    shader!("common/matmul_struct.wgsl"),
     shader!("common/matvec_body.wgsl"),
+    shader!("common/matvec_rows.wgsl"),
     shader!("common/q5_bits.wgsl"),
     shader!("common/rope_body.wgsl"),
     shader!("common/row_sum.wgsl"),
@@ -190,8 +192,16 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
     }
 }
 
-/// Output rows per matvec workgroup (shaders/common/matvec_body.wgsl `ROWS_PER_WORKGROUP`).
-const MATVEC_ROWS_PER_WORKGROUP: u64 = 2;
+/// Output rows per workgroup of the matvec kernel for `format`: `ROWS` of
+/// shaders/common/matvec_rows.wgsl for the formats with a multi-row kernel, else
+/// `ROWS_PER_WORKGROUP` of shaders/common/matvec_body.wgsl.
+pub fn matvec_rows_per_workgroup(format: WeightFormat) -> u64 {
+    use crate::quant::GgmlType::*;
+    match format {
+        Q4_K | Q6_K => 4,
+        _ => 2,
+    }
+}
 
 /// One dispatch of an entry point (index into `entry_points`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +255,7 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
     match op {
         Op::Embed { p, .. } => one([dim((p.hidden as u64).div_ceil(8).div_ceil(64), "hidden")?, dim(p.n_tokens as u64, "tokens")?, 1]),
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
-        Op::MatMul { p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(MATVEC_ROWS_PER_WORKGROUP))?),
+        Op::MatMul { w, p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(matvec_rows_per_workgroup(w.format)))?),
         Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(16), "n")?, dim((p.m as u64).div_ceil(16), "m")?, 1]),
         Op::Rope { p, .. } => one(folded((p.n_tokens as u64 * p.n_heads as u64 * (p.head_dim / 2) as u64).div_ceil(256))?),
         Op::KvWrite { p, .. } => one(folded((p.n_tokens as u64 * p.kv_dim as u64).div_ceil(256))?),

@@ -1,0 +1,80 @@
+// Frame of the multi-row decode matvecs (matvec_q4_k.wgsl, matvec_q6_k.wgsl): y = W x (+ b) for one
+// activation row. A workgroup of THREADS threads owns ROWS consecutive output rows; each thread
+// walks the k dimension of all ROWS rows at once, so it loads its activations (16-byte loads) once
+// and reuses them from registers for every row, and it has ROWS independent 16-byte weight loads
+// in flight per step. The rows' partial sums meet in workgroup memory at the end.
+// ROWS must match engine::shaders::matvec_rows_per_workgroup.
+#include "common/dq8.wgsl"
+#include "common/grid.wgsl"
+#include "common/matmul_struct.wgsl"
+
+@group(0) @binding(0) var<uniform> p: MatMulParams;
+@group(0) @binding(1) var<storage, read> weights: array<vec4<u32>>; // packed [n, k], 16-byte segments
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // [x_row + 1, k], k % 4 == 0
+@group(0) @binding(3) var<storage, read> bias: array<f32>;          // [n] (a dummy when has_bias == 0)
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;     // out[out_col + r], r < n
+
+const THREADS: u32 = 64u;
+const ROWS: u32 = 4u;
+
+var<workgroup> partial: array<f32, 256>; // ROWS * THREADS
+
+// Word `i` of the packed weight (scales and other per-block fields).
+fn word_at(i: u32) -> u32 {
+    return weights[i / 4u][i % 4u];
+}
+
+// Integers below 2^23 to f32 without an int-to-float conversion (a quarter-rate instruction on
+// NVIDIA): OR-ing in the exponent of 2^23 gives exactly 2^23 + v.
+fn small_to_f32(v: vec4<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(v | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
+}
+
+// The four bytes of `w` shifted right by `shift` and masked with `mask` (lowest byte first).
+fn byte_fields(w: u32, shift: u32, mask: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(mask);
+}
+
+// Signed byte `i` (0..15) of a 16-byte word, as f32.
+fn signed_byte(v: vec4<u32>, i: u32) -> f32 {
+    return f32(bitcast<i32>(v[i / 4u] << (24u - 8u * (i % 4u))) >> 24u);
+}
+
+fn horizontal_sum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// The first of this workgroup's rows.
+fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return linear_workgroup(wid, nwg) * ROWS;
+}
+
+// Row `r` of the workgroup, clamped to the last row: overhang rows repeat real work (their loads
+// stay in bounds) and are never written.
+fn clamped_row(row0: u32, r: u32) -> u32 {
+    return min(row0 + r, p.n - 1u);
+}
+
+// Reduces every thread's per-row sums and writes the ROWS outputs (+ bias).
+fn finish_rows(tid: u32, row0: u32, acc: array<f32, 4>) {
+    for (var r = 0u; r < ROWS; r++) {
+        partial[r * THREADS + tid] = acc[r];
+    }
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
+        if (tid < stride) {
+            for (var r = 0u; r < ROWS; r++) {
+                partial[r * THREADS + tid] += partial[r * THREADS + tid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (tid < ROWS && row0 + tid < p.n) {
+        let row = row0 + tid;
+        var y = partial[tid * THREADS];
+        if (p.has_bias != 0u) {
+            y += bias[row];
+        }
+        out[p.out_col + row] = y;
+    }
+}
