@@ -39,6 +39,18 @@ fn check_model(name: &str) {
     loaded.session.reset();
     let on_device = device_greedy_ids(&mut loaded.session, &input, want.len());
     assert_eq!(on_device, want, "{name}: greedy ids with the argmax on the device");
+
+    // 4. Pipelined decoding (chained passes in flight), with and without a break in the chain;
+    // the cache then holds exactly the accepted tokens, so a prefill of them reuses all but one.
+    for depth in 1..=4 {
+        for restart_at in [None, Some(3)] {
+            loaded.session.reset();
+            let got = pipelined_greedy_ids(&mut loaded.session, &input, want.len(), depth, restart_at);
+            assert_eq!(got, want, "{name}: pipelined greedy ids, depth {depth}, restart {restart_at:?}");
+            let accepted: Vec<u32> = input.iter().chain(&got[..got.len() - 1]).copied().collect();
+            assert_eq!(loaded.session.cached_tokens(), &accepted[..], "{name}: cached tokens after pipelined decode");
+        }
+    }
 }
 
 #[test]

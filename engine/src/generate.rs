@@ -225,7 +225,7 @@ pub async fn generate(
             break StopReason::ContextFull;
         }
         if on_device {
-            next = Some(session.append_argmax(id).await?);
+            next = Some(session.append_argmax_pipelined(id, crate::session::DECODE_PIPELINE_DEPTH).await?);
         } else {
             logits = session.append(id).await?;
         }

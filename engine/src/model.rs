@@ -3,7 +3,7 @@
 //! `WeightSource` into device buffers and records each forward pass as a list of kernel `Op`s.
 
 use crate::config::{ModelConfig, RopeStyle};
-use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device};
+use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device, ReadTicket};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
     attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
@@ -426,6 +426,11 @@ impl Model {
     /// Records the ops of one forward pass over `n` tokens starting at position `pos`
     /// (token ids must already be in the ids buffer).
     pub fn record(&self, n: usize, pos: usize, logits: LogitsRows) -> Vec<Op> {
+        self.record_from(self.act.ids, n, pos, logits)
+    }
+
+    /// `record` with the token ids read from `ids` (the argmax slot for chained decode passes).
+    fn record_from(&self, ids: BufferId, n: usize, pos: usize, logits: LogitsRows) -> Vec<Op> {
         let cfg = &self.cfg;
         let a = &self.act;
         let (h, kv_dim, inter) = (cfg.hidden_size, cfg.kv_dim(), cfg.intermediate_size);
@@ -465,7 +470,7 @@ impl Model {
         for part in &self.embed.parts {
             ops.push(Op::Embed {
                 table: part.w,
-                ids: a.ids,
+                ids,
                 out: a.hidden,
                 p: EmbedParams { n_tokens: n32, hidden: h as u32, first_row: part.first_row, n_rows: part.w.rows },
             });
@@ -581,6 +586,31 @@ impl Model {
         device.run(&ops)?;
         let id = read_u32(device, self.act.argmax, 0, 1).await?;
         id.first().copied().ok_or_else(|| EngineError::Device("argmax read back nothing".into()))
+    }
+
+    /// Puts `token` where the next chained pass reads its input (the argmax slot).
+    pub fn set_chain_token(&self, device: &mut dyn Device, token: u32) -> Result<()> {
+        if token as usize >= self.cfg.vocab_size {
+            return Err(EngineError::Tokenizer(format!("token id {token} outside the vocabulary of {}", self.cfg.vocab_size)));
+        }
+        device.write(self.act.argmax, 0, &token.to_le_bytes())
+    }
+
+    /// One greedy decode pass fed by the device: it embeds the id in the argmax slot (left there
+    /// by the previous pass, or by `set_chain_token`), appends it at `pos` and takes the argmax of
+    /// the new logits into the same slot. The returned ticket yields that id; the host can record
+    /// and submit the next pass without waiting for it, so the GPU never idles on the host.
+    pub fn forward_argmax_chained(&self, device: &mut dyn Device, pos: usize) -> Result<ReadTicket> {
+        if pos + 1 > self.opts.context {
+            return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.opts.context });
+        }
+        let mut ops = self.record_from(self.act.argmax, 1, pos, LogitsRows::Last);
+        ops.push(Op::Argmax {
+            x: self.act.logits,
+            out: self.act.argmax,
+            p: ArgmaxParams { n: self.cfg.vocab_size as u32, offset: 0 },
+        });
+        device.run_then_read(&ops, self.act.argmax, 0, 4)
     }
 }
 

@@ -1,7 +1,9 @@
 //! A `Session` owns a device, a loaded model and its KV cache, and knows which tokens the cache
 //! holds. Prefill reuses the longest cached prefix, so a chat turn only computes the new tokens.
 
-use crate::device::Device;
+use std::collections::VecDeque;
+
+use crate::device::{Device, ReadTicket};
 use crate::error::{EngineError, Result};
 use crate::model::{LogitsRows, Model};
 
@@ -10,7 +12,15 @@ pub struct Session {
     model: Model,
     /// Tokens whose keys/values are in the cache, in position order.
     cached: Vec<u32>,
+    /// Chained greedy passes submitted but not yet read, oldest first (`append_argmax_pipelined`).
+    in_flight: VecDeque<ReadTicket>,
+    /// (input token, position) of the oldest in-flight pass; the chain continues only from there.
+    chain: Option<(u32, usize)>,
 }
+
+/// Greedy decode passes kept in flight by `generate`: enough for the host to record pass i+1
+/// while the GPU runs pass i; more only wastes work when a stop token ends the answer.
+pub const DECODE_PIPELINE_DEPTH: usize = 3;
 
 /// What a prefill did.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +35,7 @@ pub struct Prefill {
 
 impl Session {
     pub fn new(device: Box<dyn Device>, model: Model) -> Self {
-        Self { device, model, cached: Vec::new() }
+        Self { device, model, cached: Vec::new(), in_flight: VecDeque::new(), chain: None }
     }
 
     pub fn model(&self) -> &Model {
@@ -62,6 +72,7 @@ impl Session {
     }
 
     async fn prefill_inner(&mut self, tokens: &[u32], argmax: bool) -> Result<(Vec<f32>, Option<u32>, usize, usize)> {
+        self.drain().await;
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -91,6 +102,7 @@ impl Session {
 
     /// Appends one token (decode step) and returns the logits after it.
     pub async fn append(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.drain().await;
         let pos = self.cached.len();
         if pos >= self.context() {
             return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
@@ -103,6 +115,7 @@ impl Session {
     /// Appends one token (decode step) and returns the argmax of the logits after it, computed on
     /// the device (lowest id on ties): greedy decoding reads back one u32, not the vocabulary.
     pub async fn append_argmax(&mut self, token: u32) -> Result<u32> {
+        self.drain().await;
         let pos = self.cached.len();
         if pos >= self.context() {
             return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
@@ -112,9 +125,52 @@ impl Session {
         Ok(id)
     }
 
+    /// As [`Session::append_argmax`] (same result), but keeps up to `depth` chained passes in
+    /// flight: each embeds its predecessor's argmax on the device, so recording and submitting
+    /// the next pass overlaps the GPU work of this one. Call it again with the id it returned to
+    /// continue the chain; any other call (or another token) first waits out and discards the
+    /// passes in flight, whose cache writes lie past the accepted tokens and are overwritten later.
+    pub async fn append_argmax_pipelined(&mut self, token: u32, depth: usize) -> Result<u32> {
+        let pos = self.cached.len();
+        if self.chain != Some((token, pos)) {
+            self.drain().await;
+        }
+        if pos >= self.context() {
+            return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
+        }
+        if self.in_flight.is_empty() {
+            self.model.set_chain_token(self.device.as_mut(), token)?;
+        }
+        while self.in_flight.len() < depth.max(1) && pos + self.in_flight.len() < self.context() {
+            let ticket = self.model.forward_argmax_chained(self.device.as_mut(), pos + self.in_flight.len())?;
+            self.in_flight.push_back(ticket);
+        }
+        let Some(ticket) = self.in_flight.pop_front() else {
+            return Err(EngineError::Device("no decode pass in flight".into()));
+        };
+        let bytes = self.device.redeem(ticket).await?;
+        let id = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| EngineError::Device("argmax read back nothing".into()))?;
+        self.cached.push(token);
+        self.chain = (!self.in_flight.is_empty()).then_some((id, pos + 1));
+        Ok(id)
+    }
+
+    /// Waits for and discards the chained passes in flight.
+    async fn drain(&mut self) {
+        self.chain = None;
+        while let Some(ticket) = self.in_flight.pop_front() {
+            // Only the waiting matters; an error here resurfaces on the next pass.
+            let _ = self.device.redeem(ticket).await;
+        }
+    }
+
     /// Logits for every position of `tokens`, computed from an empty cache (parity tests).
     /// Needs `ModelOptions::all_logits`; prompts longer than a chunk are processed chunk by chunk.
     pub async fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.drain().await;
         if tokens.len() > self.context() {
             return Err(EngineError::ContextOverflow { prompt: tokens.len(), context: self.context() });
         }

@@ -79,6 +79,21 @@ fn check_tiny(name: &str, device: Box<dyn Device>) {
     let want = ids(&reference["greedy_8_ids"]);
     s.reset();
     assert_eq!(greedy(&mut s, &input, want.len()), want, "{name} on {backend}: greedy ids");
+    for depth in [1, 3] {
+        s.reset();
+        assert_eq!(pipelined_greedy(&mut s, &input, want.len(), depth), want, "{name} on {backend}: pipelined greedy ids, depth {depth}");
+    }
+}
+
+/// Greedy ids with the argmax on the device and `depth` chained passes in flight (`generate`'s path).
+fn pipelined_greedy(session: &mut Session, prompt: &[u32], n: usize, depth: usize) -> Vec<u32> {
+    let mut id = pollster::block_on(session.prefill_argmax(prompt)).expect("prefill_argmax").0;
+    let mut out = vec![id];
+    while out.len() < n {
+        id = pollster::block_on(session.append_argmax_pipelined(id, depth)).expect("decode");
+        out.push(id);
+    }
+    out
 }
 
 #[test]
@@ -95,7 +110,7 @@ fn split_weights_match_transformers() {
     const LIMIT: u64 = 100_000;
     for name in ["qwen2-tiny-random", "qwen3-tiny-random", "llama-tiny-random"] {
         check_tiny(name, Box::new(RefDevice::with_max_binding_bytes(LIMIT)));
-        let device = gpu(WgpuOptions { max_binding_bytes: Some(LIMIT) });
+        let device = gpu(WgpuOptions { max_binding_bytes: Some(LIMIT), ..Default::default() });
         assert_eq!(device.info().max_binding_bytes, LIMIT);
         check_tiny(name, Box::new(device));
     }
@@ -116,7 +131,8 @@ fn smollm2_q4_1_greedy_ids_on_wgpu() {
     let opts = ModelOptions { context: 256, chunk: 64, all_logits: false };
     let mut s = session(Box::new(gpu(WgpuOptions::default())), files.source.as_ref(), files.config.clone(), opts);
     let t0 = std::time::Instant::now();
-    let got = greedy(&mut s, &prompt, want.len());
+    // The path `generate` takes for greedy decoding: argmax on the device, passes chained.
+    let got = pipelined_greedy(&mut s, &prompt, want.len(), engine::session::DECODE_PIPELINE_DEPTH);
     eprintln!("SmolLM2 Q4_1 on wgpu: {} prompt tokens + {} greedy ids in {:.1?}", prompt.len(), got.len(), t0.elapsed());
     assert_eq!(got, want, "SmolLM2 Q4_1 greedy ids on wgpu");
 }

@@ -84,6 +84,26 @@ pub fn device_greedy_ids(session: &mut Session, prompt: &[u32], n: usize) -> Vec
     out
 }
 
+/// As [`device_greedy_ids`], through `append_argmax_pipelined` with `depth` chained passes in
+/// flight (what `generate` does). `restart_at`: after that many ids, make a plain `append_argmax`
+/// call, which must discard the passes in flight, then continue pipelined.
+pub fn pipelined_greedy_ids(session: &mut Session, prompt: &[u32], n: usize, depth: usize, restart_at: Option<usize>) -> Vec<u32> {
+    let mut id = pollster::block_on(session.prefill_argmax(prompt)).expect("prefill_argmax").0;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(id);
+        if i + 1 < n {
+            let step = if restart_at == Some(i + 1) {
+                pollster::block_on(session.append_argmax(id))
+            } else {
+                pollster::block_on(session.append_argmax_pipelined(id, depth))
+            };
+            id = step.expect("decode");
+        }
+    }
+    out
+}
+
 /// Indices of the `k` largest values, largest first.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();

@@ -41,6 +41,17 @@ pub struct DeviceInfo {
 /// A read-back in flight. Boxed so `Device` stays object-safe; not `Send`, because WebGPU futures aren't.
 pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + 'a>>;
 
+/// A read-back taken at the end of one pass (`Device::run_then_read`), redeemed later with
+/// `Device::redeem`. Between the two the host may submit more passes: the copy belongs to its own
+/// pass, so redeeming waits for that pass only, not for everything submitted since.
+#[derive(Debug)]
+pub enum ReadTicket {
+    /// Devices that finish work synchronously hold the bytes already.
+    Ready(Vec<u8>),
+    /// A device-side staging slot (meaningful to the device that issued it).
+    Pending { slot: usize },
+}
+
 pub trait Device {
     fn info(&self) -> DeviceInfo;
     /// Allocates a zero-initialised buffer of `bytes` (a multiple of 4).
@@ -53,6 +64,29 @@ pub trait Device {
     fn read(&mut self, buf: BufferId, offset_bytes: u64, len: u64) -> ReadFuture<'_>;
     /// Bytes currently allocated, by kind (for status displays and budgets).
     fn allocated_bytes(&self) -> u64;
+
+    /// Runs `pass`, then copies `len` bytes of `buf` at `offset_bytes` for reading back. Lets a
+    /// caller keep several passes in flight (pipelined decoding) and still read each pass's
+    /// result as soon as that pass is done. Every ticket must be redeemed.
+    ///
+    /// The default suits devices whose reads complete immediately (reference, simulator).
+    fn run_then_read(&mut self, pass: &[Op], buf: BufferId, offset_bytes: u64, len: u64) -> Result<ReadTicket> {
+        self.run(pass)?;
+        match crate::session::now_or_never(self.read(buf, offset_bytes, len)) {
+            Some(bytes) => Ok(ReadTicket::Ready(bytes?)),
+            None => Err(crate::error::EngineError::Device("this device's reads are asynchronous: it must implement run_then_read".into())),
+        }
+    }
+
+    /// The bytes of a `run_then_read`, once its pass has finished.
+    fn redeem(&mut self, ticket: ReadTicket) -> ReadFuture<'_> {
+        Box::pin(async move {
+            match ticket {
+                ReadTicket::Ready(bytes) => Ok(bytes),
+                ReadTicket::Pending { .. } => Err(crate::error::EngineError::Device("a pending read ticket from another device".into())),
+            }
+        })
+    }
 }
 
 /// Reads f32 values back (little-endian on every device we target).

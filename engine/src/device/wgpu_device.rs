@@ -19,7 +19,7 @@ use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use crate::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
+use crate::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture, ReadTicket};
 use crate::error::{EngineError, Result};
 use crate::kernels::{KernelId, Op};
 use crate::shaders::{self, Slot};
@@ -32,6 +32,10 @@ const PARAMS_BINDING_BYTES: u64 = 64;
 pub struct WgpuOptions {
     /// Use a binding limit below the adapter's (tests of the loader's weight splitting).
     pub max_binding_bytes: Option<u64>,
+    /// Time every op on the GPU with timestamp queries (one compute pass per op, read back after
+    /// each run: a profiling mode, not for production). Native only; also set by the
+    /// `QWGLM_KERNEL_TIMES` environment variable. A table is printed when the device is dropped.
+    pub kernel_times: bool,
 }
 
 struct Buffer {
@@ -70,6 +74,8 @@ pub struct WgpuDevice {
     /// The staging buffer is mapped or being mapped by a read whose future has not finished (it
     /// may have been dropped): the next read takes a fresh one.
     staging_busy: bool,
+    /// Staging buffers of `run_then_read` tickets (a pool: decode keeps a few in flight).
+    readbacks: Vec<ReadbackSlot>,
     /// Bound where a MatMul has no bias, so one layout serves both cases.
     dummy: wgpu::Buffer,
     /// Errors wgpu reported outside any scope (validation, internal), oldest first.
@@ -81,6 +87,56 @@ pub struct WgpuDevice {
     /// Host-side time split, native only, when `QWGLM_WGPU_PROFILE` is set (printed on drop).
     #[cfg(not(target_arch = "wasm32"))]
     profile: Option<HostProfile>,
+    /// GPU time per op from timestamp queries, native only (`WgpuOptions::kernel_times`).
+    #[cfg(not(target_arch = "wasm32"))]
+    kernel_times: Option<KernelTimes>,
+}
+
+/// Accumulated GPU time per kernel and shape, from timestamp queries around each op.
+#[cfg(not(target_arch = "wasm32"))]
+struct KernelTimes {
+    query_set: wgpu::QuerySet,
+    capacity: u32,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f64,
+    /// label → (ops, ns, weight bytes read)
+    totals: HashMap<String, (u64, f64, u64)>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl KernelTimes {
+    /// Row label of an op: kernel and, for weight ops, the weight shape; plus the weight bytes it reads.
+    fn label(op: &Op) -> (String, u64) {
+        match op {
+            Op::MatMul { w, p, .. } => {
+                let blocks = (w.rows as usize * w.cols as usize) / w.format.block_elems().max(1);
+                (format!("{:?} {}x{}", op.kernel_id(), p.n, p.k), crate::quant::packed_len(w.format, blocks) as u64)
+            }
+            Op::Attention { p, .. } => (format!("Attention ctx<={}", (p.pos_offset + p.n_tokens).next_power_of_two()), 0),
+            _ => (format!("{:?}", op.kernel_id()), 0),
+        }
+    }
+
+    fn print(&self) {
+        let total_ns: f64 = self.totals.values().map(|t| t.1).sum();
+        let mut rows: Vec<_> = self.totals.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        eprintln!("kernel times (GPU timestamps, one pass per op): total {:.2} ms", total_ns / 1e6);
+        eprintln!("{:<34} {:>7} {:>10} {:>9} {:>6} {:>8}", "kernel", "ops", "total ms", "us/op", "%", "GB/s");
+        for (label, &(ops, ns, bytes)) in rows {
+            let gbps = if bytes > 0 && ns > 0.0 { format!("{:.0}", bytes as f64 / ns) } else { "-".into() };
+            eprintln!(
+                "{:<34} {:>7} {:>10.3} {:>9.2} {:>6.1} {:>8}",
+                label,
+                ops,
+                ns / 1e6,
+                ns / 1e3 / ops.max(1) as f64,
+                100.0 * ns / total_ns.max(1.0),
+                gbps
+            );
+        }
+    }
 }
 
 /// Where the host spends a pass: validating/encoding/submitting it (`run`) versus waiting for
@@ -98,6 +154,9 @@ struct HostProfile {
 #[cfg(not(target_arch = "wasm32"))]
 impl Drop for WgpuDevice {
     fn drop(&mut self) {
+        if let Some(t) = &self.kernel_times {
+            t.print();
+        }
         if let Some(p) = &self.profile {
             eprintln!(
                 "wgpu profile: {} runs ({} dispatches) {:.1} ms encoding+submit ({:.1} us/dispatch); {} reads {:.1} ms waiting",
@@ -161,10 +220,16 @@ impl WgpuDevice {
             max_buffer_size: adapter_limits.max_buffer_size,
             ..Default::default()
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        let want_times = (opts.kernel_times || std::env::var_os("QWGLM_KERNEL_TIMES").is_some())
+            && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        #[cfg(target_arch = "wasm32")]
+        let want_times = false;
+        let features = if want_times { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qwglm"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -202,6 +267,32 @@ impl WgpuDevice {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        #[cfg(not(target_arch = "wasm32"))]
+        let kernel_times = want_times.then(|| {
+            let capacity = 4096u32;
+            KernelTimes {
+                query_set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel_times"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: capacity,
+                }),
+                capacity,
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kernel_times_resolve"),
+                    size: capacity as u64 * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kernel_times_readback"),
+                    size: capacity as u64 * 8,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                period_ns: queue.get_timestamp_period() as f64,
+                totals: HashMap::new(),
+            }
+        });
         let info = DeviceInfo {
             name: adapter_info.name.clone(),
             backend: backend_name(adapter_info.backend),
@@ -221,12 +312,15 @@ impl WgpuDevice {
             scratch,
             staging: None,
             staging_busy: false,
+            readbacks: Vec::new(),
             dummy,
             errors,
             lost,
             pending_scopes: Vec::new(),
             #[cfg(not(target_arch = "wasm32"))]
             profile: std::env::var_os("QWGLM_WGPU_PROFILE").map(|_| HostProfile::default()),
+            #[cfg(not(target_arch = "wasm32"))]
+            kernel_times,
         })
     }
 
@@ -446,6 +540,32 @@ impl WgpuDevice {
     }
 }
 
+/// A staging buffer for `run_then_read`. `in_use` from the ticket's pass until its `redeem` has
+/// unmapped it (a redeem future dropped half-way leaves it in use: leaked, never reused mapped).
+struct ReadbackSlot {
+    buffer: wgpu::Buffer,
+    bytes: u64,
+    in_use: bool,
+    pending: Option<PendingReadback>,
+}
+
+struct PendingReadback {
+    submission: wgpu::SubmissionIndex,
+    mapped: futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    mapped_bytes: u64,
+    /// Bytes to skip (word alignment of the copy) and to return.
+    skip: u64,
+    len: u64,
+}
+
+/// A copy appended to a pass: `[start, end)` of `source` into the start of `staging`.
+struct CopyOut {
+    source: wgpu::Buffer,
+    start: u64,
+    end: u64,
+    staging: wgpu::Buffer,
+}
+
 struct PendingRead {
     staging: wgpu::Buffer,
     bytes: u64,
@@ -513,16 +633,86 @@ impl Device for WgpuDevice {
     }
 
     fn run(&mut self, pass: &[Op]) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        let started = self.profile.is_some().then(std::time::Instant::now);
-        let result = self.run_pass(pass);
-        #[cfg(not(target_arch = "wasm32"))]
-        if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
-            p.runs += 1;
-            p.dispatches += pass.len() as u64;
-            p.run_s += t.elapsed().as_secs_f64();
-        }
-        result
+        self.run_profiled(pass, None).map(|_| ())
+    }
+
+    fn run_then_read(&mut self, pass: &[Op], buf: BufferId, offset_bytes: u64, len: u64) -> Result<ReadTicket> {
+        let start = offset_bytes & !3;
+        let end = offset_bytes.checked_add(len).map(|e| e.saturating_add(3) & !3);
+        let b = self.buffer(buf)?;
+        let Some(end) = end.filter(|&e| e <= b.bytes) else {
+            return Err(device_err(format!("read of {len} bytes at {offset_bytes} overflows buffer {}", buf.0)));
+        };
+        let source = b.buffer.clone();
+        let bytes = (end - start).max(4);
+        let slot = match self.readbacks.iter().position(|s| !s.in_use && s.bytes >= bytes) {
+            Some(i) => i,
+            None => {
+                let size = bytes.next_power_of_two().max(256);
+                let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+                let buffer = self.create_buffer_checked("readback", size, usage)?;
+                self.readbacks.push(ReadbackSlot { buffer, bytes: size, in_use: false, pending: None });
+                self.readbacks.len() - 1
+            }
+        };
+        let staging = self.readbacks[slot].buffer.clone();
+        let copy = CopyOut { source, start, end, staging: staging.clone() };
+        let submission = self.run_profiled(pass, Some(copy))?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let s = &mut self.readbacks[slot];
+        s.in_use = true;
+        s.pending = Some(PendingReadback { submission, mapped: rx, mapped_bytes: bytes, skip: offset_bytes - start, len });
+        Ok(ReadTicket::Pending { slot })
+    }
+
+    fn redeem(&mut self, ticket: ReadTicket) -> ReadFuture<'_> {
+        Box::pin(async move {
+            let slot = match ticket {
+                ReadTicket::Ready(bytes) => return Ok(bytes),
+                ReadTicket::Pending { slot } => slot,
+            };
+            let pending = self.readbacks.get_mut(slot).and_then(|s| s.pending.take());
+            let Some(PendingReadback { submission, mapped: rx, mapped_bytes, skip, len }) = pending else {
+                return Err(device_err(format!("read ticket {slot} is unknown or already redeemed")));
+            };
+            #[cfg(not(target_arch = "wasm32"))]
+            let waited = std::time::Instant::now();
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Err(e) = self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None }) {
+                self.take_error()?;
+                return Err(device_err(format!("poll: {e}")));
+            }
+            #[cfg(target_arch = "wasm32")]
+            let _ = submission;
+            let mapped = rx.await;
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(p) = self.profile.as_mut() {
+                p.reads += 1;
+                p.read_wait_s += waited.elapsed().as_secs_f64();
+            }
+            for (what, scope) in std::mem::take(&mut self.pending_scopes) {
+                if let Some(err) = scope.await {
+                    return Err(from_wgpu_error(err, &what));
+                }
+            }
+            self.take_error()?;
+            match mapped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(device_err(format!("map_async: {e}"))),
+                Err(_) => return Err(EngineError::DeviceLost("map_async callback dropped".into())),
+            }
+            let staging = self.readbacks[slot].buffer.clone();
+            let bytes = {
+                let view = staging.slice(..mapped_bytes).get_mapped_range().map_err(|e| device_err(format!("mapped range: {e:?}")))?;
+                view[skip as usize..(skip + len) as usize].to_vec()
+            };
+            staging.unmap();
+            self.readbacks[slot].in_use = false;
+            Ok(bytes)
+        })
     }
 
     fn read(&mut self, buf: BufferId, offset_bytes: u64, len: u64) -> ReadFuture<'_> {
@@ -578,7 +768,21 @@ impl Device for WgpuDevice {
 }
 
 impl WgpuDevice {
-    fn run_pass(&mut self, pass: &[Op]) -> Result<()> {
+    /// `run_pass` with the host-time profile.
+    fn run_profiled(&mut self, pass: &[Op], copy: Option<CopyOut>) -> Result<wgpu::SubmissionIndex> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let started = self.profile.is_some().then(std::time::Instant::now);
+        let result = self.run_pass(pass, copy);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
+            p.runs += 1;
+            p.dispatches += pass.len() as u64;
+            p.run_s += t.elapsed().as_secs_f64();
+        }
+        result
+    }
+
+    fn run_pass(&mut self, pass: &[Op], copy: Option<CopyOut>) -> Result<wgpu::SubmissionIndex> {
         self.take_error()?;
         // 1. Validate and plan everything before touching the GPU.
         let mut plans = Vec::with_capacity(pass.len());
@@ -611,6 +815,10 @@ impl WgpuDevice {
             self.ensure_bind_group(kernel, &op_slots)?;
             slots.push(op_slots);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.kernel_times.is_some() {
+            return self.run_timed(pass, &plans, &slots, copy);
+        }
         // 4. One encoder, one compute pass, one submit.
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("pass") });
         {
@@ -633,7 +841,80 @@ impl WgpuDevice {
                 }
             }
         }
-        self.queue.submit([encoder.finish()]);
-        self.take_error()
+        if let Some(CopyOut { source, start, end, staging }) = copy {
+            if end > start {
+                encoder.copy_buffer_to_buffer(&source, start, &staging, 0, end - start);
+            }
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        self.take_error()?;
+        Ok(submission)
+    }
+
+    /// Profiling variant of step 4 of `run_pass`: each op in its own compute pass between two
+    /// timestamps; waits for the GPU and adds the times to `kernel_times`.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn run_timed(&mut self, pass: &[Op], plans: &[Vec<shaders::Dispatch>], slots: &[Vec<Slot>], copy: Option<CopyOut>) -> Result<wgpu::SubmissionIndex> {
+        let stride = self.params_stride;
+        let Some(times) = self.kernel_times.as_ref() else {
+            return Err(device_err("kernel times are off"));
+        };
+        let n_queries = (pass.len() as u32 * 2).min(times.capacity);
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("timed pass") });
+        for (i, (op, plan)) in pass.iter().zip(plans).enumerate() {
+            let kernel = op.kernel_id();
+            let (Some(k), Some(group)) = (self.kernels.get(&kernel), self.bind_groups.get(&(kernel, slots[i].clone()))) else {
+                return Err(device_err(format!("{kernel:?}: pipeline or bind group missing")));
+            };
+            let timed = (2 * i as u32 + 1) < n_queries;
+            let timestamp_writes = timed.then(|| wgpu::ComputePassTimestampWrites {
+                query_set: &times.query_set,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            });
+            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("op"), timestamp_writes });
+            cpass.set_bind_group(0, group, &[(i as u64 * stride) as u32]);
+            for d in plan {
+                cpass.set_pipeline(&k.pipelines[d.entry]);
+                cpass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            }
+        }
+        if n_queries > 0 {
+            encoder.resolve_query_set(&times.query_set, 0..n_queries, &times.resolve, 0);
+            encoder.copy_buffer_to_buffer(&times.resolve, 0, &times.readback, 0, n_queries as u64 * 8);
+        }
+        if let Some(CopyOut { source, start, end, staging }) = copy {
+            if end > start {
+                encoder.copy_buffer_to_buffer(&source, start, &staging, 0, end - start);
+            }
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        self.take_error()?;
+        if n_queries == 0 {
+            return Ok(submission);
+        }
+        let readback = times.readback.clone();
+        let slice = readback.slice(..n_queries as u64 * 8);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission.clone()), timeout: None })
+            .map_err(|e| device_err(format!("poll: {e}")))?;
+        let ticks: Vec<u64> = {
+            let view = slice.get_mapped_range().map_err(|e| device_err(format!("mapped range: {e:?}")))?;
+            view.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+        };
+        readback.unmap();
+        let Some(times) = self.kernel_times.as_mut() else {
+            return Ok(submission);
+        };
+        for (i, op) in pass.iter().enumerate().take(n_queries as usize / 2) {
+            let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * times.period_ns;
+            let (label, bytes) = KernelTimes::label(op);
+            let entry = times.totals.entry(label).or_insert((0, 0.0, 0));
+            entry.0 += 1;
+            entry.1 += ns;
+            entry.2 += bytes;
+        }
+        Ok(submission)
     }
 }
