@@ -38,12 +38,22 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var bv = 0.0;
     var bi = NONE;
     // Strided scan in increasing index order: strict > keeps the lowest index on ties, and NaN
-    // compares false. Values must beat -inf, as in the reference scan.
-    for (var i = lid; i < p.n; i += 256u) {
-        let v = x[p.offset + i];
-        if ((bi == NONE && v > bitcast<f32>(0xff800000u)) || (bi != NONE && v > bv)) {
-            bv = v;
-            bi = i;
+    // compares false. Values must beat -inf, as in the reference scan. Four loads per step (in
+    // increasing index order) keep enough reads in flight: one workgroup scans 150k logits.
+    for (var i0 = lid; i0 < p.n; i0 += 1024u) {
+        var v = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+        for (var j = 0u; j < 4u; j++) {
+            let i = i0 + 256u * j;
+            if (i < p.n) {
+                v[j] = x[p.offset + i];
+            }
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let i = i0 + 256u * j;
+            if (i < p.n && ((bi == NONE && v[j] > bitcast<f32>(0xff800000u)) || (bi != NONE && v[j] > bv))) {
+                bv = v[j];
+                bi = i;
+            }
         }
     }
     best_value[lid] = bv;

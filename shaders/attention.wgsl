@@ -8,6 +8,10 @@
 //     ranges; it streams the range in tiles of 64 keys, keeping a running max m, sum l and output
 //     accumulator per row, and writes (m, l, acc[head_dim]) to `partials`.
 //   `combine`: a workgroup per query row merges its kv_splits partials with the usual rescaling.
+//   `decode`: `partial` for one query token (head_dim <= 256, even): a workgroup per (query head,
+//     split), so a decode step runs n_heads x kv_splits workgroups instead of n_kv_heads x
+//     kv_splits (8 on Llama-3-8B at short contexts, which left the GPU idle); two threads per key
+//     share a score, every thread holds the softmax state, thread i owns elements i + 64 j.
 // Prefill uses the same kernels: each query row masks the keys past its own position.
 //
 // Bindings (group 0):
@@ -20,6 +24,7 @@
 // Dispatch (ROWS = min(16, 1024 / head_dim), head_dim <= 1024, workgroup_size 64 for both):
 //   partial: (n_kv_heads * ceil(n_tokens * group / ROWS), kv_splits, 1)
 //   combine: (n_tokens * n_heads folded into x <= 65535, y)
+//   decode (n_tokens == 1): (n_heads, kv_splits, 1), then combine
 
 #include "common/grid.wgsl"
 
@@ -210,5 +215,105 @@ fn combine(
             }
         }
         out[row * p.head_dim + d] = select(0.0, num / denom, denom > 0.0);
+    }
+}
+
+const DECODE_TILE: u32 = 32u;      // keys per step: 2 threads per key
+const DECODE_MAX_DIM: u32 = 256u;  // 4 accumulators per thread
+
+var<workgroup> decode_q: array<f32, DECODE_MAX_DIM>;  // the query row, pre-scaled
+var<workgroup> half_scores: array<f32, 64>;         // [key][half] partial dot products
+var<workgroup> decode_probs: array<f32, DECODE_TILE>;
+
+// Adds probs . V[tile .. tile + n_keys, d] to `a` (after rescaling); d past head_dim stays 0.
+fn pv(a: f32, rescale: f32, d: u32, tile: u32, n_keys: u32, kv_dim: u32, kv_offset: u32) -> f32 {
+    if (d >= p.head_dim) {
+        return 0.0;
+    }
+    var sum = a * rescale;
+    for (var c = 0u; c < n_keys; c++) {
+        sum += decode_probs[c] * v_cache[(tile + c) * kv_dim + kv_offset + d];
+    }
+    return sum;
+}
+
+@compute @workgroup_size(64)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let d_len = p.head_dim;
+    let h = wid.x;
+    let group = p.n_heads / p.n_kv_heads;
+    let kv_dim = p.n_kv_heads * d_len;
+    let kv_offset = (h / group) * d_len;
+    let ctx = p.pos_offset + 1u;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let split = wid.y;
+    let key_begin = split * span;
+    let key_end = min(key_begin + span, ctx);
+    for (var i = lid; i < d_len; i += WORKGROUP) {
+        decode_q[i] = q[h * d_len + i] * p.scale;
+    }
+    workgroupBarrier();
+    let half_len = d_len / 2u;
+    let my_key = lid / 2u;
+    let q_base = (lid % 2u) * half_len;
+    var m = NO_MAX;
+    var l = 0.0;
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var acc2 = 0.0;
+    var acc3 = 0.0;
+    for (var tile = key_begin; tile < key_end; tile += DECODE_TILE) {
+        let n_keys = min(DECODE_TILE, key_end - tile);
+        var s = 0.0;
+        if (my_key < n_keys) {
+            let k_base = (tile + my_key) * kv_dim + kv_offset + q_base;
+            var d = 0u;
+            // Four independent products per step keep several loads in flight.
+            for (; d + 4u <= half_len; d += 4u) {
+                s += decode_q[q_base + d] * k_cache[k_base + d] + decode_q[q_base + d + 1u] * k_cache[k_base + d + 1u]
+                    + decode_q[q_base + d + 2u] * k_cache[k_base + d + 2u] + decode_q[q_base + d + 3u] * k_cache[k_base + d + 3u];
+            }
+            for (; d < half_len; d++) {
+                s += decode_q[q_base + d] * k_cache[k_base + d];
+            }
+        }
+        half_scores[lid] = s;
+        workgroupBarrier();
+        // Every thread derives the same softmax state from the 32 scores (broadcast reads).
+        var m_tile = m;
+        for (var c = 0u; c < n_keys; c++) {
+            m_tile = max(m_tile, half_scores[2u * c] + half_scores[2u * c + 1u]);
+        }
+        if (lid < DECODE_TILE) {
+            let score = half_scores[2u * lid] + half_scores[2u * lid + 1u];
+            decode_probs[lid] = select(0.0, exp(score - m_tile), lid < n_keys);
+        }
+        workgroupBarrier();
+        var sum = 0.0;
+        for (var c = 0u; c < n_keys; c++) {
+            sum += decode_probs[c];
+        }
+        let rescale = exp(m - m_tile);
+        l = l * rescale + sum;
+        m = m_tile;
+        acc0 = pv(acc0, rescale, lid, tile, n_keys, kv_dim, kv_offset);
+        acc1 = pv(acc1, rescale, lid + 64u, tile, n_keys, kv_dim, kv_offset);
+        acc2 = pv(acc2, rescale, lid + 128u, tile, n_keys, kv_dim, kv_offset);
+        acc3 = pv(acc3, rescale, lid + 192u, tile, n_keys, kv_dim, kv_offset);
+        // The next tile overwrites half_scores and decode_probs.
+        workgroupBarrier();
+    }
+    let stride = d_len + 2u;
+    let base = (h * p.kv_splits + split) * stride;
+    if (lid == 0u) {
+        partials[base] = m;
+        partials[base + 1u] = l;
+    }
+    let accs = array<f32, 4>(acc0, acc1, acc2, acc3);
+    for (var j = 0u; j < 4u; j++) {
+        let d = lid + 64u * j;
+        if (d < d_len) {
+            partials[base + 2u + d] = accs[j];
+        }
     }
 }

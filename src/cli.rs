@@ -184,6 +184,16 @@ struct BenchArgs {
     /// Tokens to decode.
     #[arg(long, default_value_t = 32)]
     gen_tokens: usize,
+    /// Measured runs after one warm-up run (pipelines compiled, buffers touched); medians reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// A measured read bandwidth in GB/s (e.g. the WGSL streaming read of docs/PERF.md): decode
+    /// is also reported as a percentage of it.
+    #[arg(long)]
+    roofline_gbs: Option<f64>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn main() -> Result<()> {
@@ -405,12 +415,45 @@ fn bench(args: BenchArgs) -> Result<()> {
         ignore_stop_tokens: true,
         ..GenerateOptions::default()
     };
-    let g = pollster::block_on(generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, None, &mut |_| {}))?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for run in 0..=args.repeat {
+        // Without a reset the second run would reuse the cached prompt instead of prefilling it.
+        loaded.session.reset();
+        let g = pollster::block_on(generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, None, &mut |_| {}))?;
+        if run > 0 || args.repeat == 0 {
+            prefill.push(g.timings.prefill_tok_per_s());
+            decode.push(g.timings.decode_tok_per_s());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (prefill_tps, decode_tps) = (median(&mut prefill), median(&mut decode));
+    let weight_bytes = loaded.session.model().decode_weight_bytes();
+    let decode_gbs = weight_bytes as f64 * decode_tps / 1e9;
+    let roofline_pct = args.roofline_gbs.map(|r| 100.0 * decode_gbs / r);
     let info = loaded.session.device().info();
+    if args.json {
+        let report = serde_json::json!({
+            "model": args.model.model, "device": info.name, "backend": info.backend,
+            "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "runs": prefill.len(),
+            "load_ms": loaded.load_ms, "prefill_tok_s": prefill_tps, "decode_tok_s": decode_tps,
+            "decode_ms_per_token": 1000.0 / decode_tps, "decode_weight_bytes": weight_bytes,
+            "decode_gb_s": decode_gbs, "decode_roofline_pct": roofline_pct,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!("model:    {}", args.model.model);
     println!("device:   {} ({})", info.name, info.backend);
     println!("load:     {:.0} ms", loaded.load_ms);
-    println!("prefill:  {:.2} tok/s ({} tokens in {:.0} ms)", g.timings.prefill_tok_per_s(), args.prompt_tokens, g.timings.prefill_ms);
-    println!("decode:   {:.2} tok/s ({} tokens in {:.0} ms)", g.timings.decode_tok_per_s(), g.timings.generated_tokens, g.timings.decode_ms);
+    println!("prefill:  {prefill_tps:.2} tok/s (pp{}, median of {})", args.prompt_tokens, prefill.len());
+    println!("decode:   {decode_tps:.2} tok/s (tg{}, {:.3} ms/token)", args.gen_tokens, 1000.0 / decode_tps);
+    print!("weights:  {:.3} GB read per decode step, {decode_gbs:.0} GB/s effective", weight_bytes as f64 / 1e9);
+    match roofline_pct {
+        Some(pct) => println!(" ({pct:.1}% of {:.0} GB/s)", args.roofline_gbs.unwrap_or_default()),
+        None => println!(),
+    }
     Ok(())
 }

@@ -617,3 +617,27 @@ impl Model {
 fn stored_bytes(t: &crate::weights::TensorMeta) -> u64 {
     t.ty.row_bytes(t.n_elements()).map_or(0, |b| b as u64)
 }
+
+impl Linear {
+    /// Packed bytes of all parts on the device.
+    fn packed_bytes(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|part| {
+                let blocks = part.w.rows as usize * part.w.cols as usize / part.w.format.block_elems();
+                quant::packed_len(part.w.format, blocks) as u64
+            })
+            .sum()
+    }
+}
+
+impl Model {
+    /// Weight bytes one decode step reads: every projection and the output head once (the
+    /// embedding gathers a single row). Benchmarks divide it by the step time for effective GB/s.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let per_layer = |l: &Layer| {
+            [&l.q, &l.k, &l.v, &l.attn_out, &l.gate, &l.up, &l.down].iter().map(|m| m.packed_bytes()).sum::<u64>()
+        };
+        self.output.packed_bytes() + self.layers.iter().map(per_layer).sum::<u64>()
+    }
+}

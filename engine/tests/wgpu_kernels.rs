@@ -224,6 +224,8 @@ fn matmul_every_format() {
         let k = awkward_k(format) as u32;
         matmul_case(&mut pair, &mut rng, format, 7, 37, k, false, false);
         matmul_case(&mut pair, &mut rng, format, 33, 19, k, true, true);
+        // Several 64 x 64 tiles in both directions, the last ones partial.
+        matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, false);
     }
 }
 

@@ -136,9 +136,9 @@ pub const MAX_KV_SPLITS: u32 = 64;
 /// Most splits `attention_splits` picks for a multi-token (prefill) op: its rows already fill the
 /// GPU, and the scratch grows with tokens x splits.
 pub const MAX_PREFILL_KV_SPLITS: u32 = 16;
-/// Keys per split for a one-token (decode) op: one 64-key tile, so the few (kv head) workgroups of
-/// a decode step become kv_heads x ctx / 64 of them.
-pub const DECODE_KEYS_PER_SPLIT: u32 = 64;
+/// Keys per split for a one-token (decode) op: one 32-key tile of the `decode` entry point, so a
+/// decode step runs n_heads x ctx / 32 workgroups (up to MAX_KV_SPLITS splits).
+pub const DECODE_KEYS_PER_SPLIT: u32 = 32;
 
 /// The split count for an attention op over `ctx` visible keys (prefill rule).
 pub fn attention_splits(ctx: u32) -> u32 {

@@ -154,7 +154,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 /// Entry points of a kernel, in the order `plan` refers to them.
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
-        KernelId::Attention => &["partial", "combine"],
+        KernelId::Attention => &["partial", "combine", "decode"],
         _ => &["main"],
     }
 }
@@ -220,6 +220,9 @@ pub fn grid(total: u32) -> [u32; 3] {
     }
 }
 
+/// Largest head_dim of the one-token `decode` entry point of shaders/attention.wgsl.
+const DECODE_ATTENTION_MAX_DIM: u32 = 256;
+
 /// Query rows per attention workgroup (shaders/attention.wgsl `rows_per_workgroup`).
 fn attention_rows(head_dim: u32) -> u32 {
     (1024 / head_dim.max(1)).min(16)
@@ -256,7 +259,7 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
         Op::Embed { p, .. } => one([dim((p.hidden as u64).div_ceil(8).div_ceil(64), "hidden")?, dim(p.n_tokens as u64, "tokens")?, 1]),
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
         Op::MatMul { w, p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(matvec_rows_per_workgroup(w.format)))?),
-        Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(16), "n")?, dim((p.m as u64).div_ceil(16), "m")?, 1]),
+        Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(64), "n")?, dim((p.m as u64).div_ceil(64), "m")?, 1]),
         Op::Rope { p, .. } => one(folded((p.n_tokens as u64 * p.n_heads as u64 * (p.head_dim / 2) as u64).div_ceil(256))?),
         Op::KvWrite { p, .. } => one(folded((p.n_tokens as u64 * p.kv_dim as u64).div_ceil(256))?),
         Op::SwiGlu { p, .. } | Op::Add { p, .. } => one(folded((p.n as u64).div_ceil(256))?),
@@ -274,10 +277,14 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
             if p.n_tokens == 0 || p.n_heads == 0 {
                 return Ok(Vec::new());
             }
+            let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
+            if p.n_tokens == 1 && p.head_dim <= DECODE_ATTENTION_MAX_DIM && p.head_dim % 2 == 0 {
+                let decode = [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1];
+                return Ok(vec![Dispatch { entry: 2, workgroups: decode }, Dispatch { entry: 1, workgroups: combine }]);
+            }
             let group = (p.n_heads / p.n_kv_heads) as u64;
             let blocks = (p.n_tokens as u64 * group).div_ceil(attention_rows(p.head_dim) as u64);
             let partial = [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1];
-            let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
             Ok(vec![Dispatch { entry: 0, workgroups: partial }, Dispatch { entry: 1, workgroups: combine }])
         }
     }
