@@ -37,39 +37,36 @@ fn main(
     let base = row * p.n_cols;
     var squares = 0.0;
     // Each thread re-reads only the residual elements it wrote itself: no barrier needed. Four
-    // elements per step: all loads are issued before the stores (which may alias for the
-    // compiler), so a 4096-wide row costs 4 memory round trips per thread instead of 16.
-    for (var c0 = lid; c0 < p.n_cols; c0 += 1024u) {
-        var v = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-        for (var j = 0u; j < 4u; j++) {
-            let c = c0 + 256u * j;
-            if (c < p.n_cols) {
-                v[j] = residual[base + c] + x[base + c];
-            }
+    // elements per step with all loads before the stores (which the compiler must assume may
+    // alias them): a 4096-wide row costs each thread 4 memory round trips instead of 16.
+    // Indices past the row are clamped for the loads and skipped for the stores.
+    let last = base + p.n_cols - 1u;
+    for (var c0 = base + lid; c0 <= last; c0 += 1024u) {
+        let i1 = min(c0 + 256u, last);
+        let i2 = min(c0 + 512u, last);
+        let i3 = min(c0 + 768u, last);
+        let v0 = residual[c0] + x[c0];
+        let v1 = residual[i1] + x[i1];
+        let v2 = residual[i2] + x[i2];
+        let v3 = residual[i3] + x[i3];
+        residual[c0] = v0;
+        squares += v0 * v0;
+        if (c0 + 256u <= last) {
+            residual[i1] = v1;
+            squares += v1 * v1;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let c = c0 + 256u * j;
-            if (c < p.n_cols) {
-                residual[base + c] = v[j];
-                squares += v[j] * v[j];
-            }
+        if (c0 + 512u <= last) {
+            residual[i2] = v2;
+            squares += v2 * v2;
+        }
+        if (c0 + 768u <= last) {
+            residual[i3] = v3;
+            squares += v3 * v3;
         }
     }
     let mean_square = workgroup_sum(squares, lid) / f32(p.n_cols);
     let inv = 1.0 / sqrt(mean_square + p.eps);
-    for (var c0 = lid; c0 < p.n_cols; c0 += 1024u) {
-        var y = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-        for (var j = 0u; j < 4u; j++) {
-            let c = c0 + 256u * j;
-            if (c < p.n_cols) {
-                y[j] = weight[c] * (residual[base + c] * inv);
-            }
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let c = c0 + 256u * j;
-            if (c < p.n_cols) {
-                out[base + c] = y[j];
-            }
-        }
+    for (var c = lid; c < p.n_cols; c += 256u) {
+        out[base + c] = weight[c] * (residual[base + c] * inv);
     }
 }

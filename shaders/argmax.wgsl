@@ -41,19 +41,26 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     // compares false. Values must beat -inf, as in the reference scan. Four loads per step (in
     // increasing index order) keep enough reads in flight: one workgroup scans 150k logits.
     for (var i0 = lid; i0 < p.n; i0 += 1024u) {
-        var v = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-        for (var j = 0u; j < 4u; j++) {
-            let i = i0 + 256u * j;
-            if (i < p.n) {
-                v[j] = x[p.offset + i];
-            }
+        let last = p.n - 1u;
+        let v0 = x[p.offset + i0];
+        let v1 = x[p.offset + min(i0 + 256u, last)];
+        let v2 = x[p.offset + min(i0 + 512u, last)];
+        let v3 = x[p.offset + min(i0 + 768u, last)];
+        if ((bi == NONE && v0 > bitcast<f32>(0xff800000u)) || (bi != NONE && v0 > bv)) {
+            bv = v0;
+            bi = i0;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let i = i0 + 256u * j;
-            if (i < p.n && ((bi == NONE && v[j] > bitcast<f32>(0xff800000u)) || (bi != NONE && v[j] > bv))) {
-                bv = v[j];
-                bi = i;
-            }
+        if (i0 + 256u <= last && ((bi == NONE && v1 > bitcast<f32>(0xff800000u)) || (bi != NONE && v1 > bv))) {
+            bv = v1;
+            bi = i0 + 256u;
+        }
+        if (i0 + 512u <= last && ((bi == NONE && v2 > bitcast<f32>(0xff800000u)) || (bi != NONE && v2 > bv))) {
+            bv = v2;
+            bi = i0 + 512u;
+        }
+        if (i0 + 768u <= last && ((bi == NONE && v3 > bitcast<f32>(0xff800000u)) || (bi != NONE && v3 > bv))) {
+            bv = v3;
+            bi = i0 + 768u;
         }
     }
     best_value[lid] = bv;

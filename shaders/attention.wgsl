@@ -225,14 +225,22 @@ var<workgroup> decode_q: array<f32, DECODE_MAX_DIM>;  // the query row, pre-scal
 var<workgroup> half_scores: array<f32, 64>;         // [key][half] partial dot products
 var<workgroup> decode_probs: array<f32, DECODE_TILE>;
 
-// Adds probs . V[tile .. tile + n_keys, d] to `a` (after rescaling); d past head_dim stays 0.
-fn pv(a: f32, rescale: f32, d: u32, tile: u32, n_keys: u32, kv_dim: u32, kv_offset: u32) -> f32 {
-    if (d >= p.head_dim) {
-        return 0.0;
+// probs . V[tile .. tile + n_keys, d] and [.., d + 64] (d + 64 only when `two`), four keys per
+// step so eight loads are in flight (a one-key loop waited a full memory round trip per key).
+fn pv2(d: u32, two: bool, tile: u32, n_keys: u32, kv_dim: u32, kv_offset: u32) -> vec2<f32> {
+    let d1 = select(d, d + 64u, two);
+    var sum = vec2<f32>(0.0);
+    var c = 0u;
+    for (; c + 4u <= n_keys; c += 4u) {
+        let r = (tile + c) * kv_dim + kv_offset;
+        let probs = vec4<f32>(decode_probs[c], decode_probs[c + 1u], decode_probs[c + 2u], decode_probs[c + 3u]);
+        let va = vec4<f32>(v_cache[r + d], v_cache[r + kv_dim + d], v_cache[r + 2u * kv_dim + d], v_cache[r + 3u * kv_dim + d]);
+        let vb = vec4<f32>(v_cache[r + d1], v_cache[r + kv_dim + d1], v_cache[r + 2u * kv_dim + d1], v_cache[r + 3u * kv_dim + d1]);
+        sum += vec2<f32>(dot(probs, va), dot(probs, vb));
     }
-    var sum = a * rescale;
-    for (var c = 0u; c < n_keys; c++) {
-        sum += decode_probs[c] * v_cache[(tile + c) * kv_dim + kv_offset + d];
+    for (; c < n_keys; c++) {
+        let r = (tile + c) * kv_dim + kv_offset;
+        sum += decode_probs[c] * vec2<f32>(v_cache[r + d], v_cache[r + d1]);
     }
     return sum;
 }
@@ -268,10 +276,13 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         if (my_key < n_keys) {
             let k_base = (tile + my_key) * kv_dim + kv_offset + q_base;
             var d = 0u;
-            // Four independent products per step keep several loads in flight.
-            for (; d + 4u <= half_len; d += 4u) {
-                s += decode_q[q_base + d] * k_cache[k_base + d] + decode_q[q_base + d + 1u] * k_cache[k_base + d + 1u]
-                    + decode_q[q_base + d + 2u] * k_cache[k_base + d + 2u] + decode_q[q_base + d + 3u] * k_cache[k_base + d + 3u];
+            // Eight independent loads per step keep the memory pipe busy.
+            for (; d + 8u <= half_len; d += 8u) {
+                let qa = vec4<f32>(decode_q[q_base + d], decode_q[q_base + d + 1u], decode_q[q_base + d + 2u], decode_q[q_base + d + 3u]);
+                let qb = vec4<f32>(decode_q[q_base + d + 4u], decode_q[q_base + d + 5u], decode_q[q_base + d + 6u], decode_q[q_base + d + 7u]);
+                let ka = vec4<f32>(k_cache[k_base + d], k_cache[k_base + d + 1u], k_cache[k_base + d + 2u], k_cache[k_base + d + 3u]);
+                let kb = vec4<f32>(k_cache[k_base + d + 4u], k_cache[k_base + d + 5u], k_cache[k_base + d + 6u], k_cache[k_base + d + 7u]);
+                s += dot(qa, ka) + dot(qb, kb);
             }
             for (; d < half_len; d++) {
                 s += decode_q[q_base + d] * k_cache[k_base + d];
@@ -296,10 +307,15 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let rescale = exp(m - m_tile);
         l = l * rescale + sum;
         m = m_tile;
-        acc0 = pv(acc0, rescale, lid, tile, n_keys, kv_dim, kv_offset);
-        acc1 = pv(acc1, rescale, lid + 64u, tile, n_keys, kv_dim, kv_offset);
-        acc2 = pv(acc2, rescale, lid + 128u, tile, n_keys, kv_dim, kv_offset);
-        acc3 = pv(acc3, rescale, lid + 192u, tile, n_keys, kv_dim, kv_offset);
+        // Elements lid and lid + 64 (when head_dim > 64), then lid + 128 and lid + 192.
+        let low = pv2(min(lid, d_len - 1u), lid + 64u < d_len, tile, n_keys, kv_dim, kv_offset);
+        acc0 = acc0 * rescale + low.x;
+        acc1 = acc1 * rescale + low.y;
+        if (d_len > 128u) {
+            let high = pv2(min(lid + 128u, d_len - 1u), lid + 192u < d_len, tile, n_keys, kv_dim, kv_offset);
+            acc2 = acc2 * rescale + high.x;
+            acc3 = acc3 * rescale + high.y;
+        }
         // The next tile overwrites half_scores and decode_probs.
         workgroupBarrier();
     }
