@@ -3,7 +3,7 @@
 //
 // Bindings (group 0):
 //   0 uniform MatMulParams { m (= 1), n, k, x_row, has_bias, out_stride, out_col }
-//   1 weights: array<vec4<u32>>      packed [n, k] (SoA segments dm | scales | qs; k a multiple of 256)
+//   1 weights: array<vec4<u32>>      packed [n, k] (SoA segments dm_scales | qs; k a multiple of 256)
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
@@ -30,8 +30,8 @@ fn main(
     }
     let blocks_per_row = p.k / 256u;
     let n_blocks = p.n * blocks_per_row;
-    let scales_seg = segment_words(4u * n_blocks);
-    let qs_seg4 = (scales_seg + segment_words(12u * n_blocks)) / 4u;
+    // dm_scales: one vec4 per block (d/dmin pair, 3 scale words); qs: 8 vec4 per block.
+    let qs_seg4 = n_blocks;
     let x_row4 = p.x_row * (p.k / 4u);
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     let slots = blocks_per_row * 8u;
@@ -53,13 +53,10 @@ fn main(
         for (var r = 0u; r < ROWS; r++) {
             let block = clamped_row(row0, r) * blocks_per_row + b;
             let q = weights[qs_seg4 + block * 8u + c * 2u + h];
-            let dm = unpack2x16float(word_at(block));
-            let sc = scales_seg + block * 3u;
-            let s0 = word_at(sc);
-            let s1 = word_at(sc + 1u);
-            let s2 = word_at(sc + 2u);
-            let lo = k_scale_min(s0, s1, s2, 2u * c);
-            let hi = k_scale_min(s0, s1, s2, 2u * c + 1u);
+            let block_meta = weights[block];
+            let dm = unpack2x16float(block_meta.x);
+            let lo = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c);
+            let hi = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c + 1u);
             let dot_lo = dot(small_to_f32(byte_fields(q.x, 0u, 0xfu)), xl0) + dot(small_to_f32(byte_fields(q.y, 0u, 0xfu)), xl1)
                 + dot(small_to_f32(byte_fields(q.z, 0u, 0xfu)), xl2) + dot(small_to_f32(byte_fields(q.w, 0u, 0xfu)), xl3);
             let dot_hi = dot(small_to_f32(byte_fields(q.x, 4u, 0xfu)), xh0) + dot(small_to_f32(byte_fields(q.y, 4u, 0xfu)), xh1)

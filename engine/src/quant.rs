@@ -196,7 +196,9 @@ impl GgmlType {
 
     /// The on-disk fields of one block, in disk order, as laid out into device segments.
     /// Scale pairs that are always read together (Q4_1/Q5_1 `d`+`m`, K-quant `d`+`dmin`) form one
-    /// 4-byte field `"dm"`, so a kernel fetches both with one u32 load. Empty for unsupported types.
+    /// 4-byte field `"dm"`, so a kernel fetches both with one u32 load; Q4_K keeps its scales with
+    /// them (`"dm_scales"`, 16 bytes: one vec4 load). The f16 scales are always the first bytes of
+    /// the fields named `"d"` or starting with `"dm"`. Empty for unsupported types.
     pub fn fields(self) -> &'static [BlockField] {
         use GgmlType::*;
         match self {
@@ -332,11 +334,9 @@ const FIELDS_Q5_0: [BlockField; 3] =
 const FIELDS_Q5_1: [BlockField; 3] =
     [field!("dm", BlockQ5_1, d, 4), field!("qh", BlockQ5_1, qh, 4), field!("qs", BlockQ5_1, qs, 16)];
 const FIELDS_Q8_0: [BlockField; 2] = [field!("d", BlockQ8_0, d, 2), field!("qs", BlockQ8_0, qs, 32)];
-const FIELDS_Q4_K: [BlockField; 3] = [
-    field!("dm", BlockQ4K, d, 4),
-    field!("scales", BlockQ4K, scales, 12),
-    field!("qs", BlockQ4K, qs, 128),
-];
+// d, dmin and the 12 scale bytes stay together: one 16-byte record per block, so a matvec thread
+// gets all of a block's metadata with a single vec4 load (four loads before).
+const FIELDS_Q4_K: [BlockField; 2] = [field!("dm_scales", BlockQ4K, d, 16), field!("qs", BlockQ4K, qs, 128)];
 const FIELDS_Q5_K: [BlockField; 4] = [
     field!("dm", BlockQ5K, d, 4),
     field!("scales", BlockQ5K, scales, 12),
@@ -793,8 +793,8 @@ mod tests {
             // Keep f16 scales finite so the comparison below is about values, not NaN payloads.
             if ty.is_quantized() {
                 for block in data.chunks_exact_mut(ty.block_bytes()) {
-                    for field in ty.fields().iter().filter(|f| f.name == "d" || f.name == "dm") {
-                        for half in block[field.offset..field.offset + field.len].chunks_exact_mut(2) {
+                    for field in ty.fields().iter().filter(|f| f.name == "d" || f.name.starts_with("dm")) {
+                        for half in block[field.offset..field.offset + field.len.min(4)].chunks_exact_mut(2) {
                             half[1] &= 0x3B; // exponent < 0x1F
                         }
                     }

@@ -125,8 +125,8 @@ fn random_weight(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) 
             let n_blocks = rows * cols / format.block_elems();
             let mut disk: Vec<u8> = (0..n_blocks * format.block_bytes()).map(|_| rng.next() as u8).collect();
             for block in disk.chunks_exact_mut(format.block_bytes()) {
-                for field in format.fields().iter().filter(|f| f.name == "d" || f.name == "dm") {
-                    for half in block[field.offset..field.offset + field.len].chunks_exact_mut(2) {
+                for field in format.fields().iter().filter(|f| f.name == "d" || f.name.starts_with("dm")) {
+                    for half in block[field.offset..field.offset + field.len.min(4)].chunks_exact_mut(2) {
                         half.copy_from_slice(&f16::from_f32(rng.unit() * 0.05).to_le_bytes());
                     }
                 }
