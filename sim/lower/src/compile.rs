@@ -583,7 +583,10 @@ impl<'m> Lowerer<'m> {
                     (Float, Uint) => Some(UnOp::F2U),
                     (Float, Sint) => Some(UnOp::F2S),
                     (Bool, Float) => Some(UnOp::Bool2F),
-                    (Uint | Sint | Float, Bool) => Some(UnOp::ToBool), // -0.0 aside, non-zero bits
+                    (Uint | Sint, Bool) => Some(UnOp::ToBool),
+                    (Float, Bool) => {
+                        return Ok(Val::Regs(a.into_iter().map(|r| self.bin_imm(BinOp::FNe, r, 0)).collect()));
+                    }
                     (x, y) => return self.unsupported(format!("conversion {x:?} -> {y:?}")),
                 };
                 Val::Regs(match op {
