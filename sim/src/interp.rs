@@ -164,6 +164,7 @@ fn f(x: u32) -> f32 {
     f32::from_bits(x)
 }
 
+#[inline(always)]
 fn bin(op: BinOp, d: &mut Lanes, a: &Lanes, b: &Lanes) {
     macro_rules! each {
         (|$x:ident, $y:ident| $e:expr) => {
@@ -225,6 +226,7 @@ fn f16_to_f32(h: u32) -> u32 {
     half::f16::from_bits(h as u16).to_f32().to_bits()
 }
 
+#[inline(always)]
 fn un(op: UnOp, d: &mut Lanes, a: &Lanes) {
     macro_rules! each {
         (|$x:ident| $e:expr) => {
