@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch-models.sh
 cargo build -p engine --target wasm32-unknown-unknown
+cargo build -p qwglm-sim --target wasm32-unknown-unknown
 mkdir -p target
 log=target/test-output.log
 set +e

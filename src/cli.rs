@@ -52,6 +52,8 @@ enum Backend {
     Ref,
     /// The WGSL kernels on the GPU through wgpu (Vulkan).
     Wgpu,
+    /// The same WGSL kernels on the GPU simulator (CPU; no GPU needed).
+    Sim,
 }
 
 #[derive(Args)]
@@ -266,6 +268,7 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
     let mut device: Box<dyn Device> = match args.backend {
         Backend::Ref => Box::new(RefDevice::new()),
         Backend::Wgpu => Box::new(pollster::block_on(engine::device::WgpuDevice::new(Default::default()))?),
+        Backend::Sim => Box::new(qwglm_sim::SimDevice::new(Default::default())?),
     };
     let opts = ModelOptions {
         context: args.ctx.unwrap_or(config.max_context.min(4096)),

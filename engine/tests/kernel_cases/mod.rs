@@ -1,0 +1,403 @@
+//! Kernel parity cases shared by every device that runs the WGSL kernels (`wgpu_kernels.rs` for
+//! `WgpuDevice`, `sim/tests/kernels.rs` for the GPU simulator): each case runs one op on the
+//! device under test and on the `RefDevice` oracle, on seeded random inputs (llama.cpp
+//! test-backend-ops style), and compares the outputs by normalized mean squared error with a
+//! per-kernel bound (Argmax exactly). Shapes include the awkward ones: odd n, k not a multiple of
+//! 256 where the format allows, m = 1 / 7 / 33, KV lengths 1 / 17 / 300, GQA groups 1 / 2 / 7.
+//! Run with `--nocapture` to see the NMSE of every case.
+
+#![allow(dead_code)]
+
+use engine::device::{read_f32, read_u32, BufferId, BufferKind, Device, RefDevice};
+use engine::kernels::reference::rope_table;
+use engine::kernels::{
+    attention_splits, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
+    RmsNormParams, RopeParams, WeightBuf, WeightFormat,
+};
+use engine::quant::{self, GgmlType};
+use half::f16;
+
+/// splitmix64: a tiny seeded generator, so every run sees the same inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn floats(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        (self.next() % n as u64) as u32
+    }
+}
+
+/// The same buffers on the device under test and on the oracle.
+pub struct Pair {
+    pub gpu: Box<dyn Device>,
+    pub cpu: RefDevice,
+}
+
+impl Pair {
+    pub fn new(gpu: Box<dyn Device>) -> Self {
+        eprintln!("device under test: {}", gpu.info().name);
+        Self { gpu, cpu: RefDevice::new() }
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> BufferId {
+        let a = self.gpu.alloc(BufferKind::Activations, "test", data.len() as u64).expect("gpu alloc");
+        let b = self.cpu.alloc(BufferKind::Activations, "test", data.len() as u64).expect("cpu alloc");
+        assert_eq!(a, b, "both devices number buffers in allocation order");
+        self.gpu.write(a, 0, data).expect("gpu write");
+        self.cpu.write(b, 0, data).expect("cpu write");
+        a
+    }
+
+    fn f32s(&mut self, data: &[f32]) -> BufferId {
+        self.bytes(bytemuck::cast_slice(data))
+    }
+
+    fn zeros(&mut self, elems: usize) -> BufferId {
+        self.bytes(&vec![0u8; elems * 4])
+    }
+
+    fn run(&mut self, op: Op) {
+        self.cpu.run(std::slice::from_ref(&op)).expect("reference run");
+        self.gpu.run(std::slice::from_ref(&op)).expect("gpu run");
+    }
+
+    fn read(&mut self, buf: BufferId, elems: usize) -> (Vec<f32>, Vec<f32>) {
+        let gpu = pollster::block_on(read_f32(self.gpu.as_mut(), buf, 0, elems)).expect("gpu read");
+        let cpu = pollster::block_on(read_f32(&mut self.cpu, buf, 0, elems)).expect("cpu read");
+        (gpu, cpu)
+    }
+}
+
+/// Normalized mean squared error of `got` against `want`.
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    if norm == 0.0 {
+        err
+    } else {
+        err / norm
+    }
+}
+
+fn check(label: &str, pair: &mut Pair, buf: BufferId, elems: usize, max_nmse: f64) {
+    let (gpu, cpu) = pair.read(buf, elems);
+    assert!(gpu.iter().all(|v| v.is_finite()), "{label}: non-finite GPU output");
+    let e = nmse(&gpu, &cpu);
+    eprintln!("{label:<58} nmse {e:.3e}");
+    assert!(e <= max_nmse, "{label}: NMSE {e:.3e} > {max_nmse:.0e}");
+}
+
+// Every kernel dequantizes exactly as the reference, so only f32 summation order differs.
+const MAX_NMSE_MATMUL: f64 = 1e-9;
+const MAX_NMSE_ELEMENTWISE: f64 = 1e-12;
+const MAX_NMSE_NORM: f64 = 1e-10;
+const MAX_NMSE_ATTENTION: f64 = 1e-9;
+
+/// A random `[rows, cols]` weight in its packed device layout. Quantized formats get random
+/// blocks with their f16 scale fields set to small finite values (every bit pattern of the other
+/// fields is a valid block).
+fn random_weight(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> Vec<u8> {
+    match format {
+        GgmlType::F32 => quant::repack(format, bytemuck::cast_slice(&rng.floats(rows * cols, 1.0))).expect("repack"),
+        GgmlType::F16 => {
+            let halves: Vec<u16> = (0..rows * cols).map(|_| f16::from_f32(rng.unit()).to_bits()).collect();
+            quant::repack(format, bytemuck::cast_slice(&halves)).expect("repack")
+        }
+        _ => {
+            let n_blocks = rows * cols / format.block_elems();
+            let mut disk: Vec<u8> = (0..n_blocks * format.block_bytes()).map(|_| rng.next() as u8).collect();
+            for block in disk.chunks_exact_mut(format.block_bytes()) {
+                for field in format.fields().iter().filter(|f| f.name == "d" || f.name.starts_with("dm")) {
+                    for half in block[field.offset..field.offset + field.len.min(4)].chunks_exact_mut(2) {
+                        half.copy_from_slice(&f16::from_f32(rng.unit() * 0.05).to_le_bytes());
+                    }
+                }
+            }
+            quant::repack(format, &disk).expect("repack")
+        }
+    }
+}
+
+/// `k` for a format: odd where any k works, a non-multiple of 256 where 32-blocks allow it.
+fn awkward_k(format: WeightFormat) -> usize {
+    match format.block_elems() {
+        1 => 45,
+        32 => 96,
+        _ => 512,
+    }
+}
+
+const FORMATS: [WeightFormat; 10] = {
+    use GgmlType::*;
+    [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K]
+};
+
+pub fn embed_every_format(mut pair: Pair) {
+    let mut rng = Rng(1);
+    for format in FORMATS {
+        let (rows, hidden) = (37usize, awkward_k(format));
+        let packed = random_weight(&mut rng, format, rows, hidden);
+        let table = WeightBuf { buf: pair.bytes(&packed), format, rows: rows as u32, cols: hidden as u32 };
+        let ids: Vec<u32> = (0..7).map(|_| rng.below(rows as u32)).chain([0, rows as u32 - 1]).collect();
+        let ids_buf = pair.bytes(bytemuck::cast_slice(&ids));
+        let out = pair.zeros(ids.len() * hidden);
+        let p = EmbedParams { n_tokens: ids.len() as u32, hidden: hidden as u32, first_row: 0, n_rows: rows as u32 };
+        pair.run(Op::Embed { table, ids: ids_buf, out, p });
+        check(&format!("Embed({format}) rows {rows} hidden {hidden}"), &mut pair, out, ids.len() * hidden, 0.0);
+
+        // A part of a row-split table: rows 10..27 only; other tokens keep what `out` held.
+        let part_rows = 17usize;
+        let part = random_weight(&mut rng, format, part_rows, hidden);
+        let table = WeightBuf { buf: pair.bytes(&part), format, rows: part_rows as u32, cols: hidden as u32 };
+        let ids: Vec<u32> = vec![3, 10, 26, 27, 15, 40];
+        let ids_buf = pair.bytes(bytemuck::cast_slice(&ids));
+        let out = pair.f32s(&rng.floats(ids.len() * hidden, 1.0));
+        let p = EmbedParams { n_tokens: ids.len() as u32, hidden: hidden as u32, first_row: 10, n_rows: part_rows as u32 };
+        pair.run(Op::Embed { table, ids: ids_buf, out, p });
+        check(&format!("Embed({format}) table part 10..27"), &mut pair, out, ids.len() * hidden, 0.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_case(pair: &mut Pair, rng: &mut Rng, format: WeightFormat, m: u32, n: u32, k: u32, bias: bool, split: bool) {
+    let packed = random_weight(rng, format, n as usize, k as usize);
+    let w = WeightBuf { buf: pair.bytes(&packed), format, rows: n, cols: k };
+    let x_row = 2;
+    let x = pair.f32s(&rng.floats(((x_row + m) * k) as usize, 1.0));
+    let bias = bias.then(|| pair.f32s(&rng.floats(n as usize, 1.0)));
+    // `split`: write columns 5..5+n of a wider output, as one part of a row-split weight does.
+    let (out_stride, out_col) = if split { (n + 9, 5) } else { (n, 0) };
+    let out = pair.f32s(&rng.floats((m * out_stride) as usize, 1.0));
+    let p = MatMulParams { m, n, k, x_row, has_bias: bias.is_some() as u32, out_stride, out_col };
+    let op = Op::MatMul { w, x, bias, out, p };
+    let kind = format!("{:?}", op.kernel_id());
+    pair.run(op);
+    let label = format!("{kind} m {m} n {n} k {k}{}{}", if p.has_bias != 0 { " +bias" } else { "" }, if split { " cols 5.." } else { "" });
+    check(&label, pair, out, (m * out_stride) as usize, MAX_NMSE_MATMUL);
+}
+
+pub fn matvec_every_format(mut pair: Pair) {
+    let mut rng = Rng(2);
+    for format in FORMATS {
+        let k = awkward_k(format) as u32;
+        matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true);
+    }
+    // Bigger k: many groups per lane; k-quant rows of 3 and 19 super-blocks (slots not a multiple
+    // of the workgroup), row counts that leave 1..3 rows of the last 4-row workgroup.
+    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false);
+    for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
+        matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false);
+    }
+    matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false);
+}
+
+pub fn matmul_every_format(mut pair: Pair) {
+    let mut rng = Rng(3);
+    for format in FORMATS {
+        let k = awkward_k(format) as u32;
+        matmul_case(&mut pair, &mut rng, format, 7, 37, k, false, false);
+        matmul_case(&mut pair, &mut rng, format, 33, 19, k, true, true);
+        // Several 64 x 64 tiles in both directions, the last ones partial.
+        matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, false);
+    }
+}
+
+pub fn norms(mut pair: Pair) {
+    let mut rng = Rng(4);
+    for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32)] {
+        let x = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
+        let w = pair.f32s(&rng.floats(cols as usize, 1.0));
+        let out = pair.zeros((rows * cols) as usize);
+        let p = RmsNormParams { n_rows: rows, n_cols: cols, eps: 1e-6 };
+        pair.run(Op::RmsNorm { x, weight: w, out, p });
+        check(&format!("RmsNorm rows {rows} cols {cols}"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM);
+
+        let residual = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
+        let out = pair.zeros((rows * cols) as usize);
+        pair.run(Op::AddRmsNorm { residual, x, weight: w, out, p });
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (out)"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM);
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual)"), &mut pair, residual, (rows * cols) as usize, 0.0);
+    }
+}
+
+pub fn rope_both_styles(mut pair: Pair) {
+    let mut rng = Rng(5);
+    for interleaved in [false, true] {
+        for (n_tokens, n_heads, head_dim, pos_offset) in [(1u32, 9u32, 64u32, 100u32), (7, 5, 16, 4), (33, 2, 128, 0)] {
+            let table = rope_table(10000.0, head_dim as usize, 160);
+            let table = pair.f32s(&table);
+            let len = (n_tokens * n_heads * head_dim) as usize;
+            let x = pair.f32s(&rng.floats(len, 1.0));
+            let p = RopeParams { n_tokens, n_heads, head_dim, pos_offset };
+            let op = Op::Rope { x, table, interleaved, p };
+            let kind = format!("{:?}", op.kernel_id());
+            pair.run(op);
+            check(&format!("{kind} tokens {n_tokens} heads {n_heads} dim {head_dim} pos {pos_offset}"), &mut pair, x, len, MAX_NMSE_ELEMENTWISE);
+        }
+    }
+}
+
+pub fn kv_write_swiglu_add(mut pair: Pair) {
+    let mut rng = Rng(6);
+    let (n, dim, pos) = (3u32, 20u32, 5u32);
+    let k = pair.f32s(&rng.floats((n * dim) as usize, 1.0));
+    let v = pair.f32s(&rng.floats((n * dim) as usize, 1.0));
+    let ctx = 12;
+    let k_cache = pair.f32s(&rng.floats(ctx * dim as usize, 1.0));
+    let v_cache = pair.f32s(&rng.floats(ctx * dim as usize, 1.0));
+    pair.run(Op::KvWrite { k, v, k_cache, v_cache, p: KvWriteParams { n_tokens: n, kv_dim: dim, pos_offset: pos } });
+    check("KvWrite k_cache", &mut pair, k_cache, ctx * dim as usize, 0.0);
+    check("KvWrite v_cache", &mut pair, v_cache, ctx * dim as usize, 0.0);
+
+    for len in [1u32, 1000, 70_001] {
+        let gate = pair.f32s(&rng.floats(len as usize, 6.0));
+        let up = pair.f32s(&rng.floats(len as usize, 2.0));
+        let out = pair.zeros(len as usize);
+        pair.run(Op::SwiGlu { gate, up, out, p: ElementwiseParams { n: len } });
+        check(&format!("SwiGlu n {len}"), &mut pair, out, len as usize, MAX_NMSE_ELEMENTWISE);
+        pair.run(Op::Add { a: gate, b: up, p: ElementwiseParams { n: len } });
+        check(&format!("Add n {len}"), &mut pair, gate, len as usize, 0.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_case(pair: &mut Pair, rng: &mut Rng, n_tokens: u32, pos_offset: u32, kv_heads: u32, group: u32, head_dim: u32, splits: Option<u32>) {
+    let n_heads = kv_heads * group;
+    let ctx = pos_offset + n_tokens;
+    let kv_dim = kv_heads * head_dim;
+    let q = pair.f32s(&rng.floats((n_tokens * n_heads * head_dim) as usize, 1.0));
+    // A cache longer than the visible keys, with junk past them that must not be read.
+    let cache_rows = ctx + 3;
+    let k_cache = pair.f32s(&rng.floats((cache_rows * kv_dim) as usize, 1.0));
+    let v_cache = pair.f32s(&rng.floats((cache_rows * kv_dim) as usize, 1.0));
+    let out = pair.zeros((n_tokens * n_heads * head_dim) as usize);
+    let kv_splits = splits.unwrap_or_else(|| attention_splits(ctx));
+    let p = AttentionParams {
+        n_tokens,
+        n_heads,
+        n_kv_heads: kv_heads,
+        head_dim,
+        pos_offset,
+        // Larger than 1/sqrt(d) so softmax is peaked and cancellation errors would show.
+        scale: 2.0 / (head_dim as f32).sqrt(),
+        kv_splits,
+    };
+    pair.run(Op::Attention { q, k_cache, v_cache, out, p });
+    let label = format!("Attention tokens {n_tokens} kv {ctx} heads {n_heads}/{kv_heads} dim {head_dim} splits {kv_splits}");
+    check(&label, pair, out, (n_tokens * n_heads * head_dim) as usize, MAX_NMSE_ATTENTION);
+}
+
+pub fn attention_decode(mut pair: Pair) {
+    let mut rng = Rng(7);
+    for ctx in [1u32, 17, 300] {
+        for group in [1u32, 2, 7] {
+            attention_case(&mut pair, &mut rng, 1, ctx - 1, 2, group, 64, None);
+        }
+    }
+    // Several splits, including empty ones (span * splits > ctx), and other head sizes.
+    attention_case(&mut pair, &mut rng, 1, 16, 3, 3, 64, Some(5));
+    attention_case(&mut pair, &mut rng, 1, 299, 1, 2, 128, Some(16));
+    // The decode rule: one 64-key tile per split (300 keys -> 5 splits; 4000 -> 63, the last short).
+    attention_case(&mut pair, &mut rng, 1, 299, 2, 7, 64, Some(engine::kernels::attention_splits_for(1, 300)));
+    attention_case(&mut pair, &mut rng, 1, 3999, 1, 4, 64, Some(engine::kernels::attention_splits_for(1, 4000)));
+    attention_case(&mut pair, &mut rng, 1, 4199, 1, 2, 64, Some(engine::kernels::MAX_KV_SPLITS));
+    attention_case(&mut pair, &mut rng, 1, 40, 2, 7, 32, Some(3));
+    attention_case(&mut pair, &mut rng, 1, 9, 1, 1, 20, Some(2));
+}
+
+pub fn attention_prefill(mut pair: Pair) {
+    let mut rng = Rng(8);
+    attention_case(&mut pair, &mut rng, 7, 0, 2, 2, 64, None);
+    attention_case(&mut pair, &mut rng, 7, 10, 1, 7, 64, Some(2));
+    attention_case(&mut pair, &mut rng, 33, 0, 3, 3, 64, None);
+    attention_case(&mut pair, &mut rng, 33, 267, 2, 1, 128, None);
+    attention_case(&mut pair, &mut rng, 17, 5, 2, 7, 16, Some(4));
+}
+
+pub fn argmax_exact(mut pair: Pair) {
+    let mut rng = Rng(9);
+    let mut cases: Vec<(Vec<f32>, u32)> = Vec::new();
+    cases.push((rng.floats(49_159, 10.0), 7));
+    cases.push((rng.floats(1, 1.0), 0));
+    // Ties: the lowest index wins, also across threads of the reduction.
+    let mut ties = vec![0.5f32; 5000];
+    ties[4097] = 2.0;
+    ties[300] = 2.0;
+    ties[4999] = 2.0;
+    cases.push((ties, 0));
+    // NaN never wins; all -inf gives 0.
+    let mut nan = rng.floats(1000, 1.0);
+    nan[10] = f32::NAN;
+    nan[900] = 5.0;
+    cases.push((nan, 0));
+    cases.push((vec![f32::NEG_INFINITY; 300], 0));
+    let mut last = vec![-1.0f32; 777];
+    last[776] = 0.0;
+    cases.push((last, 0));
+    for (values, offset) in cases {
+        let n = values.len() as u32 - offset;
+        let x = pair.f32s(&values);
+        let out = pair.bytes(&[0xff; 4]);
+        pair.run(Op::Argmax { x, out, p: ArgmaxParams { n, offset } });
+        let gpu = pollster::block_on(read_u32(pair.gpu.as_mut(), out, 0, 1)).expect("gpu read")[0];
+        let cpu = pollster::block_on(read_u32(&mut pair.cpu, out, 0, 1)).expect("cpu read")[0];
+        eprintln!("{:<58} gpu {gpu} ref {cpu}", format!("Argmax n {n} offset {offset}"));
+        assert_eq!(gpu, cpu, "Argmax n {n} offset {offset}");
+    }
+}
+
+/// A pass of several ops (params in one uniform buffer at dynamic offsets, one submit) equals
+/// the same ops run one by one on the oracle; a bad op is a typed error, not a panic.
+pub fn multi_op_pass_and_bad_input(mut pair: Pair) {
+    let mut rng = Rng(10);
+    let n = 300u32;
+    let a = pair.f32s(&rng.floats(n as usize, 1.0));
+    let b = pair.f32s(&rng.floats(n as usize, 1.0));
+    let out = pair.zeros(n as usize);
+    let w = pair.f32s(&rng.floats(100, 1.0));
+    let ops = vec![
+        Op::Add { a, b, p: ElementwiseParams { n } },
+        Op::SwiGlu { gate: a, up: b, out, p: ElementwiseParams { n } },
+        Op::Add { a: out, b: a, p: ElementwiseParams { n: 200 } },
+        Op::RmsNorm { x: out, weight: w, out: b, p: RmsNormParams { n_rows: 3, n_cols: 100, eps: 1e-5 } },
+    ];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("pass of 4 ops: out", &mut pair, out, n as usize, MAX_NMSE_NORM);
+    check("pass of 4 ops: b", &mut pair, b, n as usize, MAX_NMSE_NORM);
+
+    // Too-small buffer, aliasing a written buffer, unknown buffer: errors, and the device still works.
+    let bad = [
+        Op::Add { a, b, p: ElementwiseParams { n: n + 1 } },
+        Op::Add { a, b: a, p: ElementwiseParams { n } },
+        Op::Add { a: BufferId(9999), b, p: ElementwiseParams { n } },
+    ];
+    for op in bad {
+        let err = pair.gpu.run(std::slice::from_ref(&op)).expect_err("bad op must fail");
+        eprintln!("rejected: {err}");
+    }
+    // Buffers beyond the device's limits are typed errors too.
+    let limit = pair.gpu.info().max_binding_bytes;
+    let err = pair.gpu.alloc(BufferKind::Weights, "huge", (limit + 4) & !3).expect_err("over the binding limit");
+    eprintln!("rejected: {err}");
+    assert!(pair.gpu.alloc(BufferKind::Weights, "odd", 6).is_err());
+    pair.run(Op::Add { a, b, p: ElementwiseParams { n } });
+    check("after rejected ops", &mut pair, a, n as usize, MAX_NMSE_NORM);
+}

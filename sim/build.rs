@@ -1,0 +1,48 @@
+//! Compiles every kernel in `shaders/` (after the engine's `#include` preprocessing) to SIMT
+//! bytecode with `qwglm-sim-lower`, and writes it to `$OUT_DIR/kernels.json`, which the crate
+//! embeds: naga runs here, never in the shipped (wasm) crate. A construct the simulator does not
+//! support fails the build with the kernel's original file:line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[path = "../engine/src/shaders/preprocess.rs"]
+#[allow(dead_code)]
+mod preprocess;
+
+fn main() {
+    let shaders = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    println!("cargo:rerun-if-changed=../shaders");
+    println!("cargo:rerun-if-changed=../engine/src/shaders/preprocess.rs");
+    let mut files = BTreeMap::new();
+    for dir in ["", "common/"] {
+        for entry in std::fs::read_dir(shaders.join(dir)).expect("shaders/").flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".wgsl") {
+                let text = std::fs::read_to_string(entry.path()).expect("read shader");
+                files.insert(format!("{dir}{name}"), text);
+            }
+        }
+    }
+    let mut programs = Vec::new();
+    let mut errors = Vec::new();
+    for path in files.keys().filter(|p| !p.starts_with("common/")) {
+        let expanded = match preprocess::preprocess(path, &|p| files.get(p).map(String::as_str)) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(format!("shaders/{e}"));
+                continue;
+            }
+        };
+        let origin = |line: usize| format!("shaders/{}", expanded.origin(line));
+        match qwglm_sim_lower::compile::compile_kernel(path, &expanded.source, &origin) {
+            Ok(p) => programs.push(p),
+            Err(e) => errors.push(format!("{e} (in kernel {path})")),
+        }
+    }
+    if !errors.is_empty() {
+        panic!("the GPU simulator cannot compile these kernels:\n{}", errors.join("\n"));
+    }
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("kernels.json");
+    std::fs::write(out, serde_json::to_string(&programs).expect("serialize")).expect("write kernels.json");
+}

@@ -1,0 +1,1108 @@
+//! naga IR → SIMT bytecode (see `isa`). Runs at build time.
+//!
+//! Passes, in the order they happen while walking an entry point:
+//! - parse + validate (naga); override constants resolve to their defaults;
+//! - values are scalarised: every expression becomes a list of registers, one per 32-bit
+//!   component (vec4 → 4, struct/array → flattened), so swizzles, member access, splats,
+//!   bitcasts and constant indexing cost no instructions (they alias registers);
+//! - function variables live in registers (mem2reg): a load is a copy, a store a masked copy,
+//!   a dynamic index a `Gather`/`ScatterMasked` over the variable's registers;
+//! - calls are inlined (WGSL has no recursion), each call site with its own registers;
+//! - constants are pooled into registers set once in a prologue, and constant right operands
+//!   fold into `BinImm`;
+//! - structured control flow becomes exec-mask operations with per-site mask slots; branches
+//!   that no lane takes are jumped over, so uniform control flow costs a few mask ops.
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+use naga::{
+    AddressSpace, ArraySize, BinaryOperator, Binding, BuiltIn, Expression as E, Function, Handle, MathFunction, Module,
+    ScalarKind, Span, Statement as S, TypeInner, UnaryOperator,
+};
+
+use crate::isa::*;
+use crate::LowerError;
+
+/// Maps a 1-based line of the (preprocessed) source to `file:line` of the original file.
+pub type Origin<'a> = &'a dyn Fn(usize) -> String;
+
+/// Compiles every compute entry point of one WGSL kernel.
+pub fn compile_kernel(file: &str, text: &str, origin: Origin) -> Result<KernelProgram, LowerError> {
+    let place_of = |span: Option<naga::SourceLocation>| span.map_or_else(|| file.to_string(), |l| origin(l.line_number as usize));
+    let module = naga::front::wgsl::parse_str(text)
+        .map_err(|e| LowerError::Invalid { place: place_of(e.location(text)), message: e.message().to_string() })?;
+    let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+    let info = validator
+        .validate(&module)
+        .map_err(|e| LowerError::Invalid { place: place_of(e.location(text)), message: e.as_inner().to_string() })?;
+    let mut entries = Vec::new();
+    for ep in module.entry_points.iter().filter(|ep| ep.stage == naga::ShaderStage::Compute) {
+        if ep.workgroup_size_overrides.is_some() {
+            return Err(LowerError::Unsupported { place: file.to_string(), what: format!("overridable workgroup size of `{}`", ep.name) });
+        }
+        let index = module.entry_points.iter().position(|e| e.name == ep.name).expect("entry point");
+        let lowerer = Lowerer::new(&module, &info, text, origin);
+        entries.push(lowerer.entry(index)?);
+    }
+    Ok(KernelProgram { file: file.to_string(), entries })
+}
+
+#[derive(Clone)]
+enum Root {
+    Storage(u8),
+    Uniform,
+    Shared,
+    /// A function variable: its flattened registers.
+    Local(Rc<Vec<Reg>>),
+}
+
+#[derive(Clone)]
+struct Ptr {
+    root: Root,
+    /// Per-lane word offset (memory) or flat component index (locals), if any.
+    dynamic: Option<Reg>,
+    off: u32,
+}
+
+#[derive(Clone)]
+enum Val {
+    Regs(Vec<Reg>),
+    Ptr(Ptr),
+}
+
+/// One (inlined) function instance being lowered.
+struct FnCtx<'f> {
+    func: &'f Function,
+    finfo: &'f naga::valid::FunctionInfo,
+    values: HashMap<Handle<naga::Expression>, Val>,
+    locals: HashMap<Handle<naga::LocalVariable>, Rc<Vec<Reg>>>,
+    args: Vec<Val>,
+    ret: MaskSlot,
+    result: Option<Vec<Reg>>,
+    /// (break, continue) slots of the enclosing loops, innermost last.
+    loops: Vec<(MaskSlot, MaskSlot)>,
+    is_entry: bool,
+    depth: u32,
+}
+
+struct Lowerer<'m> {
+    module: &'m Module,
+    info: &'m naga::valid::ModuleInfo,
+    text: &'m str,
+    origin: Origin<'m>,
+    insts: Vec<Inst>,
+    n_regs: u32,
+    n_masks: u16,
+    tables: Vec<Reg>,
+    pool: HashMap<u32, Reg>,
+    pool_value: HashMap<Reg, u32>,
+    shared: HashMap<Handle<naga::GlobalVariable>, u32>,
+    shared_words: u32,
+    builtins: Vec<(Builtin, Reg)>,
+    storage_bindings: BTreeSet<u8>,
+    span: Span,
+}
+
+type R<T> = Result<T, LowerError>;
+
+impl<'m> Lowerer<'m> {
+    fn new(module: &'m Module, info: &'m naga::valid::ModuleInfo, text: &'m str, origin: Origin<'m>) -> Self {
+        Self {
+            module,
+            info,
+            text,
+            origin,
+            insts: Vec::new(),
+            n_regs: 1, // register 0 is ZERO
+            n_masks: 0,
+            tables: Vec::new(),
+            pool: HashMap::from([(0, ZERO)]),
+            pool_value: HashMap::from([(ZERO, 0)]),
+            shared: HashMap::new(),
+            shared_words: 0,
+            builtins: Vec::new(),
+            storage_bindings: BTreeSet::new(),
+            span: Span::default(),
+        }
+    }
+
+    fn place(&self) -> String {
+        match self.span.is_defined() {
+            true => (self.origin)(self.span.location(self.text).line_number as usize),
+            false => "?".into(),
+        }
+    }
+
+    fn unsupported<T>(&self, what: impl Into<String>) -> R<T> {
+        Err(LowerError::Unsupported { place: self.place(), what: what.into() })
+    }
+
+    fn reg(&mut self) -> Reg {
+        self.n_regs += 1;
+        self.n_regs - 1
+    }
+
+    fn regs(&mut self, n: usize) -> Vec<Reg> {
+        (0..n).map(|_| self.reg()).collect()
+    }
+
+    fn mask(&mut self) -> MaskSlot {
+        self.n_masks += 1;
+        self.n_masks - 1
+    }
+
+    fn emit(&mut self, inst: Inst) -> u32 {
+        self.insts.push(inst);
+        self.insts.len() as u32 - 1
+    }
+
+    fn here(&self) -> u32 {
+        self.insts.len() as u32
+    }
+
+    fn patch(&mut self, at: u32, target: u32) {
+        match &mut self.insts[at as usize] {
+            Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } => *to = target,
+            _ => unreachable!("patching a non-jump"),
+        }
+    }
+
+    /// A register holding `value` in every lane (set once in the prologue).
+    fn constant(&mut self, value: u32) -> Reg {
+        if let Some(&r) = self.pool.get(&value) {
+            return r;
+        }
+        let r = self.reg();
+        self.pool.insert(value, r);
+        self.pool_value.insert(r, value);
+        r
+    }
+
+    fn table(&mut self, regs: &[Reg]) -> u32 {
+        let at = self.tables.len() as u32;
+        self.tables.extend_from_slice(regs);
+        at
+    }
+
+    fn entry(mut self, index: usize) -> R<EntryProgram> {
+        let module = self.module;
+        let ep = &module.entry_points[index];
+        let finfo = self.info.get_entry_point(index);
+        self.span = module.entry_points[index].function.body.span_iter().next().map(|(_, s)| *s).unwrap_or_default();
+        // Workgroup memory layout: every var<workgroup> at a word offset.
+        for (h, gv) in module.global_variables.iter() {
+            if gv.space == AddressSpace::WorkGroup {
+                let words = self.mem_words(&module.types[gv.ty].inner)?;
+                self.shared.insert(h, self.shared_words);
+                self.shared_words += words;
+            }
+        }
+        let mut args = Vec::new();
+        for arg in &ep.function.arguments {
+            let Some(Binding::BuiltIn(b)) = arg.binding else {
+                return self.unsupported("entry point arguments other than built-ins");
+            };
+            let n = self.flat_len(&module.types[arg.ty].inner)?;
+            let regs = self.regs(n);
+            for (i, &r) in regs.iter().enumerate() {
+                let i = i as u8;
+                let which = match b {
+                    BuiltIn::LocalInvocationIndex => Builtin::LocalIndex,
+                    BuiltIn::LocalInvocationId => Builtin::LocalId(i),
+                    BuiltIn::GlobalInvocationId => Builtin::GlobalId(i),
+                    BuiltIn::WorkGroupId => Builtin::WorkgroupId(i),
+                    BuiltIn::NumWorkGroups => Builtin::NumWorkgroups(i),
+                    BuiltIn::WorkGroupSize => Builtin::WorkgroupSize(i),
+                    other => return self.unsupported(format!("built-in {other:?}")),
+                };
+                self.builtins.push((which, r));
+            }
+            args.push(Val::Regs(regs));
+        }
+        let ret = self.mask();
+        let mut ctx = FnCtx {
+            func: &ep.function,
+            finfo,
+            values: HashMap::new(),
+            locals: HashMap::new(),
+            args,
+            ret,
+            result: None,
+            loops: Vec::new(),
+            is_entry: true,
+            depth: 0,
+        };
+        self.function_body(&mut ctx)?;
+        self.emit(Inst::Halt);
+        // Prologue: the constant pool (register 0 included), then the body with jumps shifted.
+        let mut consts: Vec<(u32, Reg)> = self.pool.iter().map(|(&v, &r)| (v, r)).collect();
+        consts.sort_by_key(|&(_, r)| r);
+        let shift = consts.len() as u32;
+        let mut insts: Vec<Inst> = consts.into_iter().map(|(imm, d)| Inst::Movi { d, imm }).collect();
+        for mut inst in self.insts {
+            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } = &mut inst {
+                *to += shift;
+            }
+            insts.push(inst);
+        }
+        Ok(EntryProgram {
+            name: ep.name.clone(),
+            workgroup_size: ep.workgroup_size,
+            insts,
+            n_regs: self.n_regs,
+            n_masks: self.n_masks,
+            tables: self.tables,
+            shared_words: self.shared_words,
+            builtins: self.builtins,
+            storage_bindings: self.storage_bindings.into_iter().collect(),
+        })
+    }
+
+    /// Locals, then the body, of a function instance.
+    fn function_body(&mut self, ctx: &mut FnCtx) -> R<()> {
+        for (h, local) in ctx.func.local_variables.iter() {
+            let n = self.flat_len(&self.module.types[local.ty].inner)?;
+            let regs = self.regs(n);
+            let init = match local.init {
+                Some(e) => self.const_words(ctx.func, e).ok_or_else(|| LowerError::Unsupported {
+                    place: self.place(),
+                    what: "a non-constant variable initializer".into(),
+                })?,
+                None => vec![0; n],
+            };
+            for (&d, imm) in regs.iter().zip(init) {
+                self.emit(Inst::Movi { d, imm });
+            }
+            ctx.locals.insert(h, Rc::new(regs));
+        }
+        self.block(ctx, &ctx.func.body.clone())
+    }
+
+    // ---- types
+
+    /// Components (32-bit words) of a value of this type, flattened.
+    fn flat_len(&self, inner: &TypeInner) -> R<usize> {
+        Ok(match inner {
+            TypeInner::Scalar(s) | TypeInner::Atomic(s) => {
+                self.check_scalar(*s)?;
+                1
+            }
+            TypeInner::Vector { size, scalar } => {
+                self.check_scalar(*scalar)?;
+                *size as usize
+            }
+            TypeInner::Array { base, size: ArraySize::Constant(n), .. } => {
+                n.get() as usize * self.flat_len(&self.module.types[*base].inner)?
+            }
+            TypeInner::Struct { members, .. } => {
+                let mut n = 0;
+                for m in members {
+                    n += self.flat_len(&self.module.types[m.ty].inner)?;
+                }
+                n
+            }
+            other => return self.unsupported(format!("values of type {other:?}")),
+        })
+    }
+
+    fn check_scalar(&self, s: naga::Scalar) -> R<()> {
+        match (s.kind, s.width) {
+            (ScalarKind::Bool, _) | (_, 4) => Ok(()),
+            _ => self.unsupported(format!("{:?} of {} bytes (only 32-bit scalars)", s.kind, s.width)),
+        }
+    }
+
+    /// Word offsets in memory of each flattened component.
+    fn mem_offsets(&self, inner: &TypeInner, base: u32, out: &mut Vec<u32>) -> R<()> {
+        match inner {
+            TypeInner::Scalar(_) | TypeInner::Atomic(_) => out.push(base),
+            TypeInner::Vector { size, .. } => out.extend((0..*size as u32).map(|i| base + i)),
+            TypeInner::Array { base: elem, size: ArraySize::Constant(n), stride } => {
+                for i in 0..n.get() {
+                    self.mem_offsets(&self.module.types[*elem].inner, base + i * stride / 4, out)?;
+                }
+            }
+            TypeInner::Struct { members, .. } => {
+                for m in members {
+                    self.mem_offsets(&self.module.types[m.ty].inner, base + m.offset / 4, out)?;
+                }
+            }
+            other => return self.unsupported(format!("memory of type {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn mem_words(&self, inner: &TypeInner) -> R<u32> {
+        Ok(match inner {
+            TypeInner::Array { base, size: ArraySize::Constant(n), stride } => {
+                let _ = base;
+                n.get() * stride / 4
+            }
+            TypeInner::Struct { span, .. } => span / 4,
+            TypeInner::Vector { size, .. } => *size as u32,
+            _ => 1,
+        })
+    }
+
+    fn inner_of<'a>(&'a self, ctx: &'a FnCtx, h: Handle<naga::Expression>) -> &'a TypeInner {
+        ctx.finfo[h].ty.inner_with(&self.module.types)
+    }
+
+    fn kind_of(&self, ctx: &FnCtx, h: Handle<naga::Expression>) -> R<ScalarKind> {
+        match self.inner_of(ctx, h) {
+            TypeInner::Scalar(s) | TypeInner::Vector { scalar: s, .. } => Ok(s.kind),
+            other => self.unsupported(format!("arithmetic on {other:?}")),
+        }
+    }
+
+    /// The type a pointer expression points at.
+    fn pointee(&self, ctx: &FnCtx, h: Handle<naga::Expression>) -> R<TypeInner> {
+        match self.inner_of(ctx, h) {
+            TypeInner::Pointer { base, .. } => Ok(self.module.types[*base].inner.clone()),
+            TypeInner::ValuePointer { size: None, scalar, .. } => Ok(TypeInner::Scalar(*scalar)),
+            TypeInner::ValuePointer { size: Some(size), scalar, .. } => Ok(TypeInner::Vector { size: *size, scalar: *scalar }),
+            other => self.unsupported(format!("pointer of type {other:?}")),
+        }
+    }
+
+    // ---- constants
+
+    fn literal_word(&self, lit: &naga::Literal) -> Option<u32> {
+        Some(match *lit {
+            naga::Literal::F32(v) => v.to_bits(),
+            naga::Literal::U32(v) => v,
+            naga::Literal::I32(v) => v as u32,
+            naga::Literal::Bool(b) => b as u32,
+            _ => return None,
+        })
+    }
+
+    /// The words of a constant expression of `func` (or of the module's global expressions when
+    /// `func` is None).
+    fn const_words(&self, func: &Function, h: Handle<naga::Expression>) -> Option<Vec<u32>> {
+        self.const_in(&func.expressions, h)
+    }
+
+    fn const_in(&self, arena: &naga::Arena<naga::Expression>, h: Handle<naga::Expression>) -> Option<Vec<u32>> {
+        Some(match &arena[h] {
+            E::Literal(lit) => vec![self.literal_word(lit)?],
+            E::Constant(c) => self.const_in(&self.module.global_expressions, self.module.constants[*c].init)?,
+            // Override constants resolve to their defaults (the engine sets no pipeline constants).
+            E::Override(o) => self.const_in(&self.module.global_expressions, self.module.overrides[*o].init?)?,
+            E::ZeroValue(ty) => vec![0; self.flat_len(&self.module.types[*ty].inner).ok()?],
+            E::Compose { components, .. } => {
+                let mut out = Vec::new();
+                for &c in components {
+                    out.extend(self.const_in(arena, c)?);
+                }
+                out
+            }
+            E::Splat { size, value } => {
+                let v = self.const_in(arena, *value)?;
+                (0..*size as usize).flat_map(|_| v.clone()).collect()
+            }
+            _ => return None,
+        })
+    }
+
+    // ---- values
+
+    fn val(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>) -> R<Val> {
+        if let Some(v) = ctx.values.get(&h) {
+            return Ok(v.clone());
+        }
+        // Expressions evaluated before execution (not covered by an Emit).
+        let v = match &ctx.func.expressions[h] {
+            E::GlobalVariable(g) => {
+                let gv = &self.module.global_variables[*g];
+                let root = match gv.space {
+                    AddressSpace::Storage { .. } => {
+                        let b = gv.binding.as_ref().map_or(0, |b| b.binding) as u8;
+                        self.storage_bindings.insert(b);
+                        Root::Storage(b)
+                    }
+                    AddressSpace::Uniform => Root::Uniform,
+                    AddressSpace::WorkGroup => Root::Shared,
+                    other => return self.unsupported(format!("globals in address space {other:?}")),
+                };
+                let off = self.shared.get(g).copied().unwrap_or(0);
+                Val::Ptr(Ptr { root, dynamic: None, off })
+            }
+            E::LocalVariable(l) => Val::Ptr(Ptr { root: Root::Local(ctx.locals[l].clone()), dynamic: None, off: 0 }),
+            E::FunctionArgument(i) => ctx.args[*i as usize].clone(),
+            _ => match self.const_words(ctx.func, h) {
+                Some(words) => Val::Regs(words.into_iter().map(|w| self.constant(w)).collect()),
+                None => {
+                    self.span = ctx.func.expressions.get_span(h);
+                    return self.unsupported(format!("expression {:?} used before it is evaluated", ctx.func.expressions[h]));
+                }
+            },
+        };
+        ctx.values.insert(h, v.clone());
+        Ok(v)
+    }
+
+    fn regs_of(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>) -> R<Vec<Reg>> {
+        match self.val(ctx, h)? {
+            Val::Regs(r) => Ok(r),
+            Val::Ptr(_) => self.unsupported("a pointer used as a value"),
+        }
+    }
+
+    fn scalar_of(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>) -> R<Reg> {
+        let r = self.regs_of(ctx, h)?;
+        match r.as_slice() {
+            [one] => Ok(*one),
+            _ => self.unsupported("a vector where a scalar is needed"),
+        }
+    }
+
+    fn bin(&mut self, op: BinOp, a: Reg, b: Reg) -> Reg {
+        let d = self.reg();
+        match self.pool_value.get(&b) {
+            Some(&imm) => self.emit(Inst::BinImm { op, d, a, imm }),
+            None => self.emit(Inst::Bin { op, d, a, b }),
+        };
+        d
+    }
+
+    fn un(&mut self, op: UnOp, a: Reg) -> Reg {
+        let d = self.reg();
+        self.emit(Inst::Un { op, d, a });
+        d
+    }
+
+    fn bin_imm(&mut self, op: BinOp, a: Reg, imm: u32) -> Reg {
+        let d = self.reg();
+        self.emit(Inst::BinImm { op, d, a, imm });
+        d
+    }
+
+    /// Applies `f` component-wise, broadcasting scalars against vectors.
+    fn zip(&mut self, a: &[Reg], b: &[Reg], mut f: impl FnMut(&mut Self, Reg, Reg) -> Reg) -> Vec<Reg> {
+        let n = a.len().max(b.len());
+        (0..n).map(|i| f(self, a[if a.len() == 1 { 0 } else { i }], b[if b.len() == 1 { 0 } else { i }])).collect()
+    }
+
+    fn expr(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>) -> R<Val> {
+        self.span = ctx.func.expressions.get_span(h);
+        let expr = ctx.func.expressions[h].clone();
+        Ok(match expr {
+            E::Literal(_) | E::Constant(_) | E::ZeroValue(_) | E::GlobalVariable(_) | E::LocalVariable(_) | E::FunctionArgument(_) => {
+                return self.val(ctx, h)
+            }
+            E::Compose { components, .. } => {
+                let mut regs = Vec::new();
+                for c in components {
+                    regs.extend(self.regs_of(ctx, c)?);
+                }
+                Val::Regs(regs)
+            }
+            E::Splat { size, value } => {
+                let r = self.scalar_of(ctx, value)?;
+                Val::Regs(vec![r; size as usize])
+            }
+            E::Swizzle { size, vector, pattern } => {
+                let v = self.regs_of(ctx, vector)?;
+                Val::Regs(pattern[..size as usize].iter().map(|&c| v[c as usize]).collect())
+            }
+            E::AccessIndex { base, index } => self.access(ctx, base, None, index)?,
+            E::Access { base, index } => match self.const_words(ctx.func, index) {
+                Some(w) => self.access(ctx, base, None, w[0])?,
+                None => {
+                    let i = self.scalar_of(ctx, index)?;
+                    self.access(ctx, base, Some(i), 0)?
+                }
+            },
+            E::Load { pointer } => {
+                let Val::Ptr(ptr) = self.val(ctx, pointer)? else { return self.unsupported("load through a non-pointer") };
+                let ty = self.pointee(ctx, pointer)?;
+                Val::Regs(self.load(&ptr, &ty)?)
+            }
+            E::Unary { op, expr } => {
+                let kind = self.kind_of(ctx, expr)?;
+                let a = self.regs_of(ctx, expr)?;
+                let op = match (op, kind) {
+                    (UnaryOperator::Negate, ScalarKind::Float) => UnOp::FNeg,
+                    (UnaryOperator::Negate, _) => UnOp::INeg,
+                    (UnaryOperator::LogicalNot, _) => UnOp::LogicalNot,
+                    (UnaryOperator::BitwiseNot, _) => UnOp::Not,
+                };
+                Val::Regs(a.into_iter().map(|r| self.un(op, r)).collect())
+            }
+            E::Binary { op, left, right } => {
+                let kind = self.kind_of(ctx, left)?;
+                let op = self.bin_op(op, kind)?;
+                let a = self.regs_of(ctx, left)?;
+                let b = self.regs_of(ctx, right)?;
+                Val::Regs(self.zip(&a, &b, |s, x, y| s.bin(op, x, y)))
+            }
+            E::Select { condition, accept, reject } => {
+                let c = self.regs_of(ctx, condition)?;
+                let t = self.regs_of(ctx, accept)?;
+                let f = self.regs_of(ctx, reject)?;
+                let n = t.len();
+                Val::Regs(
+                    (0..n)
+                        .map(|i| {
+                            let d = self.reg();
+                            let c = c[if c.len() == 1 { 0 } else { i }];
+                            self.emit(Inst::Select { d, c, t: t[i], f: f[i] });
+                            d
+                        })
+                        .collect(),
+                )
+            }
+            E::Relational { fun, argument } => {
+                let a = self.regs_of(ctx, argument)?;
+                let op = match fun {
+                    naga::RelationalFunction::All => BinOp::And,
+                    naga::RelationalFunction::Any => BinOp::Or,
+                    other => return self.unsupported(format!("relational function {other:?}")),
+                };
+                let mut acc = a[0];
+                for &r in &a[1..] {
+                    acc = self.bin(op, acc, r);
+                }
+                Val::Regs(vec![acc])
+            }
+            E::Math { fun, arg, arg1, arg2, arg3 } => self.math(ctx, fun, arg, arg1, arg2, arg3)?,
+            E::As { expr, kind, convert } => {
+                let from = self.kind_of(ctx, expr)?;
+                let a = self.regs_of(ctx, expr)?;
+                if convert.is_none() {
+                    return Ok(Val::Regs(a)); // bitcast: registers are untyped
+                }
+                use ScalarKind::*;
+                let op = match (from, kind) {
+                    (x, y) if x == y => None,
+                    (Uint | Sint, Uint | Sint) | (Bool, Uint | Sint) => None,
+                    (Uint, Float) => Some(UnOp::U2F),
+                    (Sint, Float) => Some(UnOp::S2F),
+                    (Float, Uint) => Some(UnOp::F2U),
+                    (Float, Sint) => Some(UnOp::F2S),
+                    (Bool, Float) => Some(UnOp::Bool2F),
+                    (Uint | Sint, Bool) => Some(UnOp::ToBool),
+                    (Float, Bool) => {
+                        return Ok(Val::Regs(a.into_iter().map(|r| self.bin_imm(BinOp::FNe, r, 0)).collect()));
+                    }
+                    (x, y) => return self.unsupported(format!("conversion {x:?} -> {y:?}")),
+                };
+                Val::Regs(match op {
+                    None => a,
+                    Some(op) => a.into_iter().map(|r| self.un(op, r)).collect(),
+                })
+            }
+            E::ArrayLength(ptr) => {
+                let Val::Ptr(Ptr { root: Root::Storage(binding), .. }) = self.val(ctx, ptr)? else {
+                    return self.unsupported("arrayLength of a non-storage array");
+                };
+                let stride = match self.pointee(ctx, ptr)? {
+                    TypeInner::Array { stride, .. } => stride,
+                    _ => return self.unsupported("arrayLength of a struct member"),
+                };
+                let d = self.reg();
+                self.emit(Inst::ArrayLength { d, binding, offset_words: 0, stride_words: stride / 4 });
+                Val::Regs(vec![d])
+            }
+            other => return self.unsupported(format!("expression {other:?}")),
+        })
+    }
+
+    fn bin_op(&self, op: BinaryOperator, kind: ScalarKind) -> R<BinOp> {
+        use BinaryOperator as B;
+        use ScalarKind::*;
+        Ok(match (op, kind) {
+            (B::Add, Float) => BinOp::FAdd,
+            (B::Add, _) => BinOp::IAdd,
+            (B::Subtract, Float) => BinOp::FSub,
+            (B::Subtract, _) => BinOp::ISub,
+            (B::Multiply, Float) => BinOp::FMul,
+            (B::Multiply, _) => BinOp::IMul,
+            (B::Divide, Float) => BinOp::FDiv,
+            (B::Divide, Sint) => BinOp::SDiv,
+            (B::Divide, _) => BinOp::UDiv,
+            (B::Modulo, Float) => BinOp::FRem,
+            (B::Modulo, Sint) => BinOp::SRem,
+            (B::Modulo, _) => BinOp::URem,
+            (B::Equal, Float) => BinOp::FEq,
+            (B::Equal, _) => BinOp::IEq,
+            (B::NotEqual, Float) => BinOp::FNe,
+            (B::NotEqual, _) => BinOp::INe,
+            (B::Less, Float) => BinOp::FLt,
+            (B::Less, Sint) => BinOp::SLt,
+            (B::Less, _) => BinOp::ULt,
+            (B::LessEqual, Float) => BinOp::FLe,
+            (B::LessEqual, Sint) => BinOp::SLe,
+            (B::LessEqual, _) => BinOp::ULe,
+            (B::Greater, Float) => BinOp::FGt,
+            (B::Greater, Sint) => BinOp::SGt,
+            (B::Greater, _) => BinOp::UGt,
+            (B::GreaterEqual, Float) => BinOp::FGe,
+            (B::GreaterEqual, Sint) => BinOp::SGe,
+            (B::GreaterEqual, _) => BinOp::UGe,
+            (B::And | B::LogicalAnd, _) => BinOp::And,
+            (B::InclusiveOr | B::LogicalOr, _) => BinOp::Or,
+            (B::ExclusiveOr, _) => BinOp::Xor,
+            (B::ShiftLeft, _) => BinOp::Shl,
+            (B::ShiftRight, Sint) => BinOp::ShrS,
+            (B::ShiftRight, _) => BinOp::ShrU,
+        })
+    }
+
+    fn math(
+        &mut self,
+        ctx: &mut FnCtx,
+        fun: MathFunction,
+        arg: Handle<naga::Expression>,
+        arg1: Option<Handle<naga::Expression>>,
+        arg2: Option<Handle<naga::Expression>>,
+        arg3: Option<Handle<naga::Expression>>,
+    ) -> R<Val> {
+        use MathFunction as M;
+        use ScalarKind::*;
+        let kind = self.kind_of(ctx, arg)?;
+        let a = self.regs_of(ctx, arg)?;
+        let b = match arg1 {
+            Some(h) => self.regs_of(ctx, h)?,
+            None => Vec::new(),
+        };
+        let c = match arg2 {
+            Some(h) => self.regs_of(ctx, h)?,
+            None => Vec::new(),
+        };
+        let unary = |s: &mut Self, op: UnOp, a: &[Reg]| Val::Regs(a.iter().map(|&r| s.un(op, r)).collect());
+        let float_un = |op| if kind == Float { Ok(op) } else { Err(()) };
+        let simple = match fun {
+            M::Exp => float_un(UnOp::FExp),
+            M::Exp2 => float_un(UnOp::FExp2),
+            M::Log => float_un(UnOp::FLog),
+            M::Log2 => float_un(UnOp::FLog2),
+            M::Sqrt => float_un(UnOp::FSqrt),
+            M::InverseSqrt => float_un(UnOp::FRsqrt),
+            M::Sin => float_un(UnOp::FSin),
+            M::Cos => float_un(UnOp::FCos),
+            M::Tan => float_un(UnOp::FTan),
+            M::Tanh => float_un(UnOp::FTanh),
+            M::Floor => float_un(UnOp::FFloor),
+            M::Ceil => float_un(UnOp::FCeil),
+            M::Round => float_un(UnOp::FRound),
+            M::Trunc => float_un(UnOp::FTrunc),
+            M::Fract => float_un(UnOp::FFract),
+            M::QuantizeToF16 => float_un(UnOp::QuantizeF16),
+            M::CountOneBits => Ok(UnOp::CountOnes),
+            M::CountLeadingZeros => Ok(UnOp::LeadingZeros),
+            M::CountTrailingZeros => Ok(UnOp::TrailingZeros),
+            M::ReverseBits => Ok(UnOp::ReverseBits),
+            M::Sign if kind == Float => Ok(UnOp::FSign),
+            M::Sign if kind == Sint => Ok(UnOp::SSign),
+            M::Abs if kind == Float => Ok(UnOp::FAbs),
+            M::Abs if kind == Sint => Ok(UnOp::SAbs),
+            M::Abs => return Ok(Val::Regs(a)),
+            _ => Err(()),
+        };
+        if let Ok(op) = simple {
+            return Ok(unary(self, op, &a));
+        }
+        let (min, max) = match kind {
+            Float => (BinOp::FMin, BinOp::FMax),
+            Sint => (BinOp::SMin, BinOp::SMax),
+            _ => (BinOp::UMin, BinOp::UMax),
+        };
+        Ok(Val::Regs(match fun {
+            M::Min => self.zip(&a, &b, |s, x, y| s.bin(min, x, y)),
+            M::Max => self.zip(&a, &b, |s, x, y| s.bin(max, x, y)),
+            M::Clamp => {
+                let lo = self.zip(&a, &b, |s, x, y| s.bin(max, x, y));
+                self.zip(&lo, &c, |s, x, y| s.bin(min, x, y))
+            }
+            M::Saturate => {
+                let zero = self.constant(0);
+                let one = self.constant(1f32.to_bits());
+                let lo = self.zip(&a, &[zero], |s, x, y| s.bin(BinOp::FMax, x, y));
+                self.zip(&lo, &[one], |s, x, y| s.bin(BinOp::FMin, x, y))
+            }
+            M::Pow => self.zip(&a, &b, |s, x, y| s.bin(BinOp::FPow, x, y)),
+            M::Atan2 => self.zip(&a, &b, |s, x, y| s.bin(BinOp::FAtan2, x, y)),
+            M::Step => self.zip(&a, &b, |s, x, y| s.bin(BinOp::FStep, x, y)),
+            M::Fma => (0..a.len())
+                .map(|i| {
+                    let d = self.reg();
+                    self.emit(Inst::Fma { d, a: a[i], b: b[i], c: c[i] });
+                    d
+                })
+                .collect(),
+            M::Mix => {
+                // a + (b - a) * t
+                let diff = self.zip(&b, &a, |s, x, y| s.bin(BinOp::FSub, x, y));
+                let scaled = self.zip(&diff, &c, |s, x, y| s.bin(BinOp::FMul, x, y));
+                self.zip(&a, &scaled, |s, x, y| s.bin(BinOp::FAdd, x, y))
+            }
+            M::Dot => {
+                let (mul, add) = if kind == Float { (BinOp::FMul, BinOp::FAdd) } else { (BinOp::IMul, BinOp::IAdd) };
+                let products = self.zip(&a, &b, |s, x, y| s.bin(mul, x, y));
+                let mut acc = products[0];
+                for &p in &products[1..] {
+                    acc = self.bin(add, acc, p);
+                }
+                vec![acc]
+            }
+            M::ExtractBits => {
+                let (off, cnt) = (b[0], c[0]);
+                a.iter()
+                    .map(|&e| {
+                        let d = self.reg();
+                        self.emit(Inst::ExtractBits { signed: kind == Sint, d, e, off, cnt });
+                        d
+                    })
+                    .collect()
+            }
+            M::InsertBits => {
+                let Some(h3) = arg3 else { return self.unsupported("insertBits without a count") };
+                let cnt = self.scalar_of(ctx, h3)?;
+                let off = c[0];
+                (0..a.len())
+                    .map(|i| {
+                        let d = self.reg();
+                        self.emit(Inst::InsertBits { d, e: a[i], n: b[i], off, cnt });
+                        d
+                    })
+                    .collect()
+            }
+            M::Unpack2x16float => vec![self.un(UnOp::F16LoToF32, a[0]), self.un(UnOp::F16HiToF32, a[0])],
+            M::Unpack4xU8 => (0..4).map(|i| {
+                let shifted = self.bin_imm(BinOp::ShrU, a[0], 8 * i);
+                self.bin_imm(BinOp::And, shifted, 0xff)
+            }).collect(),
+            M::Unpack4xI8 => (0..4).map(|i| {
+                let up = self.bin_imm(BinOp::Shl, a[0], 24 - 8 * i);
+                self.bin_imm(BinOp::ShrS, up, 24)
+            }).collect(),
+            other => return self.unsupported(format!("math function {other:?}")),
+        }))
+    }
+
+    /// `base[index]` / `base.member`: pointer arithmetic on pointers, register picks on values.
+    fn access(&mut self, ctx: &mut FnCtx, base: Handle<naga::Expression>, dynamic: Option<Reg>, index: u32) -> R<Val> {
+        let base_val = self.val(ctx, base)?;
+        match base_val {
+            Val::Regs(regs) => {
+                let inner = self.inner_of(ctx, base).clone();
+                let elem = match &inner {
+                    TypeInner::Vector { .. } => 1,
+                    TypeInner::Array { base, .. } => self.flat_len(&self.module.types[*base].inner)?,
+                    TypeInner::Struct { members, .. } if dynamic.is_none() => {
+                        let mut start = 0;
+                        for m in &members[..index as usize] {
+                            start += self.flat_len(&self.module.types[m.ty].inner)?;
+                        }
+                        let len = self.flat_len(&self.module.types[members[index as usize].ty].inner)?;
+                        return Ok(Val::Regs(regs[start..start + len].to_vec()));
+                    }
+                    other => return self.unsupported(format!("indexing a value of type {other:?}")),
+                };
+                match dynamic {
+                    None => {
+                        let start = index as usize * elem;
+                        Ok(Val::Regs(regs[start..start + elem].to_vec()))
+                    }
+                    Some(i) => {
+                        let idx = if elem == 1 { i } else { self.bin_imm(BinOp::IMul, i, elem as u32) };
+                        let table = self.table(&regs);
+                        Ok(Val::Regs(
+                            (0..elem as u32)
+                                .map(|k| {
+                                    let d = self.reg();
+                                    self.emit(Inst::Gather { d, table, len: regs.len() as u32, idx, off: k });
+                                    d
+                                })
+                                .collect(),
+                        ))
+                    }
+                }
+            }
+            Val::Ptr(ptr) => {
+                let local = matches!(ptr.root, Root::Local(_));
+                let pointee = self.pointee(ctx, base)?;
+                let (stride, member_off) = match &pointee {
+                    TypeInner::Vector { .. } => (1, index),
+                    TypeInner::Array { base: elem, stride, .. } => {
+                        let s = if local { self.flat_len(&self.module.types[*elem].inner)? as u32 } else { stride / 4 };
+                        (s, index * s)
+                    }
+                    TypeInner::Struct { members, .. } => {
+                        let off = if local {
+                            let mut start = 0;
+                            for m in &members[..index as usize] {
+                                start += self.flat_len(&self.module.types[m.ty].inner)? as u32;
+                            }
+                            start
+                        } else {
+                            members[index as usize].offset / 4
+                        };
+                        (0, off)
+                    }
+                    other => return self.unsupported(format!("indexing through a pointer to {other:?}")),
+                };
+                let mut ptr = ptr;
+                match dynamic {
+                    None => ptr.off += member_off,
+                    Some(i) => {
+                        let scaled = match stride {
+                            1 => i,
+                            s if s.is_power_of_two() => self.bin_imm(BinOp::Shl, i, s.trailing_zeros()),
+                            s => self.bin_imm(BinOp::IMul, i, s),
+                        };
+                        ptr.dynamic = Some(match ptr.dynamic {
+                            None => scaled,
+                            Some(d) => self.bin(BinOp::IAdd, d, scaled),
+                        });
+                    }
+                }
+                Ok(Val::Ptr(ptr))
+            }
+        }
+    }
+
+    fn load(&mut self, ptr: &Ptr, ty: &TypeInner) -> R<Vec<Reg>> {
+        let addr = ptr.dynamic.unwrap_or(ZERO);
+        match &ptr.root {
+            Root::Local(regs) => {
+                let n = self.flat_len(ty)?;
+                let table = ptr.dynamic.map(|_| self.table(regs));
+                Ok((0..n as u32)
+                    .map(|k| {
+                        let d = self.reg();
+                        match table {
+                            None => self.emit(Inst::Mov { d, s: regs[(ptr.off + k) as usize] }),
+                            Some(table) => self.emit(Inst::Gather { d, table, len: regs.len() as u32, idx: addr, off: ptr.off + k }),
+                        };
+                        d
+                    })
+                    .collect())
+            }
+            root => {
+                let mut offs = Vec::new();
+                self.mem_offsets(ty, ptr.off, &mut offs)?;
+                Ok(offs
+                    .into_iter()
+                    .map(|off| {
+                        let d = self.reg();
+                        self.emit(match root {
+                            Root::Storage(binding) => Inst::LdStorage { d, binding: *binding, addr, off },
+                            Root::Uniform => Inst::LdUniform { d, addr, off },
+                            _ => Inst::LdShared { d, addr, off },
+                        });
+                        d
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn store(&mut self, ptr: &Ptr, ty: &TypeInner, value: &[Reg]) -> R<()> {
+        let addr = ptr.dynamic.unwrap_or(ZERO);
+        match &ptr.root {
+            Root::Local(regs) => {
+                let table = ptr.dynamic.map(|_| self.table(regs));
+                for (k, &s) in value.iter().enumerate() {
+                    let k = k as u32;
+                    match table {
+                        None => self.emit(Inst::MovMasked { d: regs[(ptr.off + k) as usize], s }),
+                        Some(table) => self.emit(Inst::ScatterMasked { table, len: regs.len() as u32, idx: addr, off: ptr.off + k, s }),
+                    };
+                }
+            }
+            Root::Uniform => return self.unsupported("a store to a uniform"),
+            root => {
+                let mut offs = Vec::new();
+                self.mem_offsets(ty, ptr.off, &mut offs)?;
+                for (off, &s) in offs.into_iter().zip(value) {
+                    self.emit(match root {
+                        Root::Storage(binding) => Inst::StStorage { s, binding: *binding, addr, off },
+                        _ => Inst::StShared { s, addr, off },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- statements
+
+    fn block(&mut self, ctx: &mut FnCtx, block: &naga::Block) -> R<()> {
+        for (stmt, span) in block.span_iter() {
+            self.span = *span;
+            self.statement(ctx, stmt)?;
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, ctx: &FnCtx, saved: MaskSlot) {
+        let (a, b) = ctx.loops.last().copied().unwrap_or((NO_MASK, NO_MASK));
+        self.emit(Inst::Join { saved, a, b, c: ctx.ret });
+    }
+
+    fn statement(&mut self, ctx: &mut FnCtx, stmt: &S) -> R<()> {
+        match stmt {
+            S::Emit(range) => {
+                for h in range.clone() {
+                    let v = self.expr(ctx, h)?;
+                    ctx.values.insert(h, v);
+                }
+            }
+            S::Block(b) => self.block(ctx, b)?,
+            S::If { condition, accept, reject } => {
+                let c = self.scalar_of(ctx, *condition)?;
+                let saved = self.mask();
+                self.emit(Inst::SaveExec { m: saved });
+                self.emit(Inst::AndCond { c });
+                let skip = self.emit(Inst::JumpIfNone { to: 0 });
+                ctx.depth += 1;
+                self.block(ctx, accept)?;
+                let after_accept = self.here();
+                self.patch(skip, after_accept);
+                if !reject.is_empty() {
+                    self.emit(Inst::ElseOf { m: saved, c });
+                    let skip = self.emit(Inst::JumpIfNone { to: 0 });
+                    self.block(ctx, reject)?;
+                    let end = self.here();
+                    self.patch(skip, end);
+                }
+                ctx.depth -= 1;
+                self.join(ctx, saved);
+            }
+            S::Loop { body, continuing, break_if } => {
+                let brk = self.mask();
+                let cont = self.mask();
+                self.emit(Inst::ClearMask { m: brk });
+                let top = self.here();
+                ctx.loops.push((brk, cont));
+                ctx.depth += 1;
+                self.block(ctx, body)?;
+                self.emit(Inst::Rejoin { m: cont });
+                self.block(ctx, continuing)?;
+                if let Some(c) = break_if {
+                    let c = self.scalar_of(ctx, *c)?;
+                    self.emit(Inst::BreakIf { m: brk, c });
+                }
+                ctx.depth -= 1;
+                ctx.loops.pop();
+                self.emit(Inst::JumpIfAny { to: top });
+                self.emit(Inst::ExecFrom { m: brk });
+            }
+            S::Break => {
+                let (brk, _) = *ctx.loops.last().expect("break outside a loop");
+                self.emit(Inst::Leave { m: brk });
+            }
+            S::Continue => {
+                let (_, cont) = *ctx.loops.last().expect("continue outside a loop");
+                self.emit(Inst::Leave { m: cont });
+            }
+            S::Return { value } => {
+                if let Some(v) = value {
+                    let regs = self.regs_of(ctx, *v)?;
+                    let result = ctx.result.clone().expect("callee has a result");
+                    for (&d, &s) in result.iter().zip(&regs) {
+                        self.emit(Inst::MovMasked { d, s });
+                    }
+                }
+                if ctx.is_entry && ctx.depth == 0 {
+                    self.emit(Inst::Halt);
+                } else {
+                    self.emit(Inst::Leave { m: ctx.ret });
+                }
+            }
+            S::Store { pointer, value } => {
+                let Val::Ptr(ptr) = self.val(ctx, *pointer)? else { return self.unsupported("store through a non-pointer") };
+                let ty = self.pointee(ctx, *pointer)?;
+                let v = self.regs_of(ctx, *value)?;
+                self.store(&ptr, &ty, &v)?;
+            }
+            S::Call { function, arguments, result } => {
+                let mut args = Vec::new();
+                for &a in arguments {
+                    args.push(self.val(ctx, a)?);
+                }
+                let callee = &self.module.functions[*function];
+                let result_regs = match &callee.result {
+                    Some(r) => Some(self.regs(self.flat_len(&self.module.types[r.ty].inner)?)),
+                    None => None,
+                };
+                let saved = self.mask();
+                let ret = self.mask();
+                self.emit(Inst::SaveExec { m: saved });
+                self.emit(Inst::ClearMask { m: ret });
+                let info = self.info;
+                let mut inner = FnCtx {
+                    func: callee,
+                    finfo: &info[*function],
+                    values: HashMap::new(),
+                    locals: HashMap::new(),
+                    args,
+                    ret,
+                    result: result_regs.clone(),
+                    loops: Vec::new(),
+                    is_entry: false,
+                    depth: 0,
+                };
+                let span = self.span;
+                self.function_body(&mut inner)?;
+                self.span = span;
+                self.emit(Inst::ExecFrom { m: saved });
+                if let (Some(h), Some(regs)) = (result, result_regs) {
+                    ctx.values.insert(*h, Val::Regs(regs));
+                }
+            }
+            S::ControlBarrier(_) => {
+                self.emit(Inst::Barrier);
+            }
+            // Warps of a workgroup run on one worker, so memory is coherent between them.
+            S::MemoryBarrier(_) => {}
+            S::WorkGroupUniformLoad { pointer, result } => {
+                let Val::Ptr(ptr) = self.val(ctx, *pointer)? else { return self.unsupported("load through a non-pointer") };
+                let ty = self.pointee(ctx, *pointer)?;
+                self.emit(Inst::Barrier);
+                let regs = self.load(&ptr, &ty)?;
+                self.emit(Inst::Barrier);
+                ctx.values.insert(*result, Val::Regs(regs));
+            }
+            S::Atomic { pointer, fun, value, result } => {
+                let Val::Ptr(ptr) = self.val(ctx, *pointer)? else { return self.unsupported("atomic on a non-pointer") };
+                let kind = self.kind_of(ctx, *value)?;
+                let v = self.scalar_of(ctx, *value)?;
+                let space = match ptr.root {
+                    Root::Storage(b) => AtomicSpace::Storage(b),
+                    Root::Shared => AtomicSpace::Workgroup,
+                    _ => return self.unsupported("atomics outside storage and workgroup memory"),
+                };
+                use naga::AtomicFunction as A;
+                let (op, cmp) = match fun {
+                    A::Add => (AtomicOp::Add, ZERO),
+                    A::Subtract => (AtomicOp::Sub, ZERO),
+                    A::And => (AtomicOp::And, ZERO),
+                    A::InclusiveOr => (AtomicOp::Or, ZERO),
+                    A::ExclusiveOr => (AtomicOp::Xor, ZERO),
+                    A::Min => (if kind == ScalarKind::Sint { AtomicOp::SMin } else { AtomicOp::UMin }, ZERO),
+                    A::Max => (if kind == ScalarKind::Sint { AtomicOp::SMax } else { AtomicOp::UMax }, ZERO),
+                    A::Exchange { compare: None } => (AtomicOp::Exchange, ZERO),
+                    A::Exchange { compare: Some(c) } => (AtomicOp::CompareExchange, self.scalar_of(ctx, *c)?),
+                };
+                let d = self.reg();
+                self.emit(Inst::Atomic { op, space, d, addr: ptr.dynamic.unwrap_or(ZERO), off: ptr.off, v, cmp });
+                if let Some(h) = result {
+                    let regs = if op == AtomicOp::CompareExchange { vec![d, self.bin(BinOp::IEq, d, cmp)] } else { vec![d] };
+                    ctx.values.insert(*h, Val::Regs(regs));
+                }
+            }
+            other => return self.unsupported(format!("statement {}", statement_name(other))),
+        }
+        Ok(())
+    }
+}
+
+fn statement_name(s: &S) -> String {
+    let text = format!("{s:?}");
+    text.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("?").to_string()
+}

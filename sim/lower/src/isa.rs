@@ -1,0 +1,249 @@
+//! SIMT bytecode. A warp runs W lanes in lockstep; every register holds one 32-bit word per lane
+//! (registers are untyped: f32 values are their bits, bools are 0/1), so a bitcast costs nothing.
+//! Control flow is structured: an exec mask says which lanes run, and mask slots (`MaskSlot`)
+//! hold the masks that `if`/`loop`/`return` need to restore or collect lanes. Slots are allocated
+//! per program point at compile time, so there is no runtime mask stack.
+//!
+//! Memory is addressed in 32-bit words: every load or store names a register holding a per-lane
+//! word address plus an immediate word offset. Out-of-bounds policy: reads give 0, writes are
+//! dropped (WGSL allows this; the same policy as naga's `ReadZeroSkipWrite`).
+
+use serde::{Deserialize, Serialize};
+
+/// Index of a vector register (one word per lane).
+pub type Reg = u32;
+/// Index of a mask slot.
+pub type MaskSlot = u16;
+/// "No slot" in `Join`.
+pub const NO_MASK: MaskSlot = u16::MAX;
+/// Register 0 is zero in every lane: the address register of accesses with constant addresses.
+pub const ZERO: Reg = 0;
+
+/// Two-operand ALU ops, typed where the bits are interpreted (U = u32, S = i32, F = f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinOp {
+    IAdd,
+    ISub,
+    IMul,
+    UDiv,
+    SDiv,
+    URem,
+    SRem,
+    FAdd,
+    FSub,
+    FMul,
+    FDiv,
+    FRem,
+    And,
+    Or,
+    Xor,
+    Shl,
+    ShrU,
+    ShrS,
+    IEq,
+    INe,
+    ULt,
+    ULe,
+    UGt,
+    UGe,
+    SLt,
+    SLe,
+    SGt,
+    SGe,
+    FEq,
+    FNe,
+    FLt,
+    FLe,
+    FGt,
+    FGe,
+    UMin,
+    UMax,
+    SMin,
+    SMax,
+    FMin,
+    FMax,
+    FPow,
+    FAtan2,
+    FStep,
+}
+
+/// One-operand ALU ops and conversions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnOp {
+    Not,
+    LogicalNot,
+    INeg,
+    FNeg,
+    SAbs,
+    FAbs,
+    FExp,
+    FExp2,
+    FLog,
+    FLog2,
+    FSqrt,
+    FRsqrt,
+    FSin,
+    FCos,
+    FTan,
+    FTanh,
+    FFloor,
+    FCeil,
+    FRound,
+    FTrunc,
+    FFract,
+    FSign,
+    SSign,
+    U2F,
+    S2F,
+    F2U,
+    F2S,
+    /// Any non-zero word to 1.
+    ToBool,
+    /// 1.0 for true, 0.0 for false.
+    Bool2F,
+    CountOnes,
+    LeadingZeros,
+    TrailingZeros,
+    ReverseBits,
+    /// Low / high half of a word as f16, widened to f32 (`unpack2x16float`).
+    F16LoToF32,
+    F16HiToF32,
+    /// `quantizeToF16`.
+    QuantizeF16,
+}
+
+/// Read-modify-write functions of `atomic*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AtomicOp {
+    Add,
+    Sub,
+    And,
+    Or,
+    Xor,
+    UMin,
+    UMax,
+    SMin,
+    SMax,
+    Exchange,
+    /// Compare-exchange: writes when the old value equals the `cmp` register.
+    CompareExchange,
+    /// A plain atomic load (`atomicLoad`).
+    Load,
+    /// A plain atomic store (`atomicStore`).
+    Store,
+}
+
+/// Memory of an atomic op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AtomicSpace {
+    Storage(u8),
+    Workgroup,
+}
+
+/// Built-in values preloaded into registers when a warp starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Builtin {
+    LocalIndex,
+    LocalId(u8),
+    GlobalId(u8),
+    WorkgroupId(u8),
+    NumWorkgroups(u8),
+    WorkgroupSize(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Inst {
+    // ---- values
+    /// `d = imm` in every lane.
+    Movi { d: Reg, imm: u32 },
+    Mov { d: Reg, s: Reg },
+    /// `d = s` in active lanes only: a store into a function variable.
+    MovMasked { d: Reg, s: Reg },
+    Bin { op: BinOp, d: Reg, a: Reg, b: Reg },
+    /// `Bin` with an immediate right operand (constant folded by the compiler).
+    BinImm { op: BinOp, d: Reg, a: Reg, imm: u32 },
+    Un { op: UnOp, d: Reg, a: Reg },
+    /// `d = a * b + c` (f32, fused).
+    Fma { d: Reg, a: Reg, b: Reg, c: Reg },
+    /// `d = c ? t : f`.
+    Select { d: Reg, c: Reg, t: Reg, f: Reg },
+    /// `extractBits(e, off, cnt)`, sign-extending when `signed`.
+    ExtractBits { signed: bool, d: Reg, e: Reg, off: Reg, cnt: Reg },
+    InsertBits { d: Reg, e: Reg, n: Reg, off: Reg, cnt: Reg },
+    /// `d = regs[table[idx + off]]` per lane, the index clamped into `len`: dynamic indexing of a
+    /// vector or a function-local array.
+    Gather { d: Reg, table: u32, len: u32, idx: Reg, off: u32 },
+    /// `regs[table[idx + off]] = s` in active lanes (index clamped).
+    ScatterMasked { table: u32, len: u32, idx: Reg, off: u32, s: Reg },
+    /// Superinstruction: `d = (a & mask) >> shift` ... kept general: `d = (a >> shift) & mask`.
+    ShrAnd { d: Reg, a: Reg, shift: u32, mask: u32 },
+
+    // ---- memory (word addresses: register + immediate)
+    LdStorage { d: Reg, binding: u8, addr: Reg, off: u32 },
+    StStorage { s: Reg, binding: u8, addr: Reg, off: u32 },
+    LdUniform { d: Reg, addr: Reg, off: u32 },
+    LdShared { d: Reg, addr: Reg, off: u32 },
+    StShared { s: Reg, addr: Reg, off: u32 },
+    /// Lanes run one after another in lane order; `d` gets the old value.
+    Atomic { op: AtomicOp, space: AtomicSpace, d: Reg, addr: Reg, off: u32, v: Reg, cmp: Reg },
+    /// `d = (words of binding - offset_words) / stride_words`: `arrayLength`.
+    ArrayLength { d: Reg, binding: u8, offset_words: u32, stride_words: u32 },
+
+    // ---- control (exec mask)
+    /// `masks[m] = exec`.
+    SaveExec { m: MaskSlot },
+    /// `exec &= (c != 0)`.
+    AndCond { c: Reg },
+    /// `exec = masks[m] & (c == 0)`: the else branch of an `if`.
+    ElseOf { m: MaskSlot, c: Reg },
+    /// `exec = masks[saved] & !(masks[a] | masks[b] | masks[c])` (slots that are `NO_MASK` are
+    /// skipped): the join after an `if`, minus lanes that left by break, continue or return.
+    Join { saved: MaskSlot, a: MaskSlot, b: MaskSlot, c: MaskSlot },
+    ClearMask { m: MaskSlot },
+    /// `masks[m] |= exec; exec = 0`: break, continue, return.
+    Leave { m: MaskSlot },
+    /// `exec |= masks[m]`: continued lanes rejoin before the continuing block.
+    Rejoin { m: MaskSlot },
+    /// `exec = masks[m]`.
+    ExecFrom { m: MaskSlot },
+    /// `masks[m] |= exec & c; exec &= !c`: `break if`.
+    BreakIf { m: MaskSlot, c: Reg },
+    JumpIfNone { to: u32 },
+    JumpIfAny { to: u32 },
+    Jump { to: u32 },
+    /// Workgroup barrier: the warp waits until every warp of its workgroup got here.
+    Barrier,
+    Halt,
+}
+
+/// One compiled entry point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryProgram {
+    pub name: String,
+    pub workgroup_size: [u32; 3],
+    pub insts: Vec<Inst>,
+    pub n_regs: u32,
+    pub n_masks: u16,
+    /// Register lists of `Gather`/`ScatterMasked`.
+    pub tables: Vec<Reg>,
+    /// Words of `var<workgroup>` memory (zeroed per workgroup).
+    pub shared_words: u32,
+    /// Registers preloaded with built-in values.
+    pub builtins: Vec<(Builtin, Reg)>,
+    /// Storage bindings the entry point uses (binding numbers).
+    pub storage_bindings: Vec<u8>,
+}
+
+/// Every entry point of one kernel file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelProgram {
+    /// Path relative to `shaders/`.
+    pub file: String,
+    pub entries: Vec<EntryProgram>,
+}
+
+impl KernelProgram {
+    pub fn entry(&self, name: &str) -> Option<&EntryProgram> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}

@@ -1,0 +1,218 @@
+//! `SimDevice`: the engine's `Device` boundary on the warp interpreter. Buffers are host word
+//! vectors; an op runs the same dispatches (`engine::shaders::plan`), bindings (`slots`) and
+//! params uniform as on the GPU, so the simulator checks the very kernels WebGPU runs.
+
+use std::collections::HashMap;
+
+use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
+use engine::error::{EngineError, Result};
+use engine::kernels::Op;
+use engine::shaders::{self, Slot};
+use qwglm_sim_lower::isa::KernelProgram;
+
+use crate::interp::{self, Bindings, Counters, View};
+use crate::SimError;
+
+/// Construction options.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Worker threads for workgroups (native only); 0 = all available cores.
+    pub threads: usize,
+    /// Largest buffer, like a GPU's binding limit (default 1 GiB).
+    pub max_binding_bytes: Option<u64>,
+    /// Start with the cache model on (see `SimDevice::set_cache_model`).
+    pub cache_model: bool,
+}
+
+pub struct SimDevice {
+    programs: HashMap<String, KernelProgram>,
+    buffers: Vec<Option<Vec<u32>>>,
+    allocated: u64,
+    scratch: Vec<u32>,
+    dummy: Vec<u32>,
+    threads: usize,
+    max_binding_bytes: u64,
+    cache_model: bool,
+    counters: Counters,
+}
+
+fn device_err(detail: impl Into<String>) -> EngineError {
+    EngineError::Device(detail.into())
+}
+
+impl SimDevice {
+    pub fn new(opts: SimOptions) -> Result<Self> {
+        let programs = crate::kernel_programs()?.into_iter().map(|p| (p.file.clone(), p)).collect();
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Self {
+            programs,
+            buffers: Vec::new(),
+            allocated: 0,
+            scratch: Vec::new(),
+            dummy: vec![0; 4],
+            threads,
+            max_binding_bytes: opts.max_binding_bytes.unwrap_or(1 << 30),
+            cache_model: opts.cache_model,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Counters since creation (or the last `reset_counters`): instructions, SIMD efficiency,
+    /// cache hit rate (while the cache model is on), memory traffic.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn reset_counters(&mut self) {
+        self.counters = Counters::default();
+    }
+
+    /// The cache model costs time, so it runs only while someone looks (the GPU-status view).
+    pub fn set_cache_model(&mut self, on: bool) {
+        self.cache_model = on;
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn buffer(&self, id: BufferId) -> Result<&Vec<u32>> {
+        self.buffers.get(id.0 as usize).and_then(|b| b.as_ref()).ok_or_else(|| device_err(format!("unknown buffer {}", id.0)))
+    }
+
+    fn check_op(&self, op: &Op) -> Result<()> {
+        let kernel = format!("{:?}", op.kernel_id());
+        let needs = op.required_bytes().map_err(|detail| EngineError::Kernel { kernel: kernel.clone(), detail })?;
+        for (id, what, bytes) in needs {
+            let have = self.buffer(id)?.len() as u64 * 4;
+            if have < bytes {
+                return Err(EngineError::Kernel { kernel, detail: format!("{what} buffer has {have} bytes, needs {bytes}") });
+            }
+        }
+        // As WebGPU: a buffer bound writable may not be bound again in the same dispatch.
+        let slots = shaders::slots(op);
+        let (_, writable) = shaders::storage_layout(op.kernel_id());
+        let first_writable = slots.len().saturating_sub(writable);
+        for (i, slot) in slots.iter().enumerate() {
+            let Slot::Buffer(id) = slot else { continue };
+            let again = slots[i + 1..].iter().position(|s| s == slot).map(|j| i + 1 + j);
+            if let Some(j) = again.filter(|&j| i >= first_writable || j >= first_writable) {
+                return Err(EngineError::Kernel { kernel, detail: format!("buffer {} is bound at {} and {} and written", id.0, i + 1, j + 1) });
+            }
+        }
+        Ok(())
+    }
+
+    fn run_op(&mut self, op: &Op) -> Result<()> {
+        self.check_op(op)?;
+        let kernel = op.kernel_id();
+        let plan = shaders::plan(op)?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let file = shaders::kernel_file(kernel)?;
+        if let Op::Attention { p, .. } = op {
+            let words = (shaders::attention_scratch_bytes(p) / 4) as usize;
+            if self.scratch.len() < words {
+                self.scratch.resize(words, 0);
+            }
+        }
+        let params = op.params_bytes();
+        let mut uniform = vec![0u32; params.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut uniform)[..params.len()].copy_from_slice(params);
+        // Binding i + 1 is slot i; views are raw, so a buffer bound twice is fine.
+        let slots = shaders::slots(op);
+        let mut views = vec![View::EMPTY; slots.len() + 1];
+        for (i, slot) in slots.iter().enumerate() {
+            views[i + 1] = match slot {
+                Slot::Buffer(id) => {
+                    let buf = self
+                        .buffers
+                        .get_mut(id.0 as usize)
+                        .and_then(|b| b.as_mut())
+                        .ok_or_else(|| device_err(format!("unknown buffer {}", id.0)))?;
+                    View::new(buf)
+                }
+                Slot::Dummy => View::new(&mut self.dummy),
+                Slot::AttentionScratch => View::new(&mut self.scratch),
+            };
+        }
+        let program = self.programs.get(&file).ok_or_else(|| SimError::MissingKernel(file.clone()))?;
+        let entries = shaders::entry_points(kernel);
+        let mem = Bindings { storage: &views, uniform: &uniform };
+        for d in plan {
+            let name = entries[d.entry];
+            let entry = program.entry(name).ok_or_else(|| SimError::MissingEntry { file: file.clone(), entry: name.into() })?;
+            let counters = interp::dispatch(entry, &mem, d.workgroups, self.threads, self.cache_model);
+            self.counters.add(&counters);
+        }
+        Ok(())
+    }
+}
+
+impl Device for SimDevice {
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: format!("GPU simulator ({} lanes per warp, {} workers)", interp::W, self.threads),
+            backend: "sim",
+            max_binding_bytes: self.max_binding_bytes,
+        }
+    }
+
+    fn alloc(&mut self, _kind: BufferKind, label: &str, bytes: u64) -> Result<BufferId> {
+        if bytes % 4 != 0 {
+            return Err(device_err(format!("buffer `{label}`: {bytes} bytes is not a multiple of 4")));
+        }
+        if bytes > self.max_binding_bytes {
+            return Err(EngineError::OutOfMemory(format!("buffer `{label}` of {bytes} bytes exceeds the binding limit")));
+        }
+        self.buffers.push(Some(vec![0; (bytes / 4) as usize]));
+        self.allocated += bytes;
+        Ok(BufferId(self.buffers.len() as u32 - 1))
+    }
+
+    fn free(&mut self, buf: BufferId) {
+        if let Some(slot) = self.buffers.get_mut(buf.0 as usize) {
+            if let Some(b) = slot.take() {
+                self.allocated -= b.len() as u64 * 4;
+            }
+        }
+    }
+
+    fn write(&mut self, buf: BufferId, offset_bytes: u64, data: &[u8]) -> Result<()> {
+        let words = self.buffers.get_mut(buf.0 as usize).and_then(|b| b.as_mut()).ok_or_else(|| device_err(format!("unknown buffer {}", buf.0)))?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(words);
+        let end = offset_bytes.checked_add(data.len() as u64).filter(|&e| e <= bytes.len() as u64);
+        let Some(end) = end else {
+            return Err(device_err(format!("write of {} bytes at {offset_bytes} past buffer {} ({} bytes)", data.len(), buf.0, bytes.len())));
+        };
+        bytes[offset_bytes as usize..end as usize].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn run(&mut self, pass: &[Op]) -> Result<()> {
+        for op in pass {
+            self.run_op(op)?;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, buf: BufferId, offset_bytes: u64, len: u64) -> ReadFuture<'_> {
+        let result = self.buffer(buf).and_then(|words| {
+            let bytes: &[u8] = bytemuck::cast_slice(words);
+            let end = offset_bytes.checked_add(len).filter(|&e| e <= bytes.len() as u64);
+            match end {
+                Some(end) => Ok(bytes[offset_bytes as usize..end as usize].to_vec()),
+                None => Err(device_err(format!("read of {len} bytes at {offset_bytes} past buffer {}", buf.0))),
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn allocated_bytes(&self) -> u64 {
+        self.allocated
+    }
+}

@@ -1,0 +1,732 @@
+//! The warp interpreter: runs one entry point's bytecode over a grid of workgroups.
+//!
+//! A warp is W lanes; its register file is SoA (`regs[r * W + lane]`), so each instruction is a
+//! tight loop over W words that the compiler vectorises. A workgroup larger than W runs as several
+//! warps that the scheduler interleaves at barriers: each warp runs until `Barrier` or `Halt`,
+//! then the next one; the warp state (pc, exec mask, mask slots, registers) is the continuation.
+//! Workgroups are spread over worker threads natively; in wasm they run on the calling thread.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp};
+
+/// Lanes per warp.
+pub const W: usize = 64;
+type Lanes = [u32; W];
+const ALL_LANES: u64 = u64::MAX;
+
+/// A storage buffer as the kernels see it: words behind a raw pointer, because workgroups on
+/// different workers write disjoint parts of the same buffer at once (as GPU threads do).
+#[derive(Clone, Copy)]
+pub struct View {
+    ptr: *mut u32,
+    len: usize,
+}
+
+// SAFETY: a View is only used during one dispatch, while the SimDevice keeps the buffer alive and
+// unaliased by Rust references; kernels that race on a word get one of the values, as on a GPU.
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+
+impl View {
+    pub fn new(words: &mut [u32]) -> Self {
+        Self { ptr: words.as_mut_ptr(), len: words.len() }
+    }
+    pub const EMPTY: View = View { ptr: std::ptr::null_mut(), len: 0 };
+
+    #[inline(always)]
+    fn get(&self, i: u32) -> u32 {
+        if (i as usize) < self.len {
+            // SAFETY: bounds checked above.
+            unsafe { *self.ptr.add(i as usize) }
+        } else {
+            0
+        }
+    }
+    #[inline(always)]
+    fn set(&self, i: u32, v: u32) {
+        if (i as usize) < self.len {
+            // SAFETY: bounds checked above.
+            unsafe { *self.ptr.add(i as usize) = v }
+        }
+    }
+    fn atomic(&self, i: u32) -> Option<&AtomicU32> {
+        // SAFETY: bounds checked; AtomicU32 has u32's layout.
+        ((i as usize) < self.len).then(|| unsafe { AtomicU32::from_ptr(self.ptr.add(i as usize)) })
+    }
+}
+
+/// What one dispatch reads and writes.
+pub struct Bindings<'a> {
+    /// Indexed by binding number (binding 0 is the uniform).
+    pub storage: &'a [View],
+    pub uniform: &'a [u32],
+}
+
+/// Execution counters for the GPU-status view.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// Warp instructions executed.
+    pub warp_instructions: u64,
+    /// Sum over executed instructions of the lanes active.
+    pub active_lanes: u64,
+    pub workgroups: u64,
+    pub barriers: u64,
+    /// 32-bit words read from / written to storage memory.
+    pub words_loaded: u64,
+    pub words_stored: u64,
+    /// Cache model (only while enabled): 64-byte line lookups per warp memory instruction.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.warp_instructions += o.warp_instructions;
+        self.active_lanes += o.active_lanes;
+        self.workgroups += o.workgroups;
+        self.barriers += o.barriers;
+        self.words_loaded += o.words_loaded;
+        self.words_stored += o.words_stored;
+        self.cache_hits += o.cache_hits;
+        self.cache_misses += o.cache_misses;
+    }
+    /// Active lanes over lane slots issued (1.0 = no divergence, no idle lanes).
+    pub fn simd_efficiency(&self) -> f64 {
+        self.active_lanes as f64 / (self.warp_instructions as f64 * W as f64).max(1.0)
+    }
+    pub fn cache_hit_rate(&self) -> f64 {
+        self.cache_hits as f64 / ((self.cache_hits + self.cache_misses) as f64).max(1.0)
+    }
+}
+
+/// A 32 KiB, 4-way set-associative LRU cache of 64-byte lines per worker (an SM's L1).
+struct Cache {
+    tags: Vec<[u64; 4]>,
+}
+
+impl Cache {
+    const SETS: usize = 32 * 1024 / 64 / 4;
+    fn new() -> Self {
+        Self { tags: vec![[u64::MAX; 4]; Self::SETS] }
+    }
+    /// Looks up a line; true on a hit. Ways are kept in MRU-first order.
+    fn access(&mut self, binding: u8, word: u32) -> bool {
+        let line = ((binding as u64) << 40) | (word as u64 / 16);
+        let set = &mut self.tags[(line as usize) % Self::SETS];
+        let hit = set.iter().position(|&t| t == line);
+        let end = hit.unwrap_or(3);
+        set.copy_within(0..end, 1);
+        set[0] = line;
+        hit.is_some()
+    }
+}
+
+struct Warp {
+    pc: usize,
+    exec: u64,
+    masks: Vec<u64>,
+    regs: Vec<u32>,
+    done: bool,
+}
+
+/// Per-worker state reused across workgroups.
+struct Worker<'p> {
+    prog: &'p EntryProgram,
+    warps: Vec<Warp>,
+    shared: Vec<u32>,
+    counters: Counters,
+    cache: Option<Cache>,
+}
+
+#[inline(always)]
+fn lanes(regs: &[u32], r: u32) -> Lanes {
+    regs[r as usize * W..][..W].try_into().expect("W lanes")
+}
+
+#[inline(always)]
+fn dst(regs: &mut [u32], r: u32) -> &mut Lanes {
+    (&mut regs[r as usize * W..][..W]).try_into().expect("W lanes")
+}
+
+#[inline(always)]
+fn nonzero(regs: &[u32], r: u32) -> u64 {
+    let v = &regs[r as usize * W..][..W];
+    let mut m = 0u64;
+    for (l, &x) in v.iter().enumerate() {
+        m |= ((x != 0) as u64) << l;
+    }
+    m
+}
+
+#[inline(always)]
+fn f(x: u32) -> f32 {
+    f32::from_bits(x)
+}
+
+#[inline(always)]
+fn bin(op: BinOp, d: &mut Lanes, a: &Lanes, b: &Lanes) {
+    macro_rules! each {
+        (|$x:ident, $y:ident| $e:expr) => {
+            for l in 0..W {
+                let ($x, $y) = (a[l], b[l]);
+                d[l] = $e;
+            }
+        };
+    }
+    match op {
+        BinOp::IAdd => each!(|x, y| x.wrapping_add(y)),
+        BinOp::ISub => each!(|x, y| x.wrapping_sub(y)),
+        BinOp::IMul => each!(|x, y| x.wrapping_mul(y)),
+        // WGSL: x / 0 = x, x % 0 = 0; i32::MIN / -1 = i32::MIN.
+        BinOp::UDiv => each!(|x, y| if y == 0 { x } else { x / y }),
+        BinOp::SDiv => each!(|x, y| if y == 0 { x } else { (x as i32).wrapping_div(y as i32) as u32 }),
+        BinOp::URem => each!(|x, y| if y == 0 { 0 } else { x % y }),
+        BinOp::SRem => each!(|x, y| if y == 0 { 0 } else { (x as i32).wrapping_rem(y as i32) as u32 }),
+        BinOp::FAdd => each!(|x, y| (f(x) + f(y)).to_bits()),
+        BinOp::FSub => each!(|x, y| (f(x) - f(y)).to_bits()),
+        BinOp::FMul => each!(|x, y| (f(x) * f(y)).to_bits()),
+        BinOp::FDiv => each!(|x, y| (f(x) / f(y)).to_bits()),
+        BinOp::FRem => each!(|x, y| (f(x) - f(y) * (f(x) / f(y)).trunc()).to_bits()),
+        BinOp::And => each!(|x, y| x & y),
+        BinOp::Or => each!(|x, y| x | y),
+        BinOp::Xor => each!(|x, y| x ^ y),
+        BinOp::Shl => each!(|x, y| x.wrapping_shl(y)),
+        BinOp::ShrU => each!(|x, y| x.wrapping_shr(y)),
+        BinOp::ShrS => each!(|x, y| (x as i32).wrapping_shr(y) as u32),
+        BinOp::IEq => each!(|x, y| (x == y) as u32),
+        BinOp::INe => each!(|x, y| (x != y) as u32),
+        BinOp::ULt => each!(|x, y| (x < y) as u32),
+        BinOp::ULe => each!(|x, y| (x <= y) as u32),
+        BinOp::UGt => each!(|x, y| (x > y) as u32),
+        BinOp::UGe => each!(|x, y| (x >= y) as u32),
+        BinOp::SLt => each!(|x, y| ((x as i32) < (y as i32)) as u32),
+        BinOp::SLe => each!(|x, y| ((x as i32) <= (y as i32)) as u32),
+        BinOp::SGt => each!(|x, y| ((x as i32) > (y as i32)) as u32),
+        BinOp::SGe => each!(|x, y| ((x as i32) >= (y as i32)) as u32),
+        BinOp::FEq => each!(|x, y| (f(x) == f(y)) as u32),
+        BinOp::FNe => each!(|x, y| (f(x) != f(y)) as u32),
+        BinOp::FLt => each!(|x, y| (f(x) < f(y)) as u32),
+        BinOp::FLe => each!(|x, y| (f(x) <= f(y)) as u32),
+        BinOp::FGt => each!(|x, y| (f(x) > f(y)) as u32),
+        BinOp::FGe => each!(|x, y| (f(x) >= f(y)) as u32),
+        BinOp::UMin => each!(|x, y| x.min(y)),
+        BinOp::UMax => each!(|x, y| x.max(y)),
+        BinOp::SMin => each!(|x, y| (x as i32).min(y as i32) as u32),
+        BinOp::SMax => each!(|x, y| (x as i32).max(y as i32) as u32),
+        BinOp::FMin => each!(|x, y| f(x).min(f(y)).to_bits()),
+        BinOp::FMax => each!(|x, y| f(x).max(f(y)).to_bits()),
+        BinOp::FPow => each!(|x, y| f(x).powf(f(y)).to_bits()),
+        BinOp::FAtan2 => each!(|x, y| f(x).atan2(f(y)).to_bits()),
+        BinOp::FStep => each!(|x, y| if f(y) >= f(x) { 1f32.to_bits() } else { 0 }),
+    }
+}
+
+fn f16_to_f32(h: u32) -> u32 {
+    half::f16::from_bits(h as u16).to_f32().to_bits()
+}
+
+#[inline(always)]
+fn un(op: UnOp, d: &mut Lanes, a: &Lanes) {
+    macro_rules! each {
+        (|$x:ident| $e:expr) => {
+            for l in 0..W {
+                let $x = a[l];
+                d[l] = $e;
+            }
+        };
+    }
+    macro_rules! float {
+        (|$x:ident| $e:expr) => {
+            each!(|x| {
+                let $x = f(x);
+                ($e).to_bits()
+            })
+        };
+    }
+    match op {
+        UnOp::Not => each!(|x| !x),
+        UnOp::LogicalNot => each!(|x| (x == 0) as u32),
+        UnOp::INeg => each!(|x| x.wrapping_neg()),
+        UnOp::FNeg => each!(|x| x ^ 0x8000_0000),
+        UnOp::SAbs => each!(|x| (x as i32).wrapping_abs() as u32),
+        UnOp::FAbs => each!(|x| x & 0x7fff_ffff),
+        UnOp::FExp => float!(|x| x.exp()),
+        UnOp::FExp2 => float!(|x| x.exp2()),
+        UnOp::FLog => float!(|x| x.ln()),
+        UnOp::FLog2 => float!(|x| x.log2()),
+        UnOp::FSqrt => float!(|x| x.sqrt()),
+        UnOp::FRsqrt => float!(|x| 1.0 / x.sqrt()),
+        UnOp::FSin => float!(|x| x.sin()),
+        UnOp::FCos => float!(|x| x.cos()),
+        UnOp::FTan => float!(|x| x.tan()),
+        UnOp::FTanh => float!(|x| x.tanh()),
+        UnOp::FFloor => float!(|x| x.floor()),
+        UnOp::FCeil => float!(|x| x.ceil()),
+        UnOp::FRound => float!(|x| x.round_ties_even()),
+        UnOp::FTrunc => float!(|x| x.trunc()),
+        UnOp::FFract => float!(|x| x - x.floor()),
+        UnOp::FSign => float!(|x| if x > 0.0 { 1.0f32 } else if x < 0.0 { -1.0 } else { 0.0 }),
+        UnOp::SSign => each!(|x| (x as i32).signum() as u32),
+        UnOp::U2F => each!(|x| (x as f32).to_bits()),
+        UnOp::S2F => each!(|x| (x as i32 as f32).to_bits()),
+        UnOp::F2U => each!(|x| f(x) as u32),
+        UnOp::F2S => each!(|x| f(x) as i32 as u32),
+        UnOp::ToBool => each!(|x| (x != 0) as u32),
+        UnOp::Bool2F => each!(|x| if x != 0 { 1f32.to_bits() } else { 0 }),
+        UnOp::CountOnes => each!(|x| x.count_ones()),
+        UnOp::LeadingZeros => each!(|x| x.leading_zeros()),
+        UnOp::TrailingZeros => each!(|x| x.trailing_zeros()),
+        UnOp::ReverseBits => each!(|x| x.reverse_bits()),
+        UnOp::F16LoToF32 => each!(|x| f16_to_f32(x & 0xffff)),
+        UnOp::F16HiToF32 => each!(|x| f16_to_f32(x >> 16)),
+        UnOp::QuantizeF16 => each!(|x| half::f16::from_f32(f(x)).to_f32().to_bits()),
+    }
+}
+
+/// `extractBits` per WGSL: offset and count clamped to 32 bits.
+fn extract_bits(e: u32, off: u32, cnt: u32, signed: bool) -> u32 {
+    let o = off.min(32);
+    let c = cnt.min(32 - o);
+    if c == 0 {
+        return 0;
+    }
+    let v = if o == 32 { 0 } else { e >> o };
+    let mask = if c == 32 { u32::MAX } else { (1u32 << c) - 1 };
+    let v = v & mask;
+    if signed && c < 32 && v >> (c - 1) & 1 == 1 {
+        v | !mask
+    } else {
+        v
+    }
+}
+
+fn insert_bits(e: u32, n: u32, off: u32, cnt: u32) -> u32 {
+    let o = off.min(32);
+    let c = cnt.min(32 - o);
+    if c == 0 {
+        return e;
+    }
+    let mask = (if c == 32 { u32::MAX } else { (1u32 << c) - 1 }).wrapping_shl(o);
+    (e & !mask) | (n.wrapping_shl(o) & mask)
+}
+
+enum Stop {
+    Barrier,
+    Halt,
+}
+
+impl<'p> Worker<'p> {
+    fn new(prog: &'p EntryProgram, cache_model: bool) -> Self {
+        let threads = prog.workgroup_size.iter().product::<u32>() as usize;
+        let n_warps = threads.div_ceil(W).max(1);
+        let warps = (0..n_warps)
+            .map(|_| Warp {
+                pc: 0,
+                exec: 0,
+                masks: vec![0; prog.n_masks as usize],
+                regs: vec![0; prog.n_regs as usize * W],
+                done: false,
+            })
+            .collect();
+        Self {
+            prog,
+            warps,
+            shared: vec![0; prog.shared_words as usize],
+            counters: Counters::default(),
+            cache: cache_model.then(Cache::new),
+        }
+    }
+
+    /// Runs workgroup `wg` to completion.
+    fn workgroup(&mut self, mem: &Bindings, wg: [u32; 3], num_wg: [u32; 3]) {
+        let size = self.prog.workgroup_size;
+        let threads = (size[0] * size[1] * size[2]) as usize;
+        self.shared.fill(0);
+        for (w, warp) in self.warps.iter_mut().enumerate() {
+            warp.pc = 0;
+            warp.done = false;
+            let live = threads.saturating_sub(w * W).min(W);
+            warp.exec = if live == W { ALL_LANES } else { (1u64 << live) - 1 };
+            warp.masks.fill(0);
+            for &(b, r) in &self.prog.builtins {
+                let d = dst(&mut warp.regs, r);
+                for (l, slot) in d.iter_mut().enumerate() {
+                    let idx = (w * W + l) as u32;
+                    let local = [idx % size[0], idx / size[0] % size[1], idx / (size[0] * size[1])];
+                    *slot = match b {
+                        Builtin::LocalIndex => idx,
+                        Builtin::LocalId(i) => local[i as usize],
+                        Builtin::GlobalId(i) => wg[i as usize] * size[i as usize] + local[i as usize],
+                        Builtin::WorkgroupId(i) => wg[i as usize],
+                        Builtin::NumWorkgroups(i) => num_wg[i as usize],
+                        Builtin::WorkgroupSize(i) => size[i as usize],
+                    };
+                }
+            }
+        }
+        self.counters.workgroups += 1;
+        loop {
+            let mut running = false;
+            for w in 0..self.warps.len() {
+                if self.warps[w].done {
+                    continue;
+                }
+                match self.run_warp(w, mem) {
+                    Stop::Halt => self.warps[w].done = true,
+                    Stop::Barrier => running = true,
+                }
+            }
+            if !running {
+                break;
+            }
+            self.counters.barriers += 1;
+        }
+    }
+
+    fn run_warp(&mut self, w: usize, mem: &Bindings) -> Stop {
+        let prog = self.prog;
+        let warp = &mut self.warps[w];
+        let shared = &mut self.shared;
+        let c = &mut self.counters;
+        let regs = &mut warp.regs[..];
+        let masks = &mut warp.masks[..];
+        let mut exec = warp.exec;
+        let mut pc = warp.pc;
+        let insts = &prog.insts[..];
+        let stop = loop {
+            let inst = insts[pc];
+            pc += 1;
+            c.warp_instructions += 1;
+            c.active_lanes += exec.count_ones() as u64;
+            match inst {
+                Inst::Movi { d, imm } => *dst(regs, d) = [imm; W],
+                Inst::Mov { d, s } => *dst(regs, d) = lanes(regs, s),
+                Inst::MovMasked { d, s } => {
+                    let v = lanes(regs, s);
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        if exec >> l & 1 == 1 {
+                            o[l] = v[l];
+                        }
+                    }
+                }
+                Inst::Bin { op, d, a, b } => {
+                    let (a, b) = (lanes(regs, a), lanes(regs, b));
+                    bin(op, dst(regs, d), &a, &b);
+                }
+                Inst::BinImm { op, d, a, imm } => {
+                    let a = lanes(regs, a);
+                    bin(op, dst(regs, d), &a, &[imm; W]);
+                }
+                Inst::Un { op, d, a } => {
+                    let a = lanes(regs, a);
+                    un(op, dst(regs, d), &a);
+                }
+                Inst::Fma { d, a, b, c: cc } => {
+                    let (a, b, cc) = (lanes(regs, a), lanes(regs, b), lanes(regs, cc));
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
+                    }
+                }
+                Inst::Select { d, c: cond, t, f: fv } => {
+                    let (cond, t, fv) = (lanes(regs, cond), lanes(regs, t), lanes(regs, fv));
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        o[l] = if cond[l] != 0 { t[l] } else { fv[l] };
+                    }
+                }
+                Inst::ShrAnd { d, a, shift, mask } => {
+                    let a = lanes(regs, a);
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        o[l] = (a[l] >> shift) & mask;
+                    }
+                }
+                Inst::ExtractBits { signed, d, e, off, cnt } => {
+                    let (e, off, cnt) = (lanes(regs, e), lanes(regs, off), lanes(regs, cnt));
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        o[l] = extract_bits(e[l], off[l], cnt[l], signed);
+                    }
+                }
+                Inst::InsertBits { d, e, n, off, cnt } => {
+                    let (e, n, off, cnt) = (lanes(regs, e), lanes(regs, n), lanes(regs, off), lanes(regs, cnt));
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        o[l] = insert_bits(e[l], n[l], off[l], cnt[l]);
+                    }
+                }
+                Inst::Gather { d, table, len, idx, off } => {
+                    let idx = lanes(regs, idx);
+                    let table = &prog.tables[table as usize..][..len as usize];
+                    let mut out = [0u32; W];
+                    for l in 0..W {
+                        let i = (idx[l].wrapping_add(off) as usize).min(len as usize - 1);
+                        out[l] = regs[table[i] as usize * W + l];
+                    }
+                    *dst(regs, d) = out;
+                }
+                Inst::ScatterMasked { table, len, idx, off, s } => {
+                    let (idx, s) = (lanes(regs, idx), lanes(regs, s));
+                    let table = &prog.tables[table as usize..][..len as usize];
+                    for l in 0..W {
+                        if exec >> l & 1 == 1 {
+                            let i = (idx[l].wrapping_add(off) as usize).min(len as usize - 1);
+                            regs[table[i] as usize * W + l] = s[l];
+                        }
+                    }
+                }
+                Inst::LdStorage { d, binding, addr, off } => {
+                    let view = mem.storage[binding as usize];
+                    let a = lanes(regs, addr);
+                    let o = dst(regs, d);
+                    if exec == ALL_LANES && contiguous(&a) {
+                        // Fast path: one bounds check for the whole warp.
+                        let start = a[0].wrapping_add(off) as usize;
+                        if start.checked_add(W).is_some_and(|end| end <= view.len) {
+                            // SAFETY: start..start+W is inside the buffer.
+                            let src = unsafe { std::slice::from_raw_parts(view.ptr.add(start), W) };
+                            o.copy_from_slice(src);
+                        } else {
+                            for l in 0..W {
+                                o[l] = view.get(a[l].wrapping_add(off));
+                            }
+                        }
+                    } else {
+                        for l in 0..W {
+                            if exec >> l & 1 == 1 {
+                                o[l] = view.get(a[l].wrapping_add(off));
+                            }
+                        }
+                    }
+                    c.words_loaded += exec.count_ones() as u64;
+                    if let Some(cache) = self.cache.as_mut() {
+                        touch_lines(cache, c, binding, &a, off, exec);
+                    }
+                }
+                Inst::StStorage { s, binding, addr, off } => {
+                    let view = mem.storage[binding as usize];
+                    let (a, v) = (lanes(regs, addr), lanes(regs, s));
+                    for l in 0..W {
+                        if exec >> l & 1 == 1 {
+                            view.set(a[l].wrapping_add(off), v[l]);
+                        }
+                    }
+                    c.words_stored += exec.count_ones() as u64;
+                    if let Some(cache) = self.cache.as_mut() {
+                        touch_lines(cache, c, binding, &a, off, exec);
+                    }
+                }
+                Inst::LdUniform { d, addr, off } => {
+                    let get = |i: u32| mem.uniform.get(i as usize).copied().unwrap_or(0);
+                    if addr == qwglm_sim_lower::isa::ZERO {
+                        *dst(regs, d) = [get(off); W];
+                    } else {
+                        let a = lanes(regs, addr);
+                        let o = dst(regs, d);
+                        for l in 0..W {
+                            o[l] = get(a[l].wrapping_add(off));
+                        }
+                    }
+                }
+                Inst::LdShared { d, addr, off } => {
+                    let a = lanes(regs, addr);
+                    let o = dst(regs, d);
+                    for l in 0..W {
+                        if exec >> l & 1 == 1 {
+                            o[l] = shared.get(a[l].wrapping_add(off) as usize).copied().unwrap_or(0);
+                        }
+                    }
+                }
+                Inst::StShared { s, addr, off } => {
+                    let (a, v) = (lanes(regs, addr), lanes(regs, s));
+                    for l in 0..W {
+                        if exec >> l & 1 == 1 {
+                            if let Some(slot) = shared.get_mut(a[l].wrapping_add(off) as usize) {
+                                *slot = v[l];
+                            }
+                        }
+                    }
+                }
+                Inst::Atomic { op, space, d, addr, off, v, cmp } => {
+                    let (a, v, cmpv) = (lanes(regs, addr), lanes(regs, v), lanes(regs, cmp));
+                    let mut out = lanes(regs, d);
+                    for l in 0..W {
+                        if exec >> l & 1 == 0 {
+                            continue;
+                        }
+                        let i = a[l].wrapping_add(off);
+                        out[l] = match space {
+                            AtomicSpace::Storage(b) => match mem.storage[b as usize].atomic(i) {
+                                Some(cell) => atomic_rmw(cell, op, v[l], cmpv[l]),
+                                None => 0,
+                            },
+                            AtomicSpace::Workgroup => match shared.get_mut(i as usize) {
+                                // SAFETY: a valid, exclusively borrowed u32.
+                                Some(slot) => atomic_rmw(unsafe { AtomicU32::from_ptr(slot) }, op, v[l], cmpv[l]),
+                                None => 0,
+                            },
+                        };
+                    }
+                    *dst(regs, d) = out;
+                }
+                Inst::ArrayLength { d, binding, offset_words, stride_words } => {
+                    let len = mem.storage[binding as usize].len as u32;
+                    *dst(regs, d) = [len.saturating_sub(offset_words) / stride_words.max(1); W];
+                }
+                Inst::SaveExec { m } => masks[m as usize] = exec,
+                Inst::AndCond { c: cond } => exec &= nonzero(regs, cond),
+                Inst::ElseOf { m, c: cond } => exec = masks[m as usize] & !nonzero(regs, cond),
+                Inst::Join { saved, a, b, c: cc } => {
+                    let mut gone = 0;
+                    for s in [a, b, cc] {
+                        if s != qwglm_sim_lower::isa::NO_MASK {
+                            gone |= masks[s as usize];
+                        }
+                    }
+                    exec = masks[saved as usize] & !gone;
+                }
+                Inst::ClearMask { m } => masks[m as usize] = 0,
+                Inst::Leave { m } => {
+                    masks[m as usize] |= exec;
+                    exec = 0;
+                }
+                Inst::Rejoin { m } => {
+                    exec |= masks[m as usize];
+                    masks[m as usize] = 0;
+                }
+                Inst::ExecFrom { m } => exec = masks[m as usize],
+                Inst::BreakIf { m, c: cond } => {
+                    let leaving = exec & nonzero(regs, cond);
+                    masks[m as usize] |= leaving;
+                    exec &= !leaving;
+                }
+                Inst::JumpIfNone { to } => {
+                    if exec == 0 {
+                        pc = to as usize;
+                    }
+                }
+                Inst::JumpIfAny { to } => {
+                    if exec != 0 {
+                        pc = to as usize;
+                    }
+                }
+                Inst::Jump { to } => pc = to as usize,
+                Inst::Barrier => break Stop::Barrier,
+                Inst::Halt => break Stop::Halt,
+            }
+        };
+        warp.pc = pc;
+        warp.exec = exec;
+        stop
+    }
+}
+
+#[inline(always)]
+fn contiguous(a: &Lanes) -> bool {
+    let base = a[0];
+    let mut ok = true;
+    for (l, &x) in a.iter().enumerate() {
+        ok &= x == base.wrapping_add(l as u32);
+    }
+    ok
+}
+
+fn touch_lines(cache: &mut Cache, c: &mut Counters, binding: u8, a: &Lanes, off: u32, exec: u64) {
+    let mut last = u32::MAX;
+    for l in 0..W {
+        if exec >> l & 1 == 1 {
+            let line = a[l].wrapping_add(off) / 16;
+            if line != last {
+                last = line;
+                if cache.access(binding, a[l].wrapping_add(off)) {
+                    c.cache_hits += 1;
+                } else {
+                    c.cache_misses += 1;
+                }
+            }
+        }
+    }
+}
+
+fn atomic_rmw(cell: &AtomicU32, op: AtomicOp, v: u32, cmp: u32) -> u32 {
+    let o = Ordering::Relaxed;
+    match op {
+        AtomicOp::Add => cell.fetch_add(v, o),
+        AtomicOp::Sub => cell.fetch_sub(v, o),
+        AtomicOp::And => cell.fetch_and(v, o),
+        AtomicOp::Or => cell.fetch_or(v, o),
+        AtomicOp::Xor => cell.fetch_xor(v, o),
+        AtomicOp::UMin => cell.fetch_min(v, o),
+        AtomicOp::UMax => cell.fetch_max(v, o),
+        AtomicOp::SMin => cell.fetch_update(o, o, |x| Some((x as i32).min(v as i32) as u32)).unwrap_or(0),
+        AtomicOp::SMax => cell.fetch_update(o, o, |x| Some((x as i32).max(v as i32) as u32)).unwrap_or(0),
+        AtomicOp::Exchange => cell.swap(v, o),
+        AtomicOp::CompareExchange => match cell.compare_exchange(cmp, v, o, o) {
+            Ok(x) | Err(x) => x,
+        },
+        AtomicOp::Load => cell.load(o),
+        AtomicOp::Store => {
+            cell.store(v, o);
+            0
+        }
+    }
+}
+
+/// Runs `prog` over `grid` workgroups on up to `threads` workers; returns the counters.
+pub fn dispatch(prog: &EntryProgram, mem: &Bindings, grid: [u32; 3], threads: usize, cache_model: bool) -> Counters {
+    let total = grid[0] as usize * grid[1] as usize * grid[2] as usize;
+    let coords = |i: usize| {
+        let i = i as u32;
+        [i % grid[0], i / grid[0] % grid[1], i / (grid[0] * grid[1])]
+    };
+    let threads = threads.max(1).min(total.max(1));
+    if threads == 1 || cfg!(target_arch = "wasm32") {
+        let mut worker = Worker::new(prog, cache_model);
+        for i in 0..total {
+            worker.workgroup(mem, coords(i), grid);
+        }
+        return worker.counters;
+    }
+    let next = AtomicUsize::new(0);
+    let mut sum = Counters::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut worker = Worker::new(prog, cache_model);
+                    loop {
+                        // Chunks of workgroups keep the shared counter cold.
+                        let first = next.fetch_add(8, Ordering::Relaxed);
+                        if first >= total {
+                            break;
+                        }
+                        for i in first..(first + 8).min(total) {
+                            worker.workgroup(mem, coords(i), grid);
+                        }
+                    }
+                    worker.counters
+                })
+            })
+            .collect();
+        for h in handles {
+            sum.add(&h.join().expect("simulator worker panicked"));
+        }
+    });
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_fields_follow_wgsl() {
+        assert_eq!(extract_bits(0xabcd_1234, 4, 8, false), 0x23);
+        assert_eq!(extract_bits(0x0000_00f0, 4, 4, true), u32::MAX);
+        assert_eq!(extract_bits(7, 40, 4, false), 0);
+        assert_eq!(insert_bits(0xffff_ffff, 0, 8, 8), 0xffff_00ff);
+    }
+}

@@ -1,0 +1,76 @@
+//! Acceptance 2: every kernel in shaders/ on the GPU simulator against the `RefDevice` oracle,
+//! through the case list shared with the wgpu tests (engine/tests/kernel_cases), seeded random
+//! inputs and odd shapes included.
+
+#[path = "../../engine/tests/kernel_cases/mod.rs"]
+mod kernel_cases;
+
+use kernel_cases::Pair;
+use qwglm_sim::{SimDevice, SimOptions};
+
+fn pair() -> Pair {
+    Pair::new(Box::new(SimDevice::new(SimOptions::default()).expect("simulator")))
+}
+
+#[test]
+fn embed_every_format() {
+    kernel_cases::embed_every_format(pair());
+}
+
+#[test]
+fn matvec_every_format() {
+    kernel_cases::matvec_every_format(pair());
+}
+
+#[test]
+fn matmul_every_format() {
+    kernel_cases::matmul_every_format(pair());
+}
+
+#[test]
+fn norms() {
+    kernel_cases::norms(pair());
+}
+
+#[test]
+fn rope_both_styles() {
+    kernel_cases::rope_both_styles(pair());
+}
+
+#[test]
+fn kv_write_swiglu_add() {
+    kernel_cases::kv_write_swiglu_add(pair());
+}
+
+#[test]
+fn attention_decode() {
+    kernel_cases::attention_decode(pair());
+}
+
+#[test]
+fn attention_prefill() {
+    kernel_cases::attention_prefill(pair());
+}
+
+#[test]
+fn argmax_exact() {
+    kernel_cases::argmax_exact(pair());
+}
+
+#[test]
+fn multi_op_pass_and_bad_input() {
+    kernel_cases::multi_op_pass_and_bad_input(pair());
+}
+
+/// Every kernel file in shaders/ was compiled (the registry and the bytecode agree).
+#[test]
+fn every_registry_kernel_has_bytecode() {
+    let programs = qwglm_sim::kernel_programs().expect("bytecode");
+    for kernel in engine::shaders::all_kernels() {
+        let file = engine::shaders::kernel_file(kernel).expect("file");
+        let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
+        for entry in engine::shaders::entry_points(kernel) {
+            assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
+        }
+    }
+}
