@@ -140,6 +140,7 @@ impl ChatState {
                 self.error = Some(message);
             }
             EngineEvent::Token { .. } | EngineEvent::Done { .. } => {} // for an older request
+            EngineEvent::DownloadProgress { .. } | EngineEvent::Models { .. } => {} // options page events
         }
     }
 
