@@ -12,6 +12,7 @@ mod app {
     pub mod protocol;
 
     pub mod chat;
+    pub mod history;
     pub mod options;
     pub mod settings;
 }

@@ -15,6 +15,7 @@ use super::protocol::{
     catalog_entry, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
     ENGINE_PORT,
 };
+use super::history::{self, Conversation, StoredTurn};
 use super::settings;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,12 @@ struct ChatState {
     /// The chat request being answered.
     running: Option<RequestId>,
     answer: AnswerRecord,
+    /// Every stored conversation (the current one included once it has a turn), newest last.
+    conversations: Vec<Conversation>,
+    /// Id of the conversation on screen.
+    current: String,
+    /// Bumped whenever `conversations` must be written back.
+    unsaved: u32,
 }
 
 enum ChatAction {
@@ -68,6 +75,13 @@ enum ChatAction {
     Disconnected,
     Failed(String),
     Asked { id: RequestId, text: String },
+    HistoryLoaded(Vec<Conversation>),
+    NewChat,
+    Open(String),
+}
+
+fn now_id() -> String {
+    format!("{}", js_sys::Date::now() as u64)
 }
 
 impl Reducible for ChatState {
@@ -93,13 +107,62 @@ impl Reducible for ChatState {
                 next.error = None;
                 next.answer = AnswerRecord::default();
             }
-            ChatAction::Engine(event) => next.apply(event),
+            ChatAction::Engine(event) => {
+                let finished = matches!(&event, EngineEvent::Done { id, .. } if next.running == Some(*id));
+                next.apply(event);
+                if finished {
+                    next.store_current();
+                }
+            }
+            ChatAction::HistoryLoaded(conversations) => {
+                // Reopened popup: show the latest conversation.
+                if let Some(last) = conversations.last() {
+                    if next.turns.is_empty() {
+                        next.current = last.id.clone();
+                        next.turns = restore(last);
+                    }
+                }
+                next.conversations = conversations;
+            }
+            ChatAction::NewChat if next.running.is_none() => {
+                next.current = now_id();
+                next.turns.clear();
+                next.answer = AnswerRecord::default();
+                next.error = None;
+            }
+            ChatAction::Open(id) if next.running.is_none() => {
+                if let Some(c) = next.conversations.iter().find(|c| c.id == id) {
+                    next.turns = restore(c);
+                    next.current = id;
+                    next.answer = AnswerRecord::default();
+                }
+            }
+            ChatAction::NewChat | ChatAction::Open(_) => {}
         }
         Rc::new(next)
     }
 }
 
+fn restore(c: &Conversation) -> Vec<Turn> {
+    c.turns
+        .iter()
+        .map(|t| Turn { role: if t.role == "user" { Role::User } else { Role::Assistant }, text: t.text.clone() })
+        .collect()
+}
+
 impl ChatState {
+    /// Puts the conversation on screen into `conversations` (as the newest) to be saved.
+    fn store_current(&mut self) {
+        if self.current.is_empty() {
+            self.current = now_id();
+        }
+        let title = self.turns.first().map(|t| t.text.chars().take(60).collect()).unwrap_or_default();
+        let turns = self.turns.iter().map(|t| StoredTurn { role: t.role.as_str().into(), text: t.text.clone() }).collect();
+        self.conversations.retain(|c| c.id != self.current);
+        self.conversations.push(Conversation { id: self.current.clone(), title, turns });
+        self.unsaved += 1;
+    }
+
     fn apply(&mut self, event: EngineEvent) {
         let for_running = self.running == Some(event.id());
         match event {
@@ -187,6 +250,10 @@ impl EngineLink {
 async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<ChatState>) -> Result<(), String> {
     let settings = settings::load().await.map_err(|e| e.to_string())?;
     dispatch.dispatch(ChatAction::SettingsLoaded(settings));
+    match history::load().await {
+        Ok(conversations) => dispatch.dispatch(ChatAction::HistoryLoaded(conversations)),
+        Err(e) => dispatch.dispatch(ChatAction::Failed(format!("Cannot read the conversation history: {e}"))),
+    }
 
     let ensure = to_js(&ServiceWorkerRequest::EnsureEngine { id: 1 }).map_err(|e| js_error_text(&e))?;
     let reply = runtime_send_message(&ensure).await.map_err(|e| js_error_text(&e))?;
@@ -230,6 +297,29 @@ pub fn chat_app() -> Html {
             });
         });
     }
+
+    {
+        let conversations = state.conversations.clone();
+        let dispatch = state.dispatcher();
+        use_effect_with(state.unsaved, move |unsaved| {
+            if *unsaved > 0 {
+                spawn_local(async move {
+                    if let Err(e) = history::save(&conversations).await {
+                        dispatch.dispatch(ChatAction::Failed(format!("Cannot save the conversation: {e}")));
+                    }
+                });
+            }
+        });
+    }
+
+    let on_new_chat = {
+        let dispatch = state.dispatcher();
+        Callback::from(move |_: MouseEvent| dispatch.dispatch(ChatAction::NewChat))
+    };
+    let on_open = {
+        let dispatch = state.dispatcher();
+        Callback::from(move |e: Event| dispatch.dispatch(ChatAction::Open(e.target_unchecked_into::<web_sys::HtmlSelectElement>().value())))
+    };
 
     let on_input = {
         let draft = draft.clone();
@@ -298,6 +388,17 @@ pub fn chat_app() -> Html {
             <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
                 <button class="link" onclick={on_models}>{ "Models…" }</button>
                 <span id="status-text">{ state.error.clone().unwrap_or(status_line) }</span>
+            </div>
+            <div class="history">
+                <select id="conversations" onchange={on_open} disabled={state.running.is_some()}>
+                    if !state.conversations.iter().any(|c| c.id == state.current) {
+                        <option value={state.current.clone()} selected=true>{ "New conversation" }</option>
+                    }
+                    { for state.conversations.iter().rev().map(|c| html! {
+                        <option value={c.id.clone()} selected={c.id == state.current}>{ if c.title.is_empty() { "(empty)".to_string() } else { c.title.clone() } }</option>
+                    }) }
+                </select>
+                <button id="new-chat" onclick={on_new_chat} disabled={state.running.is_some()}>{ "New chat" }</button>
             </div>
             <div class="turns" id="turns">
                 { for state.turns.iter().map(|turn| html! {
