@@ -69,7 +69,8 @@ function extensionRequests(path, id) {
     .map((e) => e.params.url);
 }
 
-async function chat(popup, question) {
+// `whileStreaming(popup)` runs once, as soon as the answer has streamed its second token.
+async function chat(popup, question, whileStreaming = null) {
   await popup.waitForSelector('#send:not([disabled])', { timeout: 60000 });
   await popup.fill('#prompt', question);
   await popup.click('#send');
@@ -80,6 +81,11 @@ async function chat(popup, question) {
     const status = (await popup.textContent('#status-text')).trim();
     if (status !== lastStatus) { log('status:', status); lastStatus = status; }
     if (state === 'done') break;
+    if (whileStreaming && (await popup.getAttribute('#last-answer', 'data-streamed-ids')).split(',').filter(Boolean).length >= 2) {
+      const hook = whileStreaming;
+      whileStreaming = null;
+      await hook(popup);
+    }
     if (/failed|Cannot|stopped|not |error/i.test(status) && !status.includes('·')) throw new Error(`engine error: ${status}`);
     if (Date.now() - started > timeoutMs) throw new Error(`no answer after ${timeoutMs / 1000} s`);
     await popup.waitForTimeout(500);
@@ -179,7 +185,7 @@ async function main() {
     const popup = await context.newPage();
     popup.on('pageerror', (e) => log('popup error:', e.message));
     await popup.goto(`chrome-extension://${id}/popup.html`);
-    const answer = await chat(popup, question);
+    const answer = await chat(popup, question, (p) => p.screenshot({ path: join(artifacts, 'popup-streaming.png') }));
     await popup.screenshot({ path: join(artifacts, 'popup-answer.png') });
     check('popup answer equals the reference greedy ids', same(answer.streamed, expected), `${answer.streamed}`);
     check('no server request during chat', hub.requests.length === before, `${hub.requests.length - before} requests`);
@@ -199,8 +205,25 @@ async function main() {
     const restored = await popup2.locator('.turn').allTextContents();
     check('conversation history survives the restart', restored[0] === question && restored.length === 2, JSON.stringify(restored));
     await popup2.click('#new-chat');
-    const again = await chat(popup2, question);
+    // Mid-answer, the service worker is stopped (CDP ServiceWorker.stopAllWorkers): the answer
+    // streams on (the popup talks to the offscreen engine host directly) and completes.
+    const swCdp = await context.newCDPSession(popup2);
+    const workerStates = [];
+    swCdp.on('ServiceWorker.workerVersionUpdated', ({ versions }) => versions.forEach((v) => workerStates.push(v.runningStatus)));
+    await swCdp.send('ServiceWorker.enable');
+    let stoppedWorkers = false;
+    const again = await chat(popup2, question, async () => {
+      await swCdp.send('ServiceWorker.stopAllWorkers');
+      const deadline = Date.now() + 5000;
+      while (!workerStates.includes('stopped') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      stoppedWorkers = workerStates.includes('stopped');
+      log('service worker states mid-answer:', workerStates.join(','));
+    });
     check('after the restart the stored model answers the reference ids', same(again.streamed, expected), `${again.streamed}`);
+    check('the answer completed although the service worker was stopped mid-generation', stoppedWorkers && again.stopReason === 'stop_token'
+      && same(again.generated, [...expected, fixture.config.eos_token_id]), `${again.stopReason} ${again.generated}`);
+    const shown = (await popup2.locator('.turn.assistant').last().textContent()) ?? '';
+    check('the popup shows the whole answer', shown === fixture.greedy_text_until_eos, JSON.stringify(shown));
     const listed = await popup2.locator('#conversations option').count();
     check('both conversations are listed', listed === 2, `${listed} entries`);
     await context.close();
