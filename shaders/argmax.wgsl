@@ -38,10 +38,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var bv = 0.0;
     var bi = NONE;
     // Strided scan in increasing index order: strict > keeps the lowest index on ties, and NaN
-    // compares false. Values must beat -inf, as in the reference scan.
+    // compares false. Values must beat -inf, as in the reference scan: `v >= -f32::MAX` is exactly
+    // that (false for -inf and NaN), written without an infinite constant, which Tint (Chrome's
+    // WGSL compiler) rejects.
     for (var i = lid; i < p.n; i += 256u) {
         let v = x[p.offset + i];
-        if ((bi == NONE && v > bitcast<f32>(0xff800000u)) || (bi != NONE && v > bv)) {
+        if ((bi == NONE && v >= -0x1.fffffep+127f) || (bi != NONE && v > bv)) {
             bv = v;
             bi = i;
         }

@@ -22,7 +22,7 @@ use crate::protocol::{
     Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, LoadStage, Message, ModelRef, RequestId, ENGINE_PORT,
 };
 use crate::download::{download, DownloadCancel, FileSpec};
-use crate::protocol::{catalog_entry, ModelManifest, ModelState};
+use crate::protocol::{catalog_entry, BackendPreference, ModelManifest, ModelState};
 use crate::store::{storage_estimate, ModelStore, StoredGguf};
 use crate::yielding::YieldingDevice;
 
@@ -32,6 +32,9 @@ const CONTEXT_TOKENS: usize = 2048;
 
 struct LoadedModel {
     model: ModelRef,
+    backend: Backend,
+    /// The device preference it was loaded with (another preference reloads it).
+    preference: BackendPreference,
     session: Session,
     tokenizer: Tokenizer,
     template: ChatTemplate,
@@ -42,6 +45,7 @@ struct HostState {
     /// `None` while no model is loaded, and while a job has taken it out to work on it.
     loaded: RefCell<Option<LoadedModel>>,
     loaded_id: RefCell<Option<String>>,
+    backend: Cell<Option<Backend>>,
     busy: Cell<bool>,
     /// Opened on first use.
     store: RefCell<Option<Rc<ModelStore>>>,
@@ -164,7 +168,7 @@ fn performance_now() -> f64 {
 }
 
 fn status(state: &HostState) -> EngineStatus {
-    EngineStatus { model: state.loaded_id.borrow().clone(), backend: Backend::Cpu, busy: state.busy.get() }
+    EngineStatus { model: state.loaded_id.borrow().clone(), backend: state.backend.get().unwrap_or(Backend::Cpu), busy: state.busy.get() }
 }
 
 async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest) {
@@ -180,7 +184,7 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
             }
             Ok(())
         }
-        EngineRequest::Load { id, model } => load_only(&state, &client, id, model).await,
+        EngineRequest::Load { id, model, backend } => load_only(&state, &client, id, model, backend).await,
         EngineRequest::Download { id, model, hosts } => download_request(&state, &client, id, &model, &hosts).await,
         EngineRequest::CancelDownload { model, .. } => {
             if let Some(cancel) = state.downloads.borrow().get(&model) {
@@ -197,9 +201,9 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
     }
 }
 
-async fn load_only(state: &HostState, client: &Client, id: RequestId, model: ModelRef) -> Result<()> {
+async fn load_only(state: &HostState, client: &Client, id: RequestId, model: ModelRef, backend: BackendPreference) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let loaded = take_or_load(state, client, id, &model).await?;
+    let loaded = take_or_load(state, client, id, &model, backend).await?;
     *state.loaded.borrow_mut() = Some(loaded);
     Ok(())
 }
@@ -213,7 +217,7 @@ async fn chat(
     options: ChatOptions,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let mut loaded = take_or_load(state, client, id, &model).await?;
+    let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
     let cancel = CancelToken::new();
     client.generations.borrow_mut().insert(id, cancel.clone());
     let result = answer(&mut loaded, client, id, &messages, &options, &cancel).await;
@@ -273,19 +277,47 @@ fn stop_reason_name(reason: &engine::generate::StopReason) -> String {
 
 /// Takes the loaded model out of the host if it is `model`, else loads `model` (dropping any
 /// other first, so two models never share the wasm heap).
-async fn take_or_load(state: &HostState, client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
+async fn take_or_load(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: &ModelRef,
+    preference: BackendPreference,
+) -> Result<LoadedModel> {
     let current = state.loaded.borrow_mut().take();
     if let Some(loaded) = current {
-        if loaded.model == *model {
+        if loaded.model == *model && loaded.preference == preference {
             return Ok(loaded);
         }
     }
     *state.loaded_id.borrow_mut() = None;
+    state.backend.set(None);
     let t0 = performance_now();
-    let loaded = load(state, client, id, model).await?;
+    let (loaded, fallback) = load(state, client, id, model, preference).await?;
     *state.loaded_id.borrow_mut() = Some(model.id.clone());
-    client.send(&EngineEvent::Loaded { id, model: model.id.clone(), backend: Backend::Cpu, load_ms: performance_now() - t0 });
+    state.backend.set(Some(loaded.backend));
+    client.send(&EngineEvent::Loaded { id, model: model.id.clone(), backend: loaded.backend, load_ms: performance_now() - t0, fallback });
     Ok(loaded)
+}
+
+/// The device for a preference: WebGPU (the engine's WgpuDevice) unless the CPU is asked for or
+/// no adapter/device is available; then the reference device on the CPU, and the reason.
+async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
+    let mut fallback = None;
+    if preference != BackendPreference::Cpu {
+        let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+            .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
+            .is_ok_and(|g| !g.is_undefined() && !g.is_null());
+        if has_gpu {
+            match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
+                Ok(device) => return (Box::new(device), Backend::WebGpu, None),
+                Err(e) => fallback = Some(format!("WebGPU unavailable ({e}); running on the CPU")),
+            }
+        } else {
+            fallback = Some("WebGPU is not available in this browser; running on the CPU".to_string());
+        }
+    }
+    (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, fallback)
 }
 
 async fn send_models(state: &HostState, client: &Client, id: RequestId) -> Result<()> {
@@ -366,7 +398,13 @@ async fn ensure_stored(
     result
 }
 
-async fn load(state: &HostState, client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
+async fn load(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: &ModelRef,
+    preference: BackendPreference,
+) -> Result<(LoadedModel, Option<String>)> {
     let entry = catalog_entry(&model.id);
     let file = entry.map_or_else(|| model.url.rsplit('/').next().unwrap_or("model.gguf"), |e| e.file);
     let manifest =
@@ -380,7 +418,7 @@ async fn load(state: &HostState, client: &Client, id: RequestId, model: &ModelRe
     let tokenizer = Tokenizer::from_gguf(header)?;
     let template = ChatTemplate::from_gguf(header)?;
 
-    let mut device: Box<dyn Device> = Box::new(YieldingDevice::new(RefDevice::new()));
+    let (mut device, backend, fallback) = open_device(preference).await;
     let options = ModelOptions { context: CONTEXT_TOKENS, ..ModelOptions::default() };
     let mut last_percent = u64::MAX;
     let mut progress = |p: engine::model::LoadProgress| {
@@ -392,5 +430,6 @@ async fn load(state: &HostState, client: &Client, id: RequestId, model: &ModelRe
     };
     // Tensors stream out of IndexedDB one at a time into device buffers.
     let loaded_model = Model::load_streamed(device.as_mut(), &source, config, options, &mut progress).await?;
-    Ok(LoadedModel { model: model.clone(), session: Session::new(device, loaded_model), tokenizer, template })
+    let session = Session::new(device, loaded_model);
+    Ok((LoadedModel { model: model.clone(), backend, preference, session, tokenizer, template }, fallback))
 }

@@ -54,11 +54,13 @@ pub struct ChatOptions {
     /// 0 = greedy.
     pub temperature: f32,
     pub seed: u32,
+    /// Device preference for loading the model (from the settings).
+    pub backend: BackendPreference,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
-        Self { max_tokens: 512, temperature: 0.0, seed: 0 }
+        Self { max_tokens: 512, temperature: 0.0, seed: 0, backend: BackendPreference::Auto }
     }
 }
 
@@ -68,7 +70,12 @@ impl Default for ChatOptions {
 pub enum EngineRequest {
     Status { id: RequestId },
     /// Load `model` (no-op when it is already loaded).
-    Load { id: RequestId, model: ModelRef },
+    Load {
+        id: RequestId,
+        model: ModelRef,
+        #[serde(default)]
+        backend: BackendPreference,
+    },
     /// Answer the conversation; loads `model` first if needed. Streams `Token`s, then `Done`.
     Chat { id: RequestId, model: ModelRef, messages: Vec<Message>, options: ChatOptions },
     /// Stop the generation started by request `target`.
@@ -139,7 +146,15 @@ pub enum EngineEvent {
     Status { id: RequestId, status: EngineStatus },
     /// `done`/`total` are bytes for downloads and tensors-bytes for uploads; `total` 0 = unknown.
     LoadProgress { id: RequestId, stage: LoadStage, done: u64, total: u64 },
-    Loaded { id: RequestId, model: String, backend: Backend, load_ms: f64 },
+    /// `fallback` says why WebGPU was not used when it was wanted (no adapter, device error).
+    Loaded {
+        id: RequestId,
+        model: String,
+        backend: Backend,
+        load_ms: f64,
+        #[serde(default)]
+        fallback: Option<String>,
+    },
     /// One generated token and the text it completed (may be empty, e.g. mid-UTF-8).
     Token { id: RequestId, token_id: u32, text: String },
     Done { id: RequestId, stop_reason: String, generated_ids: Vec<u32>, prompt_tokens: u32, decode_tok_per_s: f64 },

@@ -17,6 +17,9 @@ mod app {
     pub mod settings;
 }
 
+/// Answer formatting (pure; unit-tested natively).
+pub mod markdown;
+
 #[cfg(target_arch = "wasm32")]
 pub use wasm::{start_options, start_popup};
 

@@ -42,7 +42,7 @@ function extensionId(manifest) {
   return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
 }
 
-async function launch(profile, netlog) {
+async function launch(profile, netlog, { webgpu = true } = {}) {
   return chromium.launchPersistentContext(profile, {
     executablePath: process.env.QWGLM_CHROMIUM,
     headless: true,
@@ -51,7 +51,7 @@ async function launch(profile, netlog) {
       '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-features=OptimizationHints,MediaRouter',
       `--user-data-dir=${profile}`, '--remote-debugging-pipe', `--log-net-log=${netlog}`, '--net-log-capture-mode=Default',
-      '--enable-unsafe-webgpu', `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
+      ...(webgpu ? ['--enable-unsafe-webgpu'] : []), `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
     ],
     env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: 'disabled:' },
   });
@@ -187,7 +187,9 @@ async function main() {
     await popup.goto(`chrome-extension://${id}/popup.html`);
     const answer = await chat(popup, question, (p) => p.screenshot({ path: join(artifacts, 'popup-streaming.png') }));
     await popup.screenshot({ path: join(artifacts, 'popup-answer.png') });
-    check('popup answer equals the reference greedy ids', same(answer.streamed, expected), `${answer.streamed}`);
+    const backendLine = (await popup.textContent('#status-text')).trim();
+    check('WebGPU (SwiftShader) is used and the status line says so', backendLine.includes('WebGPU'), backendLine);
+    check('popup answer on WebGPU equals the reference greedy ids', same(answer.streamed, expected), `${answer.streamed}`);
     check('no server request during chat', hub.requests.length === before, `${hub.requests.length - before} requests`);
     await context.close();
     const urls1 = extensionRequests(netlog1, id);
@@ -197,7 +199,8 @@ async function main() {
     // --- 4. restart with the server stopped ---
     await hub.close();
     hubClosed = true;
-    context = await launch(profile, netlog2);
+    // Launched without --enable-unsafe-webgpu: no adapter, so the engine falls back to the CPU.
+    context = await launch(profile, netlog2, { webgpu: false });
     const popup2 = await context.newPage();
     popup2.on('pageerror', (e) => log('popup error:', e.message));
     await popup2.goto(`chrome-extension://${id}/popup.html`);
@@ -222,6 +225,10 @@ async function main() {
     check('after the restart the stored model answers the reference ids', same(again.streamed, expected), `${again.streamed}`);
     check('the answer completed although the service worker was stopped mid-generation', stoppedWorkers && again.stopReason === 'stop_token'
       && same(again.generated, [...expected, fixture.config.eos_token_id]), `${again.stopReason} ${again.generated}`);
+    const cpuLine = (await popup2.textContent('#status-text')).trim();
+    const note = await popup2.locator('#backend-note').count() ? (await popup2.textContent('#backend-note')).trim() : '';
+    await popup2.screenshot({ path: join(artifacts, 'popup-no-webgpu.png') });
+    check('without a WebGPU adapter: CPU fallback, said in the status line', cpuLine.includes('CPU') && /WebGPU/.test(note), `${cpuLine} | ${note}`);
     const shown = (await popup2.locator('.turn.assistant').last().textContent()) ?? '';
     check('the popup shows the whole answer', shown === fixture.greedy_text_until_eos, JSON.stringify(shown));
     const listed = await popup2.locator('#conversations option').count();

@@ -12,7 +12,7 @@ use super::chrome::{
     from_js, js_error_text, runtime_connect, runtime_open_options_page, runtime_send_message, to_js, Port,
 };
 use super::protocol::{
-    catalog_entry, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
+    catalog_entry, ChatOptions, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
     ENGINE_PORT,
 };
 use super::history::{self, Conversation, StoredTurn};
@@ -67,6 +67,8 @@ struct ChatState {
     current: String,
     /// Bumped whenever `conversations` must be written back.
     unsaved: u32,
+    /// Why WebGPU is not in use although it was wanted.
+    fallback: Option<String>,
 }
 
 enum ChatAction {
@@ -76,6 +78,8 @@ enum ChatAction {
     Failed(String),
     Asked { id: RequestId, text: String },
     HistoryLoaded(Vec<Conversation>),
+    /// The last answer is being asked for again (request `id`).
+    Regenerate { id: RequestId },
     NewChat,
     Open(String),
 }
@@ -138,6 +142,14 @@ impl Reducible for ChatState {
                 }
             }
             ChatAction::NewChat | ChatAction::Open(_) => {}
+            ChatAction::Regenerate { id } => {
+                if let Some(last) = next.turns.last_mut() {
+                    last.text.clear();
+                }
+                next.running = Some(id);
+                next.error = None;
+                next.answer = AnswerRecord::default();
+            }
         }
         Rc::new(next)
     }
@@ -180,9 +192,10 @@ impl ChatState {
                     LoadStage::Upload => format!("Loading weights…{percent}"),
                 };
             }
-            EngineEvent::Loaded { model, backend, load_ms, .. } => {
+            EngineEvent::Loaded { model, backend, load_ms, fallback, .. } => {
                 self.model_line = format!("{} · {}", model_name(Some(&model)), backend.label());
                 self.activity = format!("loaded in {:.1} s", load_ms / 1000.0);
+                self.fallback = fallback;
             }
             EngineEvent::Token { token_id, text, .. } if for_running => {
                 self.answer.streamed_ids.push(token_id);
@@ -341,13 +354,39 @@ pub fn chat_app() -> Html {
                 id,
                 model: settings.model_ref(),
                 messages,
-                options: settings.chat.clone(),
+                options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
             });
             match sent {
                 Ok(id) => {
                     state.dispatch(ChatAction::Asked { id, text: question });
                     draft.set(String::new());
                 }
+                Err(message) => state.dispatch(ChatAction::Failed(message)),
+            }
+        })
+    };
+
+    // Regenerate: ask the last question again in place of its answer.
+    let on_regenerate = {
+        let state = state.clone();
+        let link = link.clone();
+        Callback::from(move |_: MouseEvent| {
+            let Some(settings) = state.settings.clone() else { return };
+            if state.running.is_some() || state.turns.len() < 2 {
+                return;
+            }
+            let question = state.turns[state.turns.len() - 2].text.clone();
+            let mut earlier = (*state).clone();
+            earlier.turns.truncate(earlier.turns.len() - 2);
+            let messages = earlier.messages_with(&question);
+            let sent = link.borrow_mut().send(|id| EngineRequest::Chat {
+                id,
+                model: settings.model_ref(),
+                messages,
+                options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
+            });
+            match sent {
+                Ok(id) => state.dispatch(ChatAction::Regenerate { id }),
                 Err(message) => state.dispatch(ChatAction::Failed(message)),
             }
         })
@@ -388,6 +427,9 @@ pub fn chat_app() -> Html {
             <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
                 <button class="link" onclick={on_models}>{ "Models…" }</button>
                 <span id="status-text">{ state.error.clone().unwrap_or(status_line) }</span>
+                if let Some(note) = &state.fallback {
+                    <div id="backend-note" class="note">{ note }</div>
+                }
             </div>
             <div class="history">
                 <select id="conversations" onchange={on_open} disabled={state.running.is_some()}>
@@ -401,8 +443,23 @@ pub fn chat_app() -> Html {
                 <button id="new-chat" onclick={on_new_chat} disabled={state.running.is_some()}>{ "New chat" }</button>
             </div>
             <div class="turns" id="turns">
-                { for state.turns.iter().map(|turn| html! {
-                    <div class={classes!("turn", turn.role.as_str())}>{ &turn.text }</div>
+                { for state.turns.iter().enumerate().map(|(i, turn)| {
+                    let last_answer = turn.role == Role::Assistant && i + 1 == state.turns.len() && state.running.is_none();
+                    let copy_text = turn.text.clone();
+                    let on_copy = Callback::from(move |_: MouseEvent| copy_to_clipboard(&copy_text));
+                    html! { <>
+                        <div class={classes!("turn", turn.role.as_str())}>
+                            if turn.role == Role::Assistant { { render_markdown(&turn.text) } } else { { &turn.text } }
+                        </div>
+                        if turn.role == Role::Assistant && !turn.text.is_empty() {
+                            <div class="turn-actions">
+                                <button class="copy" onclick={on_copy}>{ "Copy" }</button>
+                                if last_answer {
+                                    <button id="regenerate" onclick={on_regenerate.clone()}>{ "Regenerate" }</button>
+                                }
+                            </div>
+                        }
+                    </> }
                 }) }
             </div>
             <div id="last-answer" hidden=true
@@ -419,5 +476,37 @@ pub fn chat_app() -> Html {
                 }
             </div>
         </div>
+    }
+}
+
+/// An answer as markdown (code blocks, paragraphs, inline code/bold/italic), built from text
+/// nodes only: nothing the model writes is interpreted as HTML.
+fn render_markdown(text: &str) -> Html {
+    use crate::markdown::{parse, Block, Inline};
+    parse(text)
+        .into_iter()
+        .map(|block| match block {
+            Block::Code { lang, text } => html! {
+                <pre class="code" data-lang={lang}><code>{ text }</code></pre>
+            },
+            Block::Paragraph(spans) => html! {
+                <p>{ for spans.into_iter().map(|span| match span {
+                    Inline::Text(t) => html! { { t } },
+                    Inline::Code(t) => html! { <code>{ t }</code> },
+                    Inline::Bold(t) => html! { <strong>{ t }</strong> },
+                    Inline::Italic(t) => html! { <em>{ t }</em> },
+                }) }</p>
+            },
+        })
+        .collect::<Html>()
+}
+
+fn copy_to_clipboard(text: &str) {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or(JsValue::UNDEFINED);
+    let clipboard = js_sys::Reflect::get(&navigator, &"clipboard".into()).ok();
+    if let Some(clipboard) = clipboard.filter(|c| !c.is_undefined()) {
+        if let Ok(write) = js_sys::Reflect::get(&clipboard, &"writeText".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) {
+            let _ = write.call1(&clipboard, &JsValue::from_str(text));
+        }
     }
 }
