@@ -38,7 +38,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var bv = 0.0;
     var bi = NONE;
     // Strided scan in increasing index order: strict > keeps the lowest index on ties, and NaN
-    // compares false. Values must beat -inf, as in the reference scan. Four loads per step (in
+    // compares false. Values must beat -inf, as in the reference scan: `v >= -f32::MAX` is exactly
+    // that (false for -inf and NaN), written without an infinite constant, which Tint (Chrome's
+    // WGSL compiler) rejects. Four loads per step (in
     // increasing index order) keep enough reads in flight: one workgroup scans 150k logits.
     for (var i0 = lid; i0 < p.n; i0 += 1024u) {
         let last = p.n - 1u;
@@ -46,19 +48,19 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let v1 = x[p.offset + min(i0 + 256u, last)];
         let v2 = x[p.offset + min(i0 + 512u, last)];
         let v3 = x[p.offset + min(i0 + 768u, last)];
-        if ((bi == NONE && v0 > bitcast<f32>(0xff800000u)) || (bi != NONE && v0 > bv)) {
+        if ((bi == NONE && v0 >= -0x1.fffffep+127f) || (bi != NONE && v0 > bv)) {
             bv = v0;
             bi = i0;
         }
-        if (i0 + 256u <= last && ((bi == NONE && v1 > bitcast<f32>(0xff800000u)) || (bi != NONE && v1 > bv))) {
+        if (i0 + 256u <= last && ((bi == NONE && v1 >= -0x1.fffffep+127f) || (bi != NONE && v1 > bv))) {
             bv = v1;
             bi = i0 + 256u;
         }
-        if (i0 + 512u <= last && ((bi == NONE && v2 > bitcast<f32>(0xff800000u)) || (bi != NONE && v2 > bv))) {
+        if (i0 + 512u <= last && ((bi == NONE && v2 >= -0x1.fffffep+127f) || (bi != NONE && v2 > bv))) {
             bv = v2;
             bi = i0 + 512u;
         }
-        if (i0 + 768u <= last && ((bi == NONE && v3 > bitcast<f32>(0xff800000u)) || (bi != NONE && v3 > bv))) {
+        if (i0 + 768u <= last && ((bi == NONE && v3 >= -0x1.fffffep+127f) || (bi != NONE && v3 > bv))) {
             bv = v3;
             bi = i0 + 768u;
         }

@@ -10,7 +10,7 @@ use crate::kernels::{
     RmsNormParams, RopeParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
-use crate::weights::{SourceFormat, WeightSource};
+use crate::weights::{AsyncWeightSource, Immediate, SourceFormat, WeightSource};
 
 /// Sizes fixed at load time: every buffer is allocated once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub struct Model {
 /// Loads tensors one at a time into device buffers, checking names and shapes.
 struct Loader<'a> {
     device: &'a mut dyn Device,
-    source: &'a dyn WeightSource,
+    source: &'a dyn AsyncWeightSource,
     progress: &'a mut dyn FnMut(LoadProgress),
     state: LoadProgress,
 }
@@ -196,10 +196,10 @@ impl<'a> Loader<'a> {
     }
 
     /// A tensor's metadata and bytes; the bytes borrow the source, not the loader.
-    fn bytes_of(&self, name: &str) -> Result<(crate::weights::TensorMeta, std::borrow::Cow<'a, [u8]>)> {
-        let source: &'a dyn WeightSource = self.source;
+    async fn bytes_of(&self, name: &str) -> Result<(crate::weights::TensorMeta, std::borrow::Cow<'a, [u8]>)> {
+        let source: &'a dyn AsyncWeightSource = self.source;
         let meta = source.tensor(name).ok_or_else(|| EngineError::MissingTensor(name.to_string()))?.clone();
-        let bytes = source.tensor_bytes(name)?;
+        let bytes = source.tensor_bytes(name).await?;
         Ok((meta, bytes))
     }
 
@@ -220,9 +220,9 @@ impl<'a> Loader<'a> {
     }
 
     /// A 1-D f32 vector (norm weight) of length `len`.
-    fn vector(&mut self, name: Name, layer: usize, len: usize) -> Result<BufferId> {
+    async fn vector(&mut self, name: Name, layer: usize, len: usize) -> Result<BufferId> {
         let full = self.name(name, layer);
-        let values = self.vector_values(name, layer, len)?;
+        let values = self.vector_values(name, layer, len).await?;
         let buf = self.device.alloc(BufferKind::Weights, &full, (len * 4) as u64)?;
         self.device.write(buf, 0, bytemuck::cast_slice(&values))?;
         self.advance(self.stored_bytes(&full));
@@ -232,9 +232,9 @@ impl<'a> Loader<'a> {
     /// A `[rows, cols]` matrix (with its `[rows]` bias, if any), repacked into its device layout
     /// (bf16 is widened to f32) and split by rows into parts no larger than the device's binding
     /// limit.
-    fn matrix(&mut self, name: Name, layer: usize, rows: usize, cols: usize, bias: Option<Name>) -> Result<Linear> {
+    async fn matrix(&mut self, name: Name, layer: usize, rows: usize, cols: usize, bias: Option<Name>) -> Result<Linear> {
         let full = self.name(name, layer);
-        let (meta, bytes) = self.bytes_of(&full)?;
+        let (meta, bytes) = self.bytes_of(&full).await?;
         if meta.shape != [rows, cols] {
             return Err(EngineError::ShapeMismatch { name: full, expected: vec![rows, cols], found: meta.shape });
         }
@@ -263,7 +263,7 @@ impl<'a> Loader<'a> {
                 ),
             })?;
         let bias_values = match bias {
-            Some(b) => Some(self.vector_values(b, layer, rows)?),
+            Some(b) => Some(self.vector_values(b, layer, rows).await?),
             None => None,
         };
         let mut parts = Vec::new();
@@ -303,9 +303,9 @@ impl<'a> Loader<'a> {
     }
 
     /// The f32 values of a 1-D tensor of length `len`, on the host.
-    fn vector_values(&mut self, name: Name, layer: usize, len: usize) -> Result<Vec<f32>> {
+    async fn vector_values(&mut self, name: Name, layer: usize, len: usize) -> Result<Vec<f32>> {
         let full = self.name(name, layer);
-        let (meta, bytes) = self.bytes_of(&full)?;
+        let (meta, bytes) = self.bytes_of(&full).await?;
         if meta.shape != [len] {
             return Err(EngineError::ShapeMismatch { name: full, expected: vec![len], found: meta.shape });
         }
@@ -352,6 +352,19 @@ impl Model {
         opts: ModelOptions,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self> {
+        crate::session::now_or_never(Self::load_streamed(device, &Immediate(source), cfg, opts, progress))
+            .unwrap_or_else(|| Err(EngineError::Device("a synchronous weight source did not complete at once".into())))
+    }
+
+    /// `load` from a source whose tensor reads wait (the browser's IndexedDB store): tensors are
+    /// read one at a time, straight into device buffers.
+    pub async fn load_streamed(
+        device: &mut dyn Device,
+        source: &dyn AsyncWeightSource,
+        cfg: ModelConfig,
+        opts: ModelOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
         cfg.validate()?;
         let opts = ModelOptions {
             context: opts.context.clamp(1, cfg.max_context),
@@ -367,31 +380,31 @@ impl Model {
             state: LoadProgress { tensors_done: 0, tensors_total, bytes_done: 0, bytes_total },
         };
         let (h, q_dim, kv_dim, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
-        let embed = ld.matrix(Name::Embed, 0, cfg.vocab_size, h, None)?;
-        let output_norm = ld.vector(Name::OutputNorm, 0, h)?;
+        let embed = ld.matrix(Name::Embed, 0, cfg.vocab_size, h, None).await?;
+        let output_norm = ld.vector(Name::OutputNorm, 0, h).await?;
         // A GGUF or checkpoint may ship lm_head even when the config says tied; the file wins.
         let output =
-            if ld.has(Name::Output, 0) { ld.matrix(Name::Output, 0, cfg.vocab_size, h, None)? } else { embed.clone() };
+            if ld.has(Name::Output, 0) { ld.matrix(Name::Output, 0, cfg.vocab_size, h, None).await? } else { embed.clone() };
         let bias = |name: Name| cfg.attention_bias.then_some(name);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let qk_norm = if cfg.qk_norm {
-                Some((ld.vector(Name::QNorm, i, cfg.head_dim)?, ld.vector(Name::KNorm, i, cfg.head_dim)?))
+                Some((ld.vector(Name::QNorm, i, cfg.head_dim).await?, ld.vector(Name::KNorm, i, cfg.head_dim).await?))
             } else {
                 None
             };
             let kv_bytes = (opts.context * kv_dim * 4) as u64;
             layers.push(Layer {
-                attn_norm: ld.vector(Name::AttnNorm, i, h)?,
-                q: ld.matrix(Name::Q, i, q_dim, h, bias(Name::QBias))?,
-                k: ld.matrix(Name::K, i, kv_dim, h, bias(Name::KBias))?,
-                v: ld.matrix(Name::V, i, kv_dim, h, bias(Name::VBias))?,
+                attn_norm: ld.vector(Name::AttnNorm, i, h).await?,
+                q: ld.matrix(Name::Q, i, q_dim, h, bias(Name::QBias)).await?,
+                k: ld.matrix(Name::K, i, kv_dim, h, bias(Name::KBias)).await?,
+                v: ld.matrix(Name::V, i, kv_dim, h, bias(Name::VBias)).await?,
                 qk_norm,
-                attn_out: ld.matrix(Name::AttnOut, i, h, q_dim, None)?,
-                ffn_norm: ld.vector(Name::FfnNorm, i, h)?,
-                gate: ld.matrix(Name::Gate, i, inter, h, None)?,
-                up: ld.matrix(Name::Up, i, inter, h, None)?,
-                down: ld.matrix(Name::Down, i, h, inter, None)?,
+                attn_out: ld.matrix(Name::AttnOut, i, h, q_dim, None).await?,
+                ffn_norm: ld.vector(Name::FfnNorm, i, h).await?,
+                gate: ld.matrix(Name::Gate, i, inter, h, None).await?,
+                up: ld.matrix(Name::Up, i, inter, h, None).await?,
+                down: ld.matrix(Name::Down, i, h, inter, None).await?,
                 k_cache: ld.device.alloc(BufferKind::KvCache, &format!("k_cache.{i}"), kv_bytes)?,
                 v_cache: ld.device.alloc(BufferKind::KvCache, &format!("v_cache.{i}"), kv_bytes)?,
             });

@@ -40,3 +40,38 @@ pub trait WeightSource {
     /// The length is checked against the shape and type before it is returned.
     fn tensor_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>>;
 }
+
+/// A tensor read that may wait (IndexedDB, network); it owns what it needs from the name.
+pub type TensorBytesFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Cow<'a, [u8]>>> + 'a>>;
+
+/// A `WeightSource` whose reads are asynchronous: the browser's model store streams each tensor
+/// out of IndexedDB chunks while the model loads, so no whole model file is ever in memory.
+/// `Model::load_streamed` takes one; `Model::load` wraps a synchronous source in `Immediate`.
+pub trait AsyncWeightSource {
+    fn format(&self) -> SourceFormat;
+    /// All tensors, in file order.
+    fn tensors(&self) -> &[TensorMeta];
+    fn tensor(&self, name: &str) -> Option<&TensorMeta> {
+        self.tensors().iter().find(|t| t.name == name)
+    }
+    /// The tensor's raw bytes in its stored format; the length must match its shape and type.
+    fn tensor_bytes<'a>(&'a self, name: &str) -> TensorBytesFuture<'a>;
+}
+
+/// A synchronous source seen as an asynchronous one whose reads complete at once.
+pub struct Immediate<'s>(pub &'s dyn WeightSource);
+
+impl AsyncWeightSource for Immediate<'_> {
+    fn format(&self) -> SourceFormat {
+        self.0.format()
+    }
+    fn tensors(&self) -> &[TensorMeta] {
+        self.0.tensors()
+    }
+    fn tensor(&self, name: &str) -> Option<&TensorMeta> {
+        self.0.tensor(name)
+    }
+    fn tensor_bytes<'a>(&'a self, name: &str) -> TensorBytesFuture<'a> {
+        Box::pin(std::future::ready(self.0.tensor_bytes(name)))
+    }
+}

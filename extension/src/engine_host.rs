@@ -9,19 +9,21 @@ use engine::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use engine::config::ModelConfig;
 use engine::device::{Device, RefDevice};
 use engine::generate::{generate, CancelToken, GenerateOptions};
-use engine::gguf::GgufFile;
 use engine::model::{Model, ModelOptions};
 use engine::sampling::SamplingParams;
 use engine::session::Session;
 use engine::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{spawn_local, JsFuture};
+use wasm_bindgen_futures::spawn_local;
 
 use crate::chrome::{from_js, js_error_text, to_js, Port};
 use crate::error::{ExtensionError, Result};
 use crate::protocol::{
     Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, LoadStage, Message, ModelRef, RequestId, ENGINE_PORT,
 };
+use crate::download::{download, DownloadCancel, FileSpec};
+use crate::protocol::{catalog_entry, BackendPreference, ModelManifest, ModelState};
+use crate::store::{storage_estimate, ModelStore, StoredGguf};
 use crate::yielding::YieldingDevice;
 
 /// KV cache length. The reference device keeps the cache in wasm memory (30 layers x 2048 tokens
@@ -30,6 +32,9 @@ const CONTEXT_TOKENS: usize = 2048;
 
 struct LoadedModel {
     model: ModelRef,
+    backend: Backend,
+    /// The device preference it was loaded with (another preference reloads it).
+    preference: BackendPreference,
     session: Session,
     tokenizer: Tokenizer,
     template: ChatTemplate,
@@ -40,7 +45,23 @@ struct HostState {
     /// `None` while no model is loaded, and while a job has taken it out to work on it.
     loaded: RefCell<Option<LoadedModel>>,
     loaded_id: RefCell<Option<String>>,
+    backend: Cell<Option<Backend>>,
     busy: Cell<bool>,
+    /// Opened on first use.
+    store: RefCell<Option<Rc<ModelStore>>>,
+    /// Running downloads, by model id.
+    downloads: RefCell<HashMap<String, DownloadCancel>>,
+}
+
+impl HostState {
+    async fn store(&self) -> Result<Rc<ModelStore>> {
+        if let Some(store) = self.store.borrow().clone() {
+            return Ok(store);
+        }
+        let store = Rc::new(ModelStore::open().await?);
+        *self.store.borrow_mut() = Some(store.clone());
+        Ok(store)
+    }
 }
 
 /// Marks the host busy for as long as it lives (so an error path cannot leave it stuck busy).
@@ -147,7 +168,7 @@ fn performance_now() -> f64 {
 }
 
 fn status(state: &HostState) -> EngineStatus {
-    EngineStatus { model: state.loaded_id.borrow().clone(), backend: Backend::Cpu, busy: state.busy.get() }
+    EngineStatus { model: state.loaded_id.borrow().clone(), backend: state.backend.get().unwrap_or(Backend::Cpu), busy: state.busy.get() }
 }
 
 async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest) {
@@ -163,7 +184,16 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
             }
             Ok(())
         }
-        EngineRequest::Load { id, model } => load_only(&state, &client, id, model).await,
+        EngineRequest::Load { id, model, backend } => load_only(&state, &client, id, model, backend).await,
+        EngineRequest::Download { id, model, hosts } => download_request(&state, &client, id, &model, &hosts).await,
+        EngineRequest::CancelDownload { model, .. } => {
+            if let Some(cancel) = state.downloads.borrow().get(&model) {
+                cancel.cancel();
+            }
+            Ok(())
+        }
+        EngineRequest::ListModels { id } => send_models(&state, &client, id).await,
+        EngineRequest::DeleteModel { id, model } => delete_model(&state, &client, id, &model).await,
         EngineRequest::Chat { id, model, messages, options } => chat(&state, &client, id, model, messages, options).await,
     };
     if let Err(e) = outcome {
@@ -171,9 +201,9 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
     }
 }
 
-async fn load_only(state: &HostState, client: &Client, id: RequestId, model: ModelRef) -> Result<()> {
+async fn load_only(state: &HostState, client: &Client, id: RequestId, model: ModelRef, backend: BackendPreference) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let loaded = take_or_load(state, client, id, &model).await?;
+    let loaded = take_or_load(state, client, id, &model, backend).await?;
     *state.loaded.borrow_mut() = Some(loaded);
     Ok(())
 }
@@ -187,7 +217,7 @@ async fn chat(
     options: ChatOptions,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let mut loaded = take_or_load(state, client, id, &model).await?;
+    let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
     let cancel = CancelToken::new();
     client.generations.borrow_mut().insert(id, cancel.clone());
     let result = answer(&mut loaded, client, id, &messages, &options, &cancel).await;
@@ -247,34 +277,148 @@ fn stop_reason_name(reason: &engine::generate::StopReason) -> String {
 
 /// Takes the loaded model out of the host if it is `model`, else loads `model` (dropping any
 /// other first, so two models never share the wasm heap).
-async fn take_or_load(state: &HostState, client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
+async fn take_or_load(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: &ModelRef,
+    preference: BackendPreference,
+) -> Result<LoadedModel> {
     let current = state.loaded.borrow_mut().take();
     if let Some(loaded) = current {
-        if loaded.model == *model {
+        if loaded.model == *model && loaded.preference == preference {
             return Ok(loaded);
         }
     }
     *state.loaded_id.borrow_mut() = None;
+    state.backend.set(None);
     let t0 = performance_now();
-    let loaded = load(client, id, model).await?;
+    let (loaded, fallback) = load(state, client, id, model, preference).await?;
     *state.loaded_id.borrow_mut() = Some(model.id.clone());
-    client.send(&EngineEvent::Loaded { id, model: model.id.clone(), backend: Backend::Cpu, load_ms: performance_now() - t0 });
+    state.backend.set(Some(loaded.backend));
+    client.send(&EngineEvent::Loaded { id, model: model.id.clone(), backend: loaded.backend, load_ms: performance_now() - t0, fallback });
     Ok(loaded)
 }
 
-async fn load(client: &Client, id: RequestId, model: &ModelRef) -> Result<LoadedModel> {
-    client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Download, done: 0, total: 0 });
-    let bytes = download(&model.url).await?;
-    let total = bytes.len() as u64;
-    client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Parse, done: total, total });
+/// The device for a preference: WebGPU (the engine's WgpuDevice) unless the CPU is asked for or
+/// no adapter/device is available; then the reference device on the CPU, and the reason.
+async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
+    let mut fallback = None;
+    if preference != BackendPreference::Cpu {
+        let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+            .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
+            .is_ok_and(|g| !g.is_undefined() && !g.is_null());
+        if has_gpu {
+            match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
+                Ok(device) => return (Box::new(device), Backend::WebGpu, None),
+                Err(e) => fallback = Some(format!("WebGPU unavailable ({e}); running on the CPU")),
+            }
+        } else {
+            fallback = Some("WebGPU is not available in this browser; running on the CPU".to_string());
+        }
+    }
+    (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, fallback)
+}
 
-    let file = GgufFile::from_bytes(bytes)?;
-    let header = file.header();
+async fn send_models(state: &HostState, client: &Client, id: RequestId) -> Result<()> {
+    let store = state.store().await?;
+    let models = store.manifests().await?;
+    let (usage, quota) = storage_estimate().await.unwrap_or((0, 0));
+    client.send(&EngineEvent::Models { id, models, usage, quota });
+    Ok(())
+}
+
+async fn delete_model(state: &HostState, client: &Client, id: RequestId, model: &str) -> Result<()> {
+    if state.downloads.borrow().contains_key(model) {
+        return Err(ExtensionError::Store(format!("{model} is downloading: cancel it first")));
+    }
+    if state.loaded_id.borrow().as_deref() == Some(model) {
+        let _busy = BusyGuard::acquire(&state.busy)?;
+        *state.loaded.borrow_mut() = None;
+        *state.loaded_id.borrow_mut() = None;
+    }
+    state.store().await?.delete(model).await?;
+    send_models(state, client, id).await
+}
+
+/// Downloads catalog model `model` from `hosts` (Hub layout, in order) into the store.
+async fn download_request(state: &HostState, client: &Client, id: RequestId, model: &str, hosts: &[String]) -> Result<()> {
+    let entry = catalog_entry(model).ok_or_else(|| ExtensionError::UnknownModel(model.to_string()))?;
+    let urls: Vec<String> = hosts.iter().map(|h| entry.url(h)).collect();
+    ensure_stored(state, client, id, model, entry.file, &urls, entry.sha256, false).await?;
+    send_models(state, client, id).await
+}
+
+/// The model's manifest once it is stored and verified, downloading it first when needed.
+/// `as_load` reports progress as `LoadProgress` (chat) rather than `DownloadProgress` (options).
+#[allow(clippy::too_many_arguments)]
+async fn ensure_stored(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: &str,
+    file: &str,
+    urls: &[String],
+    sha256: Option<&str>,
+    as_load: bool,
+) -> Result<ModelManifest> {
+    let store = state.store().await?;
+    if let Some(m) = store.manifest(model).await? {
+        if m.state == ModelState::Ready {
+            return Ok(m);
+        }
+    }
+    let cancel = {
+        let mut downloads = state.downloads.borrow_mut();
+        if downloads.contains_key(model) {
+            return Err(ExtensionError::Store(format!("{model} is already downloading")));
+        }
+        let cancel = DownloadCancel::default();
+        downloads.insert(model.to_string(), cancel.clone());
+        cancel
+    };
+    let spec = FileSpec { model, file, urls, sha256 };
+    let result = download(&store, &spec, &cancel, &mut |p| {
+        if as_load {
+            client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Download, done: p.done, total: p.total });
+        } else {
+            client.send(&EngineEvent::DownloadProgress {
+                id,
+                model: model.to_string(),
+                file: p.file.to_string(),
+                done: p.done,
+                total: p.total,
+                rate: p.rate,
+                eta_s: p.eta_s,
+            });
+        }
+    })
+    .await;
+    state.downloads.borrow_mut().remove(model);
+    result
+}
+
+async fn load(
+    state: &HostState,
+    client: &Client,
+    id: RequestId,
+    model: &ModelRef,
+    preference: BackendPreference,
+) -> Result<(LoadedModel, Option<String>)> {
+    let entry = catalog_entry(&model.id);
+    let file = entry.map_or_else(|| model.url.rsplit('/').next().unwrap_or("model.gguf"), |e| e.file);
+    let manifest =
+        ensure_stored(state, client, id, &model.id, file, std::slice::from_ref(&model.url), entry.and_then(|e| e.sha256), true).await?;
+    let store = state.store().await?;
+    let source = StoredGguf::open(&store, &manifest).await?;
+    let total = manifest.size();
+    client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Parse, done: total, total });
+    let header = source.header();
     let config = ModelConfig::from_gguf(header)?;
     let tokenizer = Tokenizer::from_gguf(header)?;
     let template = ChatTemplate::from_gguf(header)?;
 
-    let mut device: Box<dyn Device> = Box::new(YieldingDevice::new(RefDevice::new()));
+    let (mut device, backend, fallback) = open_device(preference).await;
     let options = ModelOptions { context: CONTEXT_TOKENS, ..ModelOptions::default() };
     let mut last_percent = u64::MAX;
     let mut progress = |p: engine::model::LoadProgress| {
@@ -284,27 +428,8 @@ async fn load(client: &Client, id: RequestId, model: &ModelRef) -> Result<Loaded
             client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Upload, done: p.bytes_done, total: p.bytes_total });
         }
     };
-    let loaded_model = Model::load(device.as_mut(), &file, config, options, &mut progress)?;
-    Ok(LoadedModel { model: model.clone(), session: Session::new(device, loaded_model), tokenizer, template })
-}
-
-/// Fetches the whole file into wasm memory. Minimal path: the verified, resumable IndexedDB
-/// downloader replaces it.
-async fn download(url: &str) -> Result<Vec<u8>> {
-    let failed = |reason: String| ExtensionError::Download { url: url.to_string(), reason };
-    let global = js_sys::global();
-    let fetch: js_sys::Function = js_sys::Reflect::get(&global, &"fetch".into())
-        .map_err(ExtensionError::browser)?
-        .dyn_into()
-        .map_err(|_| ExtensionError::Browser("fetch is not available here".into()))?;
-    let promise: js_sys::Promise =
-        fetch.call1(&global, &JsValue::from_str(url)).map_err(|e| failed(js_error_text(&e)))?.unchecked_into();
-    let response: web_sys::Response =
-        JsFuture::from(promise).await.map_err(|e| failed(js_error_text(&e)))?.unchecked_into();
-    if !response.ok() {
-        return Err(failed(format!("HTTP {} {}", response.status(), response.status_text())));
-    }
-    let body = response.array_buffer().map_err(|e| failed(js_error_text(&e)))?;
-    let buffer = JsFuture::from(body).await.map_err(|e| failed(js_error_text(&e)))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    // Tensors stream out of IndexedDB one at a time into device buffers.
+    let loaded_model = Model::load_streamed(device.as_mut(), &source, config, options, &mut progress).await?;
+    let session = Session::new(device, loaded_model);
+    Ok((LoadedModel { model: model.clone(), backend, preference, session, tokenizer, template }, fallback))
 }

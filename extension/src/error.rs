@@ -15,6 +15,33 @@ pub enum ExtensionError {
     Browser(String),
     #[error("unexpected message: {0}")]
     Protocol(String),
+    #[error("model store: {0}")]
+    Store(String),
+    #[error("not enough storage for this model: {} needed, {} available. Delete a model in the options page or free disk space.", mb(*.needed), mb(*.available))]
+    QuotaExceeded { needed: u64, available: u64 },
+    #[error("{file} failed verification {MAX} times (sha256 {found}, expected {expected}); it was not marked ready", MAX = 3)]
+    HashMismatch { file: String, expected: String, found: String },
+    #[error("no sha256 is known for {file} (neither the catalog nor the host's LFS metadata gives one), so it cannot be verified")]
+    NoExpectedHash { file: String },
+    #[error("download cancelled")]
+    Cancelled,
+    #[error("{0} is not a catalog model")]
+    UnknownModel(String),
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl From<idb::Error> for ExtensionError {
+    fn from(err: idb::Error) -> Self {
+        let text = err.to_string();
+        // IndexedDB reports a full disk or origin quota as QuotaExceededError.
+        if text.contains("QuotaExceeded") {
+            return Self::QuotaExceeded { needed: 0, available: 0 };
+        }
+        Self::Store(text)
+    }
 }
 
 impl ExtensionError {

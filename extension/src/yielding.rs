@@ -2,7 +2,7 @@
 //! read synchronously, so without this a whole generation would run in one task: no Stop request
 //! and no streamed token would be handled until it finished.
 
-use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
+use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture, ReadTicket};
 use engine::kernels::Op;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -41,6 +41,17 @@ impl<D: Device> Device for YieldingDevice<D> {
     }
     fn allocated_bytes(&self) -> u64 {
         self.inner.allocated_bytes()
+    }
+    /// The inner device reads synchronously: run and read now, yield when the ticket is redeemed
+    /// (the pipelined decode redeems one ticket per token).
+    fn run_then_read(&mut self, pass: &[Op], buf: BufferId, offset_bytes: u64, len: u64) -> engine::Result<ReadTicket> {
+        self.inner.run_then_read(pass, buf, offset_bytes, len)
+    }
+    fn redeem(&mut self, ticket: ReadTicket) -> ReadFuture<'_> {
+        Box::pin(async move {
+            yield_to_event_loop().await;
+            self.inner.redeem(ticket).await
+        })
     }
 }
 

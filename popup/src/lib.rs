@@ -12,9 +12,13 @@ mod app {
     pub mod protocol;
 
     pub mod chat;
+    pub mod history;
     pub mod options;
     pub mod settings;
 }
+
+/// Answer formatting (pure; unit-tested natively).
+pub mod markdown;
 
 #[cfg(target_arch = "wasm32")]
 pub use wasm::{start_options, start_popup};

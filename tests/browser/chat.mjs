@@ -82,6 +82,9 @@ async function main() {
     await options.fill('#hub-url', hub.url);
     await options.fill('#system-prompt', system);
     await options.fill('#max-tokens', '16');
+    // The CPU reference device: this test is about chat and stop; extension.mjs covers WebGPU
+    // (SwiftShader takes minutes for one answer).
+    await options.selectOption('#backend', 'cpu');
     await options.check(`#models tr:has-text("SmolLM2") input[type=radio]`);
     await options.click('#save');
     await options.waitForSelector('#notice:has-text("Saved")');

@@ -5,16 +5,20 @@
 //!   `dist/` with the manifest, pages, loaders and icons. Installs the exact wasm-bindgen CLI
 //!   (the version in Cargo.lock) and npm binaryen 132 (older wasm-opt cannot parse wasm-bindgen's
 //!   `table.fill`) when missing.
-//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs (playwright-core
-//!   driving headless Chromium) against a local Hub-layout server with the SmolLM2 GGUF.
+//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs and
+//!   tests/browser/extension.mjs (playwright-core driving headless Chromium) against local
+//!   Hub-layout servers with the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 
 const BINARYEN_VERSION: &str = "132.0.0";
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
+/// Browser test scripts, run in order; each prints `PASS:`/`FAIL:` lines per check.
+const BROWSER_TESTS: [&str; 2] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs"];
 const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
 
 type Result<T> = std::result::Result<T, String>;
@@ -169,10 +173,40 @@ fn test_browser(fast: bool, no_build: bool) -> Result<()> {
     }
     let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
     let root = repo_root();
-    run(Command::new("node")
-        .current_dir(&root)
-        .arg("tests/browser/chat.mjs")
-        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
-        .env("QWGLM_CHROMIUM", chromium)
-        .env("QWGLM_DIST", root.join("dist")))
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for script in BROWSER_TESTS {
+        let mut command = Command::new("node");
+        command
+            .current_dir(&root)
+            .arg(script)
+            .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
+            .env("QWGLM_CHROMIUM", &chromium)
+            .env("QWGLM_DIST", root.join("dist"))
+            .stdout(Stdio::piped());
+        eprintln!("xtask: running {command:?}");
+        let mut child = command.spawn().map_err(|e| format!("cannot start node: {e}"))?;
+        let (mut script_passed, mut script_failed) = (0u32, 0u32);
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+                println!("{line}");
+                if line.contains("PASS:") {
+                    script_passed += 1;
+                } else if line.contains("FAIL:") {
+                    script_failed += 1;
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() && script_failed == 0 {
+            script_failed = 1; // it died without saying which check failed
+        }
+        passed += script_passed;
+        failed += script_failed;
+    }
+    // In cargo's format, so scripts/test.sh counts the browser checks in the suite's total.
+    println!("test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out", if failed == 0 { "ok" } else { "FAILED" });
+    if failed > 0 {
+        return Err(format!("{failed} browser check(s) failed"));
+    }
+    Ok(())
 }

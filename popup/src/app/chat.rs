@@ -12,9 +12,10 @@ use super::chrome::{
     from_js, js_error_text, runtime_connect, runtime_open_options_page, runtime_send_message, to_js, Port,
 };
 use super::protocol::{
-    catalog_entry, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
+    catalog_entry, ChatOptions, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
     ENGINE_PORT,
 };
+use super::history::{self, Conversation, StoredTurn};
 use super::settings;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,14 @@ struct ChatState {
     /// The chat request being answered.
     running: Option<RequestId>,
     answer: AnswerRecord,
+    /// Every stored conversation (the current one included once it has a turn), newest last.
+    conversations: Vec<Conversation>,
+    /// Id of the conversation on screen.
+    current: String,
+    /// Bumped whenever `conversations` must be written back.
+    unsaved: u32,
+    /// Why WebGPU is not in use although it was wanted.
+    fallback: Option<String>,
 }
 
 enum ChatAction {
@@ -68,6 +77,15 @@ enum ChatAction {
     Disconnected,
     Failed(String),
     Asked { id: RequestId, text: String },
+    HistoryLoaded(Vec<Conversation>),
+    /// The last answer is being asked for again (request `id`).
+    Regenerate { id: RequestId },
+    NewChat,
+    Open(String),
+}
+
+fn now_id() -> String {
+    format!("{}", js_sys::Date::now() as u64)
 }
 
 impl Reducible for ChatState {
@@ -93,13 +111,70 @@ impl Reducible for ChatState {
                 next.error = None;
                 next.answer = AnswerRecord::default();
             }
-            ChatAction::Engine(event) => next.apply(event),
+            ChatAction::Engine(event) => {
+                let finished = matches!(&event, EngineEvent::Done { id, .. } if next.running == Some(*id));
+                next.apply(event);
+                if finished {
+                    next.store_current();
+                }
+            }
+            ChatAction::HistoryLoaded(conversations) => {
+                // Reopened popup: show the latest conversation.
+                if let Some(last) = conversations.last() {
+                    if next.turns.is_empty() {
+                        next.current = last.id.clone();
+                        next.turns = restore(last);
+                    }
+                }
+                next.conversations = conversations;
+            }
+            ChatAction::NewChat if next.running.is_none() => {
+                next.current = now_id();
+                next.turns.clear();
+                next.answer = AnswerRecord::default();
+                next.error = None;
+            }
+            ChatAction::Open(id) if next.running.is_none() => {
+                if let Some(c) = next.conversations.iter().find(|c| c.id == id) {
+                    next.turns = restore(c);
+                    next.current = id;
+                    next.answer = AnswerRecord::default();
+                }
+            }
+            ChatAction::NewChat | ChatAction::Open(_) => {}
+            ChatAction::Regenerate { id } => {
+                if let Some(last) = next.turns.last_mut() {
+                    last.text.clear();
+                }
+                next.running = Some(id);
+                next.error = None;
+                next.answer = AnswerRecord::default();
+            }
         }
         Rc::new(next)
     }
 }
 
+fn restore(c: &Conversation) -> Vec<Turn> {
+    c.turns
+        .iter()
+        .map(|t| Turn { role: if t.role == "user" { Role::User } else { Role::Assistant }, text: t.text.clone() })
+        .collect()
+}
+
 impl ChatState {
+    /// Puts the conversation on screen into `conversations` (as the newest) to be saved.
+    fn store_current(&mut self) {
+        if self.current.is_empty() {
+            self.current = now_id();
+        }
+        let title = self.turns.first().map(|t| t.text.chars().take(60).collect()).unwrap_or_default();
+        let turns = self.turns.iter().map(|t| StoredTurn { role: t.role.as_str().into(), text: t.text.clone() }).collect();
+        self.conversations.retain(|c| c.id != self.current);
+        self.conversations.push(Conversation { id: self.current.clone(), title, turns });
+        self.unsaved += 1;
+    }
+
     fn apply(&mut self, event: EngineEvent) {
         let for_running = self.running == Some(event.id());
         match event {
@@ -117,9 +192,10 @@ impl ChatState {
                     LoadStage::Upload => format!("Loading weights…{percent}"),
                 };
             }
-            EngineEvent::Loaded { model, backend, load_ms, .. } => {
+            EngineEvent::Loaded { model, backend, load_ms, fallback, .. } => {
                 self.model_line = format!("{} · {}", model_name(Some(&model)), backend.label());
                 self.activity = format!("loaded in {:.1} s", load_ms / 1000.0);
+                self.fallback = fallback;
             }
             EngineEvent::Token { token_id, text, .. } if for_running => {
                 self.answer.streamed_ids.push(token_id);
@@ -140,6 +216,7 @@ impl ChatState {
                 self.error = Some(message);
             }
             EngineEvent::Token { .. } | EngineEvent::Done { .. } => {} // for an older request
+            EngineEvent::DownloadProgress { .. } | EngineEvent::Models { .. } => {} // options page events
         }
     }
 
@@ -186,6 +263,10 @@ impl EngineLink {
 async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<ChatState>) -> Result<(), String> {
     let settings = settings::load().await.map_err(|e| e.to_string())?;
     dispatch.dispatch(ChatAction::SettingsLoaded(settings));
+    match history::load().await {
+        Ok(conversations) => dispatch.dispatch(ChatAction::HistoryLoaded(conversations)),
+        Err(e) => dispatch.dispatch(ChatAction::Failed(format!("Cannot read the conversation history: {e}"))),
+    }
 
     let ensure = to_js(&ServiceWorkerRequest::EnsureEngine { id: 1 }).map_err(|e| js_error_text(&e))?;
     let reply = runtime_send_message(&ensure).await.map_err(|e| js_error_text(&e))?;
@@ -230,6 +311,29 @@ pub fn chat_app() -> Html {
         });
     }
 
+    {
+        let conversations = state.conversations.clone();
+        let dispatch = state.dispatcher();
+        use_effect_with(state.unsaved, move |unsaved| {
+            if *unsaved > 0 {
+                spawn_local(async move {
+                    if let Err(e) = history::save(&conversations).await {
+                        dispatch.dispatch(ChatAction::Failed(format!("Cannot save the conversation: {e}")));
+                    }
+                });
+            }
+        });
+    }
+
+    let on_new_chat = {
+        let dispatch = state.dispatcher();
+        Callback::from(move |_: MouseEvent| dispatch.dispatch(ChatAction::NewChat))
+    };
+    let on_open = {
+        let dispatch = state.dispatcher();
+        Callback::from(move |e: Event| dispatch.dispatch(ChatAction::Open(e.target_unchecked_into::<web_sys::HtmlSelectElement>().value())))
+    };
+
     let on_input = {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(e.target_unchecked_into::<HtmlTextAreaElement>().value()))
@@ -250,13 +354,39 @@ pub fn chat_app() -> Html {
                 id,
                 model: settings.model_ref(),
                 messages,
-                options: settings.chat.clone(),
+                options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
             });
             match sent {
                 Ok(id) => {
                     state.dispatch(ChatAction::Asked { id, text: question });
                     draft.set(String::new());
                 }
+                Err(message) => state.dispatch(ChatAction::Failed(message)),
+            }
+        })
+    };
+
+    // Regenerate: ask the last question again in place of its answer.
+    let on_regenerate = {
+        let state = state.clone();
+        let link = link.clone();
+        Callback::from(move |_: MouseEvent| {
+            let Some(settings) = state.settings.clone() else { return };
+            if state.running.is_some() || state.turns.len() < 2 {
+                return;
+            }
+            let question = state.turns[state.turns.len() - 2].text.clone();
+            let mut earlier = (*state).clone();
+            earlier.turns.truncate(earlier.turns.len() - 2);
+            let messages = earlier.messages_with(&question);
+            let sent = link.borrow_mut().send(|id| EngineRequest::Chat {
+                id,
+                model: settings.model_ref(),
+                messages,
+                options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
+            });
+            match sent {
+                Ok(id) => state.dispatch(ChatAction::Regenerate { id }),
                 Err(message) => state.dispatch(ChatAction::Failed(message)),
             }
         })
@@ -297,10 +427,39 @@ pub fn chat_app() -> Html {
             <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
                 <button class="link" onclick={on_models}>{ "Models…" }</button>
                 <span id="status-text">{ state.error.clone().unwrap_or(status_line) }</span>
+                if let Some(note) = &state.fallback {
+                    <div id="backend-note" class="note">{ note }</div>
+                }
+            </div>
+            <div class="history">
+                <select id="conversations" onchange={on_open} disabled={state.running.is_some()}>
+                    if !state.conversations.iter().any(|c| c.id == state.current) {
+                        <option value={state.current.clone()} selected=true>{ "New conversation" }</option>
+                    }
+                    { for state.conversations.iter().rev().map(|c| html! {
+                        <option value={c.id.clone()} selected={c.id == state.current}>{ if c.title.is_empty() { "(empty)".to_string() } else { c.title.clone() } }</option>
+                    }) }
+                </select>
+                <button id="new-chat" onclick={on_new_chat} disabled={state.running.is_some()}>{ "New chat" }</button>
             </div>
             <div class="turns" id="turns">
-                { for state.turns.iter().map(|turn| html! {
-                    <div class={classes!("turn", turn.role.as_str())}>{ &turn.text }</div>
+                { for state.turns.iter().enumerate().map(|(i, turn)| {
+                    let last_answer = turn.role == Role::Assistant && i + 1 == state.turns.len() && state.running.is_none();
+                    let copy_text = turn.text.clone();
+                    let on_copy = Callback::from(move |_: MouseEvent| copy_to_clipboard(&copy_text));
+                    html! { <>
+                        <div class={classes!("turn", turn.role.as_str())}>
+                            if turn.role == Role::Assistant { { render_markdown(&turn.text) } } else { { &turn.text } }
+                        </div>
+                        if turn.role == Role::Assistant && !turn.text.is_empty() {
+                            <div class="turn-actions">
+                                <button class="copy" onclick={on_copy}>{ "Copy" }</button>
+                                if last_answer {
+                                    <button id="regenerate" onclick={on_regenerate.clone()}>{ "Regenerate" }</button>
+                                }
+                            </div>
+                        }
+                    </> }
                 }) }
             </div>
             <div id="last-answer" hidden=true
@@ -317,5 +476,37 @@ pub fn chat_app() -> Html {
                 }
             </div>
         </div>
+    }
+}
+
+/// An answer as markdown (code blocks, paragraphs, inline code/bold/italic), built from text
+/// nodes only: nothing the model writes is interpreted as HTML.
+fn render_markdown(text: &str) -> Html {
+    use crate::markdown::{parse, Block, Inline};
+    parse(text)
+        .into_iter()
+        .map(|block| match block {
+            Block::Code { lang, text } => html! {
+                <pre class="code" data-lang={lang}><code>{ text }</code></pre>
+            },
+            Block::Paragraph(spans) => html! {
+                <p>{ for spans.into_iter().map(|span| match span {
+                    Inline::Text(t) => html! { { t } },
+                    Inline::Code(t) => html! { <code>{ t }</code> },
+                    Inline::Bold(t) => html! { <strong>{ t }</strong> },
+                    Inline::Italic(t) => html! { <em>{ t }</em> },
+                }) }</p>
+            },
+        })
+        .collect::<Html>()
+}
+
+fn copy_to_clipboard(text: &str) {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or(JsValue::UNDEFINED);
+    let clipboard = js_sys::Reflect::get(&navigator, &"clipboard".into()).ok();
+    if let Some(clipboard) = clipboard.filter(|c| !c.is_undefined()) {
+        if let Ok(write) = js_sys::Reflect::get(&clipboard, &"writeText".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) {
+            let _ = write.call1(&clipboard, &JsValue::from_str(text));
+        }
     }
 }

@@ -1,28 +1,60 @@
-//! The options page: the model catalog (pick one) and the settings the popup uses.
+//! The options page: the model manager (download with per-file progress, resume, cancel,
+//! delete, storage usage) and the settings the popup uses (hosts, sampling, backend).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
-use web_sys::{HtmlInputElement, HtmlTextAreaElement};
+use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
-use super::protocol::{Settings, CATALOG};
+use super::chrome::{from_js, js_error_text, runtime_connect, runtime_send_message, to_js, Port};
+use super::protocol::{
+    BackendPreference, EngineEvent, EngineRequest, ModelManifest, ModelState, RequestId, ServiceWorkerReply, ServiceWorkerRequest,
+    Settings, CATALOG, ENGINE_PORT,
+};
 use super::settings;
+
+#[derive(Clone, PartialEq, Default)]
+struct Transfer {
+    done: u64,
+    total: u64,
+    rate: f64,
+    eta_s: f64,
+}
 
 #[derive(Clone, PartialEq, Default)]
 struct OptionsState {
     /// `None` until the stored settings are read.
     settings: Option<Settings>,
     notice: Option<String>,
+    connected: bool,
+    models: Vec<ModelManifest>,
+    usage: u64,
+    quota: u64,
+    /// Running downloads by model id.
+    transfers: HashMap<String, Transfer>,
+    /// The download request of each model, to route its events.
+    requests: HashMap<RequestId, String>,
+    /// Last error per model (download failures), shown in its row.
+    errors: HashMap<String, String>,
 }
 
 enum OptionsAction {
     Loaded(Settings),
     SelectModel(String),
     SetHub(String),
+    SetMirrors(String),
     SetSystemPrompt(String),
     SetMaxTokens(u32),
+    SetTemperature(f32),
+    SetBackend(BackendPreference),
     Notice(String),
+    Connected,
+    Started { id: RequestId, model: String },
+    Engine(EngineEvent),
 }
 
 impl Reducible for OptionsState {
@@ -30,41 +62,131 @@ impl Reducible for OptionsState {
 
     fn reduce(self: Rc<Self>, action: OptionsAction) -> Rc<Self> {
         let mut next = (*self).clone();
-        if let OptionsAction::Loaded(settings) = action {
-            next.settings = Some(settings);
-            return Rc::new(next);
-        }
-        if let OptionsAction::Notice(text) = action {
-            next.notice = Some(text);
-            return Rc::new(next);
-        }
-        let Some(settings) = next.settings.as_mut() else { return self };
         match action {
-            OptionsAction::SelectModel(id) => settings.model_id = id,
-            OptionsAction::SetHub(url) => settings.hub_url = url,
-            OptionsAction::SetSystemPrompt(text) => settings.system_prompt = text,
-            OptionsAction::SetMaxTokens(n) => settings.chat.max_tokens = n.max(1),
-            OptionsAction::Loaded(_) | OptionsAction::Notice(_) => {}
+            OptionsAction::Loaded(settings) => next.settings = Some(settings),
+            OptionsAction::Notice(text) => next.notice = Some(text),
+            OptionsAction::Connected => next.connected = true,
+            OptionsAction::Started { id, model } => {
+                next.errors.remove(&model);
+                next.transfers.insert(model.clone(), Transfer::default());
+                next.requests.insert(id, model);
+            }
+            OptionsAction::Engine(event) => next.apply(event),
+            edit => {
+                let Some(settings) = next.settings.as_mut() else { return self };
+                match edit {
+                    OptionsAction::SelectModel(id) => settings.model_id = id,
+                    OptionsAction::SetHub(url) => settings.hub_url = url,
+                    OptionsAction::SetMirrors(text) => settings.mirrors = text.lines().map(str::to_string).collect(),
+                    OptionsAction::SetSystemPrompt(text) => settings.system_prompt = text,
+                    OptionsAction::SetMaxTokens(n) => settings.chat.max_tokens = n.max(1),
+                    OptionsAction::SetTemperature(t) => settings.chat.temperature = t.clamp(0.0, 2.0),
+                    OptionsAction::SetBackend(b) => settings.backend = b,
+                    _ => {}
+                }
+                next.notice = None;
+            }
         }
-        next.notice = None;
         Rc::new(next)
     }
 }
 
+impl OptionsState {
+    fn apply(&mut self, event: EngineEvent) {
+        match event {
+            EngineEvent::DownloadProgress { model, done, total, rate, eta_s, .. } => {
+                self.transfers.insert(model, Transfer { done, total, rate, eta_s });
+            }
+            EngineEvent::Models { id, models, usage, quota } => {
+                if let Some(model) = self.requests.remove(&id) {
+                    self.transfers.remove(&model);
+                }
+                self.models = models;
+                self.usage = usage;
+                self.quota = quota;
+            }
+            EngineEvent::Error { id, message } => match self.requests.remove(&id) {
+                Some(model) => {
+                    self.transfers.remove(&model);
+                    self.errors.insert(model, message);
+                }
+                None => self.notice = Some(message),
+            },
+            _ => {}
+        }
+    }
+}
+
 fn megabytes(bytes: u64) -> String {
-    format!("{:.0} MB", bytes as f64 / 1e6)
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The port to the engine host and the next request id.
+#[derive(Default)]
+struct EngineLink {
+    port: Option<Port>,
+    next_id: RequestId,
+}
+
+impl EngineLink {
+    fn send(&mut self, request: impl FnOnce(RequestId) -> EngineRequest) -> Result<RequestId, String> {
+        let port = self.port.as_ref().ok_or("not connected to the engine")?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let value = to_js(&request(id)).map_err(|e| js_error_text(&e))?;
+        port.post_message(&value).map_err(|e| js_error_text(&e))?;
+        Ok(id)
+    }
+}
+
+async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<OptionsState>) -> Result<(), String> {
+    let ensure = to_js(&ServiceWorkerRequest::EnsureEngine { id: 1 }).map_err(|e| js_error_text(&e))?;
+    let reply = runtime_send_message(&ensure).await.map_err(|e| js_error_text(&e))?;
+    if let ServiceWorkerReply::Error { message, .. } = from_js::<ServiceWorkerReply>(reply).map_err(|e| js_error_text(&e))? {
+        return Err(message);
+    }
+    let info = js_sys::Object::new();
+    js_sys::Reflect::set(&info, &"name".into(), &ENGINE_PORT.into()).map_err(|e| js_error_text(&e))?;
+    let port = runtime_connect(&info);
+    let greeted = Rc::new(std::cell::Cell::new(false));
+    let on_event_link = link.clone();
+    let on_event_dispatch = dispatch.clone();
+    let on_event = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| match from_js::<EngineEvent>(message) {
+        Ok(event) => {
+            if matches!(event, EngineEvent::Status { id: 0, .. }) && !greeted.replace(true) {
+                on_event_dispatch.dispatch(OptionsAction::Connected);
+                let _ = on_event_link.borrow_mut().send(|id| EngineRequest::ListModels { id });
+            }
+            on_event_dispatch.dispatch(OptionsAction::Engine(event));
+        }
+        Err(e) => on_event_dispatch.dispatch(OptionsAction::Notice(js_error_text(&e))),
+    });
+    port.on_message().add_listener(on_event.as_ref().unchecked_ref());
+    let on_disconnect = Closure::<dyn Fn()>::new(move || {
+        dispatch.dispatch(OptionsAction::Notice("The engine stopped; reload this page.".into()))
+    });
+    port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
+    on_event.forget();
+    on_disconnect.forget();
+    link.borrow_mut().port = Some(port);
+    Ok(())
 }
 
 #[function_component(OptionsApp)]
 pub fn options_app() -> Html {
     let state = use_reducer(OptionsState::default);
+    let link = use_mut_ref(EngineLink::default);
     {
         let dispatch = state.dispatcher();
+        let link = link.clone();
         use_effect_with((), move |_| {
             spawn_local(async move {
                 match settings::load().await {
                     Ok(s) => dispatch.dispatch(OptionsAction::Loaded(s)),
                     Err(e) => dispatch.dispatch(OptionsAction::Notice(format!("Cannot read settings: {e}"))),
+                }
+                if let Err(e) = connect(link, dispatch.clone()).await {
+                    dispatch.dispatch(OptionsAction::Notice(format!("Cannot start the engine: {e}")));
                 }
             });
         });
@@ -87,41 +209,133 @@ pub fn options_app() -> Html {
             });
         })
     };
-    let on_hub = {
-        let dispatch = state.dispatcher();
-        Callback::from(move |e: InputEvent| dispatch.dispatch(OptionsAction::SetHub(e.target_unchecked_into::<HtmlInputElement>().value())))
-    };
-    let on_system = {
+    let input_action = |make: fn(String) -> Option<OptionsAction>| {
         let dispatch = state.dispatcher();
         Callback::from(move |e: InputEvent| {
-            dispatch.dispatch(OptionsAction::SetSystemPrompt(e.target_unchecked_into::<HtmlTextAreaElement>().value()))
-        })
-    };
-    let on_max_tokens = {
-        let dispatch = state.dispatcher();
-        Callback::from(move |e: InputEvent| {
-            if let Ok(n) = e.target_unchecked_into::<HtmlInputElement>().value().parse() {
-                dispatch.dispatch(OptionsAction::SetMaxTokens(n));
+            let target = e.target_unchecked_into::<web_sys::Element>();
+            let value = if let Some(t) = target.dyn_ref::<HtmlTextAreaElement>() {
+                t.value()
+            } else {
+                target.unchecked_into::<HtmlInputElement>().value()
+            };
+            if let Some(action) = make(value) {
+                dispatch.dispatch(action);
             }
         })
+    };
+    let on_hub = input_action(|v| Some(OptionsAction::SetHub(v)));
+    let on_mirrors = input_action(|v| Some(OptionsAction::SetMirrors(v)));
+    let on_system = input_action(|v| Some(OptionsAction::SetSystemPrompt(v)));
+    let on_max_tokens = input_action(|v| v.parse().ok().map(OptionsAction::SetMaxTokens));
+    let on_temperature = input_action(|v| v.parse().ok().map(OptionsAction::SetTemperature));
+    let on_backend = {
+        let dispatch = state.dispatcher();
+        Callback::from(move |e: Event| {
+            let pref = match e.target_unchecked_into::<HtmlSelectElement>().value().as_str() {
+                "webgpu" => BackendPreference::WebGpu,
+                "cpu" => BackendPreference::Cpu,
+                _ => BackendPreference::Auto,
+            };
+            dispatch.dispatch(OptionsAction::SetBackend(pref));
+        })
+    };
+
+    let send = {
+        let link = link.clone();
+        let dispatch = state.dispatcher();
+        move |request: Box<dyn FnOnce(RequestId) -> EngineRequest>, model: Option<String>| {
+            match link.borrow_mut().send(request) {
+                Ok(id) => {
+                    if let Some(model) = model {
+                        dispatch.dispatch(OptionsAction::Started { id, model });
+                    }
+                }
+                Err(message) => dispatch.dispatch(OptionsAction::Notice(message)),
+            }
+        }
+    };
+
+    let storage = if state.quota > 0 {
+        format!("Storage: {} used of {} available to the extension", megabytes(state.usage), megabytes(state.quota))
+    } else {
+        "Storage: unknown".to_string()
     };
 
     html! {
         <div>
             <h1>{ "QWGLM settings" }</h1>
             <h2>{ "Models" }</h2>
+            <p id="storage">{ storage }</p>
             <table class="models" id="models">
-                <tr><th></th><th>{ "Model" }</th><th>{ "File" }</th><th>{ "Size" }</th></tr>
+                <tr><th></th><th>{ "Model" }</th><th>{ "Format" }</th><th>{ "Size" }</th><th>{ "Stored" }</th><th></th></tr>
                 { for CATALOG.iter().map(|entry| {
                     let dispatch = state.dispatcher();
                     let id = entry.id.to_string();
+                    let stored = state.models.iter().find(|m| m.id == entry.id);
+                    let transfer = state.transfers.get(entry.id);
+                    let row_state = match (transfer, stored.map(|m| m.state)) {
+                        (Some(_), _) => "downloading",
+                        (None, Some(ModelState::Ready)) => "ready",
+                        (None, Some(ModelState::Downloading)) => "partial",
+                        (None, None) => "absent",
+                    };
+                    let (done, total) = match (transfer, stored) {
+                        (Some(t), _) if t.total > 0 => (t.done, t.total),
+                        (_, Some(m)) => (m.stored(), m.size().max(1)),
+                        _ => (0, entry.size_bytes),
+                    };
+                    let percent = done * 100 / total.max(1);
+                    let detail = match (transfer, row_state) {
+                        (Some(t), _) => format!("{percent}% · {}/s · {:.0} s left", megabytes(t.rate as u64), t.eta_s),
+                        (None, "ready") => "Ready (sha256 verified)".to_string(),
+                        (None, "partial") => format!("{percent}% (paused)"),
+                        _ => String::new(),
+                    };
+                    let hosts = current.hosts();
+                    let (download, cancel, delete) = {
+                        let (s1, s2, s3) = (send.clone(), send.clone(), send.clone());
+                        let (m1, m2, m3) = (id.clone(), id.clone(), id.clone());
+                        (
+                            Callback::from(move |_: MouseEvent| {
+                                let (model, hosts) = (m1.clone(), hosts.clone());
+                                s1(Box::new(move |id| EngineRequest::Download { id, model, hosts }), Some(m1.clone()))
+                            }),
+                            Callback::from(move |_: MouseEvent| {
+                                let model = m2.clone();
+                                s2(Box::new(move |id| EngineRequest::CancelDownload { id, model }), None)
+                            }),
+                            Callback::from(move |_: MouseEvent| {
+                                let model = m3.clone();
+                                s3(Box::new(move |id| EngineRequest::DeleteModel { id, model }), None)
+                            }),
+                        )
+                    };
                     html! {
-                        <tr>
+                        <tr data-model={entry.id} data-state={row_state}>
                             <td><input type="radio" name="model" checked={current.model_id == entry.id}
                                 onchange={Callback::from(move |_| dispatch.dispatch(OptionsAction::SelectModel(id.clone())))} /></td>
-                            <td>{ entry.name }</td>
-                            <td><code>{ format!("{}/{}", entry.repo, entry.file) }</code></td>
+                            <td>{ entry.name }<br/><code class="path">{ format!("{}/{}", entry.repo, entry.file) }</code></td>
+                            <td>{ entry.format }</td>
                             <td>{ megabytes(entry.size_bytes) }</td>
+                            <td class="progress-cell">
+                                <progress max="100" value={percent.to_string()} data-done={done.to_string()} data-total={total.to_string()} />
+                                <span class="detail">{ detail }</span>
+                                if let Some(error) = state.errors.get(entry.id) {
+                                    <div class="row-error">{ error }</div>
+                                }
+                            </td>
+                            <td class="actions">
+                                if row_state == "downloading" {
+                                    <button class="cancel" onclick={cancel}>{ "Cancel" }</button>
+                                } else if row_state != "ready" {
+                                    <button class="download" disabled={!state.connected} onclick={download}>
+                                        { if row_state == "partial" { "Resume" } else { "Download" } }
+                                    </button>
+                                }
+                                if stored.is_some() && row_state != "downloading" {
+                                    <button class="delete" onclick={delete}>{ "Delete" }</button>
+                                }
+                            </td>
                         </tr>
                     }
                 }) }
@@ -129,12 +343,25 @@ pub fn options_app() -> Html {
             <label>{ "Download host (Hugging Face Hub or a mirror with the same layout)" }
                 <input id="hub-url" type="url" value={current.hub_url.clone()} oninput={on_hub} />
             </label>
+            <label>{ "Mirrors, one per line (tried in order when the host fails)" }
+                <textarea id="mirrors" value={current.mirrors.join("\n")} oninput={on_mirrors} />
+            </label>
             <h2>{ "Chat" }</h2>
             <label>{ "System prompt" }
                 <textarea id="system-prompt" value={current.system_prompt.clone()} oninput={on_system} />
             </label>
             <label>{ "Most tokens per answer" }
                 <input id="max-tokens" type="number" min="1" value={current.chat.max_tokens.to_string()} oninput={on_max_tokens} />
+            </label>
+            <label>{ "Temperature (0 = greedy)" }
+                <input id="temperature" type="number" min="0" max="2" step="0.1" value={current.chat.temperature.to_string()} oninput={on_temperature} />
+            </label>
+            <label>{ "Backend" }
+                <select id="backend" onchange={on_backend}>
+                    <option value="auto" selected={current.backend == BackendPreference::Auto}>{ "Auto (WebGPU when available)" }</option>
+                    <option value="webgpu" selected={current.backend == BackendPreference::WebGpu}>{ "WebGPU" }</option>
+                    <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU simulator (reference device)" }</option>
+                </select>
             </label>
             <button id="save" onclick={on_save}>{ "Save" }</button>
             <span id="notice">{ state.notice.clone().unwrap_or_default() }</span>

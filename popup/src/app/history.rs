@@ -1,0 +1,43 @@
+//! Conversation history in `chrome.storage.local` (key `conversations`), newest last.
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsValue;
+
+use super::chrome::{from_js, js_error_text, storage_local_get, storage_local_set, to_js};
+use crate::PopupError;
+
+pub const HISTORY_KEY: &str = "conversations";
+/// Older conversations beyond this are dropped.
+pub const MAX_CONVERSATIONS: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTurn {
+    pub role: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Creation time in ms since the epoch, as a string (unique enough per popup).
+    pub id: String,
+    pub title: String,
+    pub turns: Vec<StoredTurn>,
+}
+
+pub async fn load() -> Result<Vec<Conversation>, PopupError> {
+    let items = storage_local_get(HISTORY_KEY).await.map_err(|e| PopupError::Browser(js_error_text(&e)))?;
+    let stored = js_sys::Reflect::get(&items, &HISTORY_KEY.into()).unwrap_or(JsValue::UNDEFINED);
+    if stored.is_undefined() || stored.is_null() {
+        return Ok(Vec::new());
+    }
+    from_js(stored).map_err(|e| PopupError::Browser(js_error_text(&e)))
+}
+
+pub async fn save(conversations: &[Conversation]) -> Result<(), PopupError> {
+    let start = conversations.len().saturating_sub(MAX_CONVERSATIONS);
+    let items = js_sys::Object::new();
+    let value = to_js(&conversations[start..].to_vec()).map_err(|e| PopupError::Browser(js_error_text(&e)))?;
+    js_sys::Reflect::set(&items, &HISTORY_KEY.into(), &value).map_err(|e| PopupError::Browser(js_error_text(&e)))?;
+    storage_local_set(&items).await.map_err(|e| PopupError::Browser(js_error_text(&e)))?;
+    Ok(())
+}
