@@ -11,7 +11,7 @@ use engine::generate::{generate, GenerateOptions, Generation};
 use engine::loader::{open_model, ModelFiles};
 use engine::model::{LoadProgress, Model, ModelOptions};
 use engine::sampling::SamplingParams;
-use engine::session::Session;
+use engine::session::{Session, DECODE_PIPELINE_DEPTH};
 use engine::tokenizer::Tokenizer;
 use engine::EngineError;
 
@@ -178,8 +178,24 @@ struct InspectArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// A .gguf file, a Hugging Face directory or a cached model name (or use --synthetic).
+    #[arg(short, long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    model: Option<String>,
+    /// Random weights with the shapes and formats of a named config instead of a file:
+    /// qwen2.5-0.5b, qwen3-0.6b, llama3-8b-q4_k_m.
+    #[arg(long)]
+    synthetic: Option<String>,
+    #[arg(long, value_enum, default_value = "ref")]
+    backend: Backend,
+    /// KV cache length in tokens (default: prompt + generated tokens).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Most prompt tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    chunk: usize,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
     /// Prompt length for the prefill measurement.
     #[arg(long, default_value_t = 64)]
     prompt_tokens: usize,
@@ -265,11 +281,7 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
     let path = resolve_model(&args.model)?;
     let ModelFiles { source, config, tokenizer, template, .. } = open_model(&path)?;
     let tokenizer = tokenizer.ok_or_else(|| CliError::Usage(format!("{} has no tokenizer", path.display())))?;
-    let mut device: Box<dyn Device> = match args.backend {
-        Backend::Ref => Box::new(RefDevice::new()),
-        Backend::Wgpu => Box::new(pollster::block_on(engine::device::WgpuDevice::new(Default::default()))?),
-        Backend::Sim => Box::new(qwglm_sim::SimDevice::new(Default::default())?),
-    };
+    let mut device = new_device(args.backend)?;
     let opts = ModelOptions {
         context: args.ctx.unwrap_or(config.max_context.min(4096)),
         chunk: args.chunk,
@@ -278,6 +290,14 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
     let mut progress = progress_bar(args.quiet);
     let model = Model::load(device.as_mut(), source.as_ref(), config, opts, &mut progress)?;
     Ok(Loaded { session: Session::new(device, model), tokenizer, template, load_ms: engine::clock::now_ms() - t0 })
+}
+
+fn new_device(backend: Backend) -> Result<Box<dyn Device>> {
+    Ok(match backend {
+        Backend::Ref => Box::new(RefDevice::new()),
+        Backend::Wgpu => Box::new(pollster::block_on(engine::device::WgpuDevice::new(Default::default()))?),
+        Backend::Sim => Box::new(qwglm_sim::SimDevice::new(Default::default())?),
+    })
 }
 
 fn render(template: Option<&ChatTemplate>, messages: &[ChatMessage], think: Option<bool>) -> Result<String> {
@@ -408,24 +428,39 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let mut loaded = load(&args.model)?;
-    let vocab = loaded.session.model().config().vocab_size as u32;
+    let t0 = engine::clock::now_ms();
+    let needed = args.prompt_tokens + args.gen_tokens + DECODE_PIPELINE_DEPTH;
+    let (label, mut session) = if let Some(shape) = &args.synthetic {
+        let (config, source) = crate::synthetic::synthetic(shape).map_err(CliError::Usage)?;
+        let mut device = new_device(args.backend)?;
+        let opts = ModelOptions { context: args.ctx.unwrap_or(needed), chunk: args.chunk, all_logits: false };
+        let model = Model::load(device.as_mut(), &source, config, opts, &mut progress_bar(args.quiet))?;
+        (format!("synthetic {shape}"), Session::new(device, model))
+    } else {
+        let model = args.model.clone().unwrap_or_default();
+        let ctx = Some(args.ctx.unwrap_or(needed));
+        let model_args = ModelArgs { model: model.clone(), backend: args.backend, ctx, chunk: args.chunk, quiet: args.quiet };
+        (model, load(&model_args)?.session)
+    };
+    let load_ms = engine::clock::now_ms() - t0;
+    let vocab = session.model().config().vocab_size as u32;
     // A fixed pseudo-random prompt: the speed of a forward pass does not depend on the token values.
     let prompt: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| (i.wrapping_mul(2654435761) >> 7) % vocab).collect();
-    let opts = GenerateOptions {
-        max_tokens: args.gen_tokens,
-        sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
-        ignore_stop_tokens: true,
-        ..GenerateOptions::default()
-    };
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for run in 0..=args.repeat {
         // Without a reset the second run would reuse the cached prompt instead of prefilling it.
-        loaded.session.reset();
-        let g = pollster::block_on(generate(&mut loaded.session, &loaded.tokenizer, &prompt, &opts, None, &mut |_| {}))?;
+        session.reset();
+        // Greedy decoding as `generate` runs it: argmax on the device, passes pipelined.
+        let start = engine::clock::now_ms();
+        let (mut token, _, _) = pollster::block_on(session.prefill_argmax(&prompt))?;
+        let prefilled = engine::clock::now_ms();
+        for _ in 0..args.gen_tokens {
+            token = pollster::block_on(session.append_argmax_pipelined(token, DECODE_PIPELINE_DEPTH))?;
+        }
+        let done = engine::clock::now_ms();
         if run > 0 || args.repeat == 0 {
-            prefill.push(g.timings.prefill_tok_per_s());
-            decode.push(g.timings.decode_tok_per_s());
+            prefill.push(args.prompt_tokens as f64 * 1000.0 / (prefilled - start));
+            decode.push(args.gen_tokens as f64 * 1000.0 / (done - prefilled));
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -433,24 +468,24 @@ fn bench(args: BenchArgs) -> Result<()> {
         v[v.len() / 2]
     };
     let (prefill_tps, decode_tps) = (median(&mut prefill), median(&mut decode));
-    let weight_bytes = loaded.session.model().decode_weight_bytes();
+    let weight_bytes = session.model().decode_weight_bytes();
     let decode_gbs = weight_bytes as f64 * decode_tps / 1e9;
     let roofline_pct = args.roofline_gbs.map(|r| 100.0 * decode_gbs / r);
-    let info = loaded.session.device().info();
+    let info = session.device().info();
     if args.json {
         let report = serde_json::json!({
-            "model": args.model.model, "device": info.name, "backend": info.backend,
+            "model": label, "device": info.name, "backend": info.backend,
             "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "runs": prefill.len(),
-            "load_ms": loaded.load_ms, "prefill_tok_s": prefill_tps, "decode_tok_s": decode_tps,
+            "load_ms": load_ms, "prefill_tok_s": prefill_tps, "decode_tok_s": decode_tps,
             "decode_ms_per_token": 1000.0 / decode_tps, "decode_weight_bytes": weight_bytes,
             "decode_gb_s": decode_gbs, "decode_roofline_pct": roofline_pct,
         });
         println!("{report}");
         return Ok(());
     }
-    println!("model:    {}", args.model.model);
+    println!("model:    {label}");
     println!("device:   {} ({})", info.name, info.backend);
-    println!("load:     {:.0} ms", loaded.load_ms);
+    println!("load:     {load_ms:.0} ms");
     println!("prefill:  {prefill_tps:.2} tok/s (pp{}, median of {})", args.prompt_tokens, prefill.len());
     println!("decode:   {decode_tps:.2} tok/s (tg{}, {:.3} ms/token)", args.gen_tokens, 1000.0 / decode_tps);
     print!("weights:  {:.3} GB read per decode step, {decode_gbs:.0} GB/s effective", weight_bytes as f64 / 1e9);

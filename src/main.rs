@@ -1,6 +1,7 @@
 //! `qwglm`: the native command line of the QWGLM engine (run, chat, inspect, bench).
 
 mod cli;
+mod synthetic;
 
 fn main() {
     if let Err(err) = cli::main() {
