@@ -7,7 +7,7 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 64, 4 output rows per workgroup (common/matvec_rows.wgsl);
+// Dispatch: workgroup_size 128, 4 output rows per workgroup (common/matvec_rows.wgsl);
 //   ceil(n / 4) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
 // Work split: a super-block's 128 ql bytes are 8 slots of 16 bytes. Slot t = 4 half + u holds the
@@ -17,7 +17,7 @@
 
 #include "common/matvec_rows.wgsl"
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(128)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

@@ -14,10 +14,10 @@
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // [n] (a dummy when has_bias == 0)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // out[out_col + r], r < n
 
-const THREADS: u32 = 64u;
+const THREADS: u32 = 128u;
 const ROWS: u32 = 4u;
 
-var<workgroup> partial: array<f32, 256>; // ROWS * THREADS
+var<workgroup> partial: array<f32, 512>; // ROWS * THREADS
 
 // Word `i` of the packed weight (scales and other per-block fields).
 fn word_at(i: u32) -> u32 {
