@@ -4,6 +4,7 @@
 
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::{EngineError, Result};
 use crate::tokenizer::Tokenizer;
 use crate::weights::WeightSource;
