@@ -1,23 +1,24 @@
-// swiglu: SwiGlu -- out = silu(gate) * up = gate / (1 + exp(-gate)) * up, elementwise.
+// swiglu: SwiGlu -- out[t][j] = silu(g) * u = g / (1 + exp(-g)) * u with g = gate_up[t][j] and
+// u = gate_up[t][width + j]: the gate and up projections run as one fused matmul whose rows hold
+// the gate half first.
 //
 // Bindings (group 0):
-//   0 uniform ElementwiseParams { n }
-//   1 gate: array<f32>               [n]
-//   2 up: array<f32>                 [n]
-//   3 out: array<f32> (read_write)   [n]
-// Dispatch: workgroup_size 256, one thread per element; ceil(n / 256) workgroups folded into
-//   (x <= 65535, y).
+//   0 uniform SwiGluParams { n_tokens, width }
+//   1 gate_up: array<f32>            [n_tokens, 2 * width]
+//   2 out: array<f32> (read_write)   [n_tokens, width]
+// Dispatch: workgroup_size 256, one thread per output element; ceil(n_tokens * width / 256)
+//   workgroups folded into (x <= 65535, y).
 
 #include "common/grid.wgsl"
 
-struct ElementwiseParams {
-    n: u32,
+struct SwiGluParams {
+    n_tokens: u32,
+    width: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: ElementwiseParams;
-@group(0) @binding(1) var<storage, read> gate: array<f32>;
-@group(0) @binding(2) var<storage, read> up: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<uniform> p: SwiGluParams;
+@group(0) @binding(1) var<storage, read> gate_up: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
 fn main(
@@ -26,9 +27,10 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let i = linear_workgroup(wid, nwg) * 256u + lid;
-    if (i >= p.n) {
+    if (i >= p.n_tokens * p.width) {
         return;
     }
-    let g = gate[i];
-    out[i] = g / (1.0 + exp(-g)) * up[i];
+    let t = i / p.width;
+    let g = gate_up[i + t * p.width];
+    out[i] = g / (1.0 + exp(-g)) * gate_up[i + (t + 1u) * p.width];
 }

@@ -6,8 +6,8 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device, ReadTicket};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
-    RmsNormParams, RopeParams, WeightBuf,
+    attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, EmbedParams, MatMulParams, Op, RmsNormParams,
+    RopeKvWriteParams, SwiGluParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
 use crate::weights::{AsyncWeightSource, Immediate, SourceFormat, WeightSource};
@@ -125,9 +125,27 @@ struct WeightPart {
     bias: Option<BufferId>,
 }
 
-/// A `[rows, cols]` weight matrix, split by rows into parts that each fit the device's binding
-/// limit (one part unless the matrix is larger, e.g. a 151936-row vocabulary). Every part
-/// becomes its own op, writing its own output columns.
+/// One tensor of a stacked weight (`Loader::stacked`).
+struct Member {
+    name: Name,
+    rows: usize,
+    bias: Option<Name>,
+}
+
+/// Consecutive stacked tensors of one format, uploaded together.
+struct Group<'a> {
+    ty: GgmlType,
+    /// Output column of the group's first row.
+    first_row: usize,
+    rows: usize,
+    label: String,
+    data: Vec<std::borrow::Cow<'a, [u8]>>,
+    bias: Option<Vec<f32>>,
+}
+
+/// A `[rows, cols]` weight matrix in parts, each in its own device buffer and run as its own op
+/// writing its own output columns: one part, unless the matrix is larger than the binding limit
+/// (a 151936-row vocabulary) or stacks tensors of different formats (q|k|v where v is Q6_K).
 #[derive(Debug, Clone)]
 struct Linear {
     rows: u32,
@@ -136,16 +154,14 @@ struct Linear {
 
 struct Layer {
     attn_norm: BufferId,
-    /// q, k, v carry biases on qwen2.
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v stacked: `[q_dim + 2 kv_dim, hidden]`; biases on qwen2.
+    qkv: Linear,
     /// (q, k) per-head norms, qwen3 only.
     qk_norm: Option<(BufferId, BufferId)>,
     attn_out: Linear,
     ffn_norm: BufferId,
-    gate: Linear,
-    up: Linear,
+    /// gate and up stacked: `[2 intermediate, hidden]`, gate first.
+    gate_up: Linear,
     down: Linear,
     k_cache: BufferId,
     v_cache: BufferId,
@@ -156,15 +172,14 @@ struct Activations {
     ids: BufferId,
     hidden: BufferId,
     normed: BufferId,
+    /// `[chunk, q_dim + 2 kv_dim]`: the stacked q|k|v projection.
+    qkv: BufferId,
+    /// `[chunk, q_dim]`: normalised, rotated queries.
     q: BufferId,
-    k: BufferId,
-    v: BufferId,
-    q_normed: BufferId,
-    k_normed: BufferId,
     attn: BufferId,
     proj: BufferId,
-    gate: BufferId,
-    up: BufferId,
+    /// `[chunk, 2 intermediate]`: the stacked gate|up projection.
+    gate_up: BufferId,
     act: BufferId,
     logits: BufferId,
     /// One u32: the argmax of the last logits row (greedy decoding reads back 4 bytes).
@@ -229,48 +244,105 @@ impl<'a> Loader<'a> {
         Ok(buf)
     }
 
-    /// A `[rows, cols]` matrix (with its `[rows]` bias, if any), repacked into its device layout
-    /// (bf16 is widened to f32) and split by rows into parts no larger than the device's binding
-    /// limit.
+    /// A `[rows, cols]` matrix (with its `[rows]` bias, if any): `stacked` with one member.
     async fn matrix(&mut self, name: Name, layer: usize, rows: usize, cols: usize, bias: Option<Name>) -> Result<Linear> {
-        let full = self.name(name, layer);
-        let (meta, bytes) = self.bytes_of(&full).await?;
-        if meta.shape != [rows, cols] {
-            return Err(EngineError::ShapeMismatch { name: full, expected: vec![rows, cols], found: meta.shape });
-        }
-        if meta.ty.block_elems() > 1 && !cols.is_multiple_of(meta.ty.block_elems()) {
-            return Err(EngineError::BadTensor {
-                name: full,
-                detail: format!("{cols} columns is not a multiple of the {} block", meta.ty.name()),
-            });
-        }
-        let format = if meta.ty == GgmlType::BF16 { GgmlType::F32 } else { meta.ty };
-        format.ensure_supported()?;
-        let disk_row = meta.ty.row_bytes(cols)?;
-        if bytes.len() != disk_row * rows {
-            return Err(EngineError::BadTensor {
-                name: full,
-                detail: format!("{} bytes of data for {rows} rows of {disk_row} bytes", bytes.len()),
-            });
-        }
-        let rows_per_part = rows_per_part(format, rows, cols, self.device.info().max_binding_bytes)
-            .ok_or_else(|| EngineError::BadTensor {
-                name: full.clone(),
-                detail: format!(
-                    "one row of {cols} {} elements exceeds the device's binding limit of {} bytes",
-                    format.name(),
-                    self.device.info().max_binding_bytes
-                ),
-            })?;
-        let bias_values = match bias {
-            Some(b) => Some(self.vector_values(b, layer, rows).await?),
-            None => None,
-        };
+        self.stacked(&[Member { name, rows, bias }], cols, layer).await
+    }
+
+    /// Weights that read the same input, stacked by rows into one `[sum of rows, cols]` matrix
+    /// (q|k|v, gate|up), so that one matmul computes them all. Consecutive members of one format
+    /// whose packed rows fit a binding share a device buffer (one op); the others become further
+    /// parts of the same `Linear`, each writing its own output columns. A single tensor larger
+    /// than the binding limit (a 151936-row vocabulary) is split by rows. Layouts are repacked
+    /// for the device; bf16 is widened to f32.
+    async fn stacked(&mut self, members: &[Member], cols: usize, layer: usize) -> Result<Linear> {
+        let limit = self.device.info().max_binding_bytes;
         let mut parts = Vec::new();
-        for first in (0..rows).step_by(rows_per_part) {
-            let n = rows_per_part.min(rows - first);
-            let disk = &bytes[first * disk_row..(first + n) * disk_row];
-            let packed = if meta.ty == GgmlType::BF16 {
+        let mut group: Option<Group<'a>> = None;
+        let mut first_row = 0usize;
+        for m in members {
+            let full = self.name(m.name, layer);
+            let (meta, bytes) = self.bytes_of(&full).await?;
+            if meta.shape != [m.rows, cols] {
+                return Err(EngineError::ShapeMismatch { name: full, expected: vec![m.rows, cols], found: meta.shape });
+            }
+            if meta.ty.block_elems() > 1 && !cols.is_multiple_of(meta.ty.block_elems()) {
+                return Err(EngineError::BadTensor {
+                    name: full,
+                    detail: format!("{cols} columns is not a multiple of the {} block", meta.ty.name()),
+                });
+            }
+            let format = if meta.ty == GgmlType::BF16 { GgmlType::F32 } else { meta.ty };
+            format.ensure_supported()?;
+            let disk_row = meta.ty.row_bytes(cols)?;
+            if bytes.len() != disk_row * m.rows {
+                return Err(EngineError::BadTensor {
+                    name: full,
+                    detail: format!("{} bytes of data for {} rows of {disk_row} bytes", bytes.len(), m.rows),
+                });
+            }
+            let bias = match m.bias {
+                Some(b) => Some(self.vector_values(b, layer, m.rows).await?),
+                None => None,
+            };
+            let joins = group.as_ref().is_some_and(|g| {
+                g.ty == meta.ty && quant::packed_len(format, (g.rows + m.rows) * (cols / format.block_elems())) as u64 <= limit
+            });
+            if !joins {
+                if let Some(g) = group.take() {
+                    parts.extend(self.upload(g, cols)?);
+                }
+            }
+            let g = group.get_or_insert_with(|| Group {
+                ty: meta.ty,
+                first_row,
+                rows: 0,
+                label: String::new(),
+                data: Vec::new(),
+                bias: None,
+            });
+            if bias.is_some() && g.bias.is_none() {
+                g.bias = Some(vec![0.0; g.rows]);
+            }
+            if let Some(values) = &mut g.bias {
+                values.extend(bias.unwrap_or_else(|| vec![0.0; m.rows]));
+            }
+            g.label = if g.label.is_empty() { full.clone() } else { format!("{}+{full}", g.label) };
+            g.rows += m.rows;
+            g.data.push(bytes);
+            first_row += m.rows;
+            self.advance(self.stored_bytes(&full));
+            if let Some(b) = m.bias {
+                let bias_name = self.name(b, layer);
+                self.advance(self.stored_bytes(&bias_name));
+            }
+        }
+        if let Some(g) = group.take() {
+            parts.extend(self.upload(g, cols)?);
+        }
+        Ok(Linear { rows: first_row as u32, parts })
+    }
+
+    /// Writes a group of stacked rows to the device, split by rows into parts that fit the
+    /// binding limit.
+    fn upload(&mut self, g: Group<'a>, cols: usize) -> Result<Vec<WeightPart>> {
+        let format = if g.ty == GgmlType::BF16 { GgmlType::F32 } else { g.ty };
+        let limit = self.device.info().max_binding_bytes;
+        let rows_per_part = rows_per_part(format, g.rows, cols, limit).ok_or_else(|| EngineError::BadTensor {
+            name: g.label.clone(),
+            detail: format!("one row of {cols} {} elements exceeds the device's binding limit of {limit} bytes", format.name()),
+        })?;
+        // One member borrows the source's bytes; several are joined (small: q|k|v, gate|up).
+        let joined: std::borrow::Cow<[u8]> = match g.data.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(one.as_ref()),
+            many => std::borrow::Cow::Owned(many.concat()),
+        };
+        let disk_row = g.ty.row_bytes(cols)?;
+        let mut parts = Vec::new();
+        for first in (0..g.rows).step_by(rows_per_part) {
+            let n = rows_per_part.min(g.rows - first);
+            let disk = &joined[first * disk_row..(first + n) * disk_row];
+            let packed = if g.ty == GgmlType::BF16 {
                 let mut values = vec![0f32; n * cols];
                 quant::dequantize(GgmlType::BF16, disk, &mut values)?;
                 let mut widened: Vec<u8> = bytemuck::cast_slice(&values).to_vec();
@@ -279,10 +351,10 @@ impl<'a> Loader<'a> {
             } else {
                 quant::repack(format, disk)?
             };
-            let label = if n == rows { full.clone() } else { format!("{full}[{first}..{}]", first + n) };
+            let label = if n == g.rows { g.label.clone() } else { format!("{}[{first}..{}]", g.label, first + n) };
             let buf = self.device.alloc(BufferKind::Weights, &label, packed.len() as u64)?;
             self.device.write(buf, 0, &packed)?;
-            let bias = match &bias_values {
+            let bias = match &g.bias {
                 Some(values) => {
                     let b = self.device.alloc(BufferKind::Weights, &format!("{label}.bias"), (n * 4) as u64)?;
                     self.device.write(b, 0, bytemuck::cast_slice(&values[first..first + n]))?;
@@ -291,15 +363,9 @@ impl<'a> Loader<'a> {
                 None => None,
             };
             let w = WeightBuf { buf, format, rows: n as u32, cols: cols as u32 };
-            parts.push(WeightPart { first_row: first as u32, w, bias });
+            parts.push(WeightPart { first_row: (g.first_row + first) as u32, w, bias });
         }
-        drop(bytes);
-        self.advance(self.stored_bytes(&full));
-        if let Some(b) = bias {
-            let bias_name = self.name(b, layer);
-            self.advance(self.stored_bytes(&bias_name));
-        }
-        Ok(Linear { rows: rows as u32, parts })
+        Ok(parts)
     }
 
     /// The f32 values of a 1-D tensor of length `len`, on the host.
@@ -396,14 +462,27 @@ impl Model {
             let kv_bytes = (opts.context * kv_dim * 4) as u64;
             layers.push(Layer {
                 attn_norm: ld.vector(Name::AttnNorm, i, h).await?,
-                q: ld.matrix(Name::Q, i, q_dim, h, bias(Name::QBias)).await?,
-                k: ld.matrix(Name::K, i, kv_dim, h, bias(Name::KBias)).await?,
-                v: ld.matrix(Name::V, i, kv_dim, h, bias(Name::VBias)).await?,
+                qkv: ld
+                    .stacked(
+                        &[
+                            Member { name: Name::Q, rows: q_dim, bias: bias(Name::QBias) },
+                            Member { name: Name::K, rows: kv_dim, bias: bias(Name::KBias) },
+                            Member { name: Name::V, rows: kv_dim, bias: bias(Name::VBias) },
+                        ],
+                        h,
+                        i,
+                    )
+                    .await?,
                 qk_norm,
                 attn_out: ld.matrix(Name::AttnOut, i, h, q_dim, None).await?,
                 ffn_norm: ld.vector(Name::FfnNorm, i, h).await?,
-                gate: ld.matrix(Name::Gate, i, inter, h, None).await?,
-                up: ld.matrix(Name::Up, i, inter, h, None).await?,
+                gate_up: ld
+                    .stacked(
+                        &[Member { name: Name::Gate, rows: inter, bias: None }, Member { name: Name::Up, rows: inter, bias: None }],
+                        h,
+                        i,
+                    )
+                    .await?,
                 down: ld.matrix(Name::Down, i, h, inter, None).await?,
                 k_cache: ld.device.alloc(BufferKind::KvCache, &format!("k_cache.{i}"), kv_bytes)?,
                 v_cache: ld.device.alloc(BufferKind::KvCache, &format!("v_cache.{i}"), kv_bytes)?,
@@ -417,15 +496,11 @@ impl Model {
             ids: f32_buf("ids", c)?,
             hidden: f32_buf("hidden", c * h)?,
             normed: f32_buf("normed", c * h)?,
+            qkv: f32_buf("qkv", c * (q_dim + 2 * kv_dim))?,
             q: f32_buf("q", c * q_dim)?,
-            k: f32_buf("k", c * kv_dim)?,
-            v: f32_buf("v", c * kv_dim)?,
-            q_normed: f32_buf("q_normed", c * q_dim)?,
-            k_normed: f32_buf("k_normed", c * kv_dim)?,
             attn: f32_buf("attn", c * q_dim)?,
             proj: f32_buf("proj", c * h)?,
-            gate: f32_buf("gate", c * inter)?,
-            up: f32_buf("up", c * inter)?,
+            gate_up: f32_buf("gate_up", c * 2 * inter)?,
             act: f32_buf("act", c * inter)?,
             logits: f32_buf("logits", logits_rows * cfg.vocab_size)?,
             argmax: f32_buf("argmax", 1)?,
@@ -446,7 +521,7 @@ impl Model {
     fn record_from(&self, ids: BufferId, n: usize, pos: usize, logits: LogitsRows) -> Vec<Op> {
         let cfg = &self.cfg;
         let a = &self.act;
-        let (h, kv_dim, inter) = (cfg.hidden_size, cfg.kv_dim(), cfg.intermediate_size);
+        let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let n32 = n as u32;
         let norm = |rows: usize, cols: usize| RmsNormParams { n_rows: rows as u32, n_cols: cols as u32, eps: cfg.rms_norm_eps };
         // One op per weight part; part i writes output columns first_row .. first_row + rows.
@@ -471,13 +546,6 @@ impl Model {
         };
         let linear = |ops: &mut Vec<Op>, w: &Linear, x: BufferId, out: BufferId| matmul(ops, w, x, out, n32, 0);
         let interleaved = cfg.rope_style == RopeStyle::Interleaved;
-        let rope = |x: BufferId, heads: usize| Op::Rope {
-            x,
-            table: a.rope,
-            interleaved,
-            p: RopeParams { n_tokens: n32, n_heads: heads as u32, head_dim: cfg.head_dim as u32, pos_offset: pos as u32 },
-        };
-
         let mut ops = Vec::with_capacity(cfg.n_layers * 16 + 4);
         // 1. Embedding.
         for part in &self.embed.parts {
@@ -495,32 +563,32 @@ impl Model {
             } else {
                 ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.attn_norm, out: a.normed, p: norm(n, h) });
             }
-            // 3. q/k/v projections: [n, h] -> [n, heads, head_dim].
-            linear(&mut ops, &l.q, a.normed, a.q);
-            linear(&mut ops, &l.k, a.normed, a.k);
-            linear(&mut ops, &l.v, a.normed, a.v);
-            // 4. Per-head q/k RMSNorm (qwen3).
-            let (q, k) = match l.qk_norm {
-                Some((qn, kn)) => {
-                    ops.push(Op::RmsNorm { x: a.q, weight: qn, out: a.q_normed, p: norm(n * cfg.n_heads, cfg.head_dim) });
-                    ops.push(Op::RmsNorm { x: a.k, weight: kn, out: a.k_normed, p: norm(n * cfg.n_kv_heads, cfg.head_dim) });
-                    (a.q_normed, a.k_normed)
-                }
-                None => (a.q, a.k),
-            };
-            // 5. RoPE, then append k/v to the cache.
-            ops.push(rope(q, cfg.n_heads));
-            ops.push(rope(k, cfg.n_kv_heads));
-            ops.push(Op::KvWrite {
-                k,
-                v: a.v,
+            // 3. q/k/v projections, stacked: [n, h] -> [n, q_dim + 2 kv_dim].
+            linear(&mut ops, &l.qkv, a.normed, a.qkv);
+            // 4-5. Per-head q/k RMSNorm (qwen3), RoPE, q to the attention input, k/v to the cache.
+            ops.push(Op::RopeKvWrite {
+                qkv: a.qkv,
+                table: a.rope,
+                q_norm: l.qk_norm.map(|(qn, _)| qn),
+                k_norm: l.qk_norm.map(|(_, kn)| kn),
+                q_out: a.q,
                 k_cache: l.k_cache,
                 v_cache: l.v_cache,
-                p: KvWriteParams { n_tokens: n32, kv_dim: kv_dim as u32, pos_offset: pos as u32 },
+                interleaved,
+                p: RopeKvWriteParams {
+                    n_tokens: n32,
+                    n_heads: cfg.n_heads as u32,
+                    n_kv_heads: cfg.n_kv_heads as u32,
+                    head_dim: cfg.head_dim as u32,
+                    pos_offset: pos as u32,
+                    qk_norm: l.qk_norm.is_some() as u32,
+                    eps: cfg.rms_norm_eps,
+                    _pad: 0,
+                },
             });
             // 6. Causal GQA attention over positions 0..pos+n.
             ops.push(Op::Attention {
-                q,
+                q: a.q,
                 k_cache: l.k_cache,
                 v_cache: l.v_cache,
                 out: a.attn,
@@ -538,9 +606,8 @@ impl Model {
             linear(&mut ops, &l.attn_out, a.attn, a.proj);
             ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.ffn_norm, out: a.normed, p: norm(n, h) });
             // 8. SwiGLU MLP: down(silu(gate(x)) * up(x)).
-            linear(&mut ops, &l.gate, a.normed, a.gate);
-            linear(&mut ops, &l.up, a.normed, a.up);
-            ops.push(Op::SwiGlu { gate: a.gate, up: a.up, out: a.act, p: ElementwiseParams { n: (n * inter) as u32 } });
+            linear(&mut ops, &l.gate_up, a.normed, a.gate_up);
+            ops.push(Op::SwiGlu { gate_up: a.gate_up, out: a.act, p: SwiGluParams { n_tokens: n32, width: inter as u32 } });
             linear(&mut ops, &l.down, a.act, a.proj);
         }
         // 9. Final residual add + norm, then logits for the requested rows.
@@ -649,7 +716,7 @@ impl Model {
     /// embedding gathers a single row). Benchmarks divide it by the step time for effective GB/s.
     pub fn decode_weight_bytes(&self) -> u64 {
         let per_layer = |l: &Layer| {
-            [&l.q, &l.k, &l.v, &l.attn_out, &l.gate, &l.up, &l.down].iter().map(|m| m.packed_bytes()).sum::<u64>()
+            [&l.qkv, &l.attn_out, &l.gate_up, &l.down].iter().map(|m| m.packed_bytes()).sum::<u64>()
         };
         self.output.packed_bytes() + self.layers.iter().map(per_layer).sum::<u64>()
     }

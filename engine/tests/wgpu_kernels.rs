@@ -40,13 +40,13 @@ fn norms() {
 }
 
 #[test]
-fn rope_both_styles() {
-    kernel_cases::rope_both_styles(pair());
+fn rope_kv_write() {
+    kernel_cases::rope_kv_write(pair());
 }
 
 #[test]
-fn kv_write_swiglu_add() {
-    kernel_cases::kv_write_swiglu_add(pair());
+fn swiglu_add() {
+    kernel_cases::swiglu_add(pair());
 }
 
 #[test]

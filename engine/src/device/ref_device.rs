@@ -108,18 +108,23 @@ impl RefDevice {
                 let bias = bias.map(|b| d.f32s(b)).transpose()?;
                 r::matmul(w.format, d.bytes(w.buf)?, d.f32s(*x)?, bias, o, p)
             }),
-            Op::Rope { x, table, interleaved, p } => {
-                self.with_out(*x, |d, xs| r::rope(xs, d.f32s(*table)?, *interleaved, p))
+            Op::RopeKvWrite { qkv, table, q_norm, k_norm, q_out, k_cache, v_cache, interleaved, p } => {
+                let mut q = self.take(*q_out)?;
+                let res = self.with_two_out(*k_cache, *v_cache, |d, kc, vc| {
+                    let norms = match (q_norm, k_norm) {
+                        (Some(qn), Some(kn)) => Some((d.f32s(*qn)?, d.f32s(*kn)?)),
+                        _ => None,
+                    };
+                    let q: &mut [f32] = bytemuck::cast_slice_mut(&mut q);
+                    r::rope_kv_write(d.f32s(*qkv)?, d.f32s(*table)?, norms, *interleaved, q, kc, vc, p)
+                });
+                self.put(*q_out, q);
+                res
             }
-            Op::KvWrite { k, v, k_cache, v_cache, p } => self.with_two_out(*k_cache, *v_cache, |d, kc, vc| {
-                r::kv_write(d.f32s(*k)?, d.f32s(*v)?, kc, vc, p)
-            }),
             Op::Attention { q, k_cache, v_cache, out, p } => {
                 self.with_out(*out, |d, o| r::attention(d.f32s(*q)?, d.f32s(*k_cache)?, d.f32s(*v_cache)?, o, p))
             }
-            Op::SwiGlu { gate, up, out, p } => {
-                self.with_out(*out, |d, o| r::swiglu(d.f32s(*gate)?, d.f32s(*up)?, o, p))
-            }
+            Op::SwiGlu { gate_up, out, p } => self.with_out(*out, |d, o| r::swiglu(d.f32s(*gate_up)?, o, p)),
             Op::Add { a, b, p } => self.with_out(*a, |d, xs| r::add(xs, d.f32s(*b)?, p)),
             Op::Argmax { x, out, p } => {
                 let idx = r::argmax(self.f32s(*x)?, p)?;

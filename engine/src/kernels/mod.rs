@@ -38,9 +38,10 @@ pub enum KernelId {
     MatVec(WeightFormat),
     /// Prefill: several activation rows (tiled on the GPU).
     MatMul(WeightFormat),
-    RopeNeox,
-    RopeInterleaved,
-    KvWrite,
+    /// Splits the fused q|k|v rows: per-head q/k RMSNorm (qwen3), RoPE on q and k, q to the
+    /// attention input, k and v appended to the KV cache (NeoX or interleaved pairing).
+    RopeKvWriteNeox,
+    RopeKvWriteInterleaved,
     /// Causal attention over the KV cache (flash-decoding on GPU for one query row).
     Attention,
     SwiGlu,
@@ -95,22 +96,36 @@ impl MatMulParams {
     }
 }
 
+/// Params of `Op::RopeKvWrite`. A qkv row of token t is `[q heads | k heads | v heads]`, each head
+/// `head_dim` wide: `(n_heads + 2 * n_kv_heads) * head_dim` elements.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
-pub struct RopeParams {
+pub struct RopeKvWriteParams {
     pub n_tokens: u32,
     pub n_heads: u32,
+    pub n_kv_heads: u32,
     pub head_dim: u32,
-    /// Position of the first token (row of the cos/sin table).
+    /// Position of the first token (row of the cos/sin table and of the KV cache).
     pub pos_offset: u32,
+    /// 1 when q and k heads are RMS-normalised (with `q_norm` / `k_norm`) before RoPE.
+    pub qk_norm: u32,
+    pub eps: f32,
+    pub _pad: u32,
+}
+
+impl RopeKvWriteParams {
+    /// Elements of one token's fused q|k|v row.
+    pub fn qkv_width(&self) -> u64 {
+        (self.n_heads as u64 + 2 * self.n_kv_heads as u64) * self.head_dim as u64
+    }
 }
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
-pub struct KvWriteParams {
+pub struct SwiGluParams {
     pub n_tokens: u32,
-    pub kv_dim: u32,
-    pub pos_offset: u32,
+    /// Elements of `out` per token; a `gate_up` row holds `2 * width` (gate first).
+    pub width: u32,
 }
 
 #[repr(C)]
@@ -180,14 +195,26 @@ pub enum Op {
     AddRmsNorm { residual: BufferId, x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
     /// `out[m * out_stride + out_col + n] = sum_k x[x_row + m][k] * w[n][k] (+ bias[n])`.
     MatMul { w: WeightBuf, x: BufferId, bias: Option<BufferId>, out: BufferId, p: MatMulParams },
-    /// In-place rotation of `x: [n_tokens, n_heads, head_dim]` with `table: [ctx, head_dim/2, 2] (cos, sin)`.
-    Rope { x: BufferId, table: BufferId, interleaved: bool, p: RopeParams },
-    /// `k_cache[pos_offset + t] = k[t]`, same for v; caches are `[ctx, kv_dim]`.
-    KvWrite { k: BufferId, v: BufferId, k_cache: BufferId, v_cache: BufferId, p: KvWriteParams },
+    /// From `qkv: [n_tokens, (n_heads + 2 n_kv_heads) * head_dim]` (the fused projections): each
+    /// q and k head is RMS-normalised with `q_norm` / `k_norm` (`[head_dim]`, when given), then
+    /// rotated with `table: [ctx, head_dim/2, 2] (cos, sin)` at position `pos_offset + t`;
+    /// q goes to `q_out: [n_tokens, n_heads, head_dim]`, k and v to row `pos_offset + t` of the
+    /// caches (`[ctx, n_kv_heads * head_dim]`).
+    RopeKvWrite {
+        qkv: BufferId,
+        table: BufferId,
+        q_norm: Option<BufferId>,
+        k_norm: Option<BufferId>,
+        q_out: BufferId,
+        k_cache: BufferId,
+        v_cache: BufferId,
+        interleaved: bool,
+        p: RopeKvWriteParams,
+    },
     /// Causal GQA attention: `q: [n_tokens, n_heads, head_dim]` → `out` same shape.
     Attention { q: BufferId, k_cache: BufferId, v_cache: BufferId, out: BufferId, p: AttentionParams },
-    /// `out = silu(gate) * up`.
-    SwiGlu { gate: BufferId, up: BufferId, out: BufferId, p: ElementwiseParams },
+    /// `out[t][j] = silu(gate_up[t][j]) * gate_up[t][width + j]` (gate and up projections fused).
+    SwiGlu { gate_up: BufferId, out: BufferId, p: SwiGluParams },
     /// `a += b`.
     Add { a: BufferId, b: BufferId, p: ElementwiseParams },
     /// `out[0] = argmax(x[offset..offset+n])` (lowest index on ties), as u32.
@@ -202,9 +229,8 @@ impl Op {
             Op::AddRmsNorm { .. } => KernelId::AddRmsNorm,
             Op::MatMul { w, p, .. } if p.m == 1 => KernelId::MatVec(w.format),
             Op::MatMul { w, .. } => KernelId::MatMul(w.format),
-            Op::Rope { interleaved: false, .. } => KernelId::RopeNeox,
-            Op::Rope { interleaved: true, .. } => KernelId::RopeInterleaved,
-            Op::KvWrite { .. } => KernelId::KvWrite,
+            Op::RopeKvWrite { interleaved: false, .. } => KernelId::RopeKvWriteNeox,
+            Op::RopeKvWrite { interleaved: true, .. } => KernelId::RopeKvWriteInterleaved,
             Op::Attention { .. } => KernelId::Attention,
             Op::SwiGlu { .. } => KernelId::SwiGlu,
             Op::Add { .. } => KernelId::Add,
@@ -218,10 +244,10 @@ impl Op {
             Op::Embed { p, .. } => bytemuck::bytes_of(p),
             Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => bytemuck::bytes_of(p),
             Op::MatMul { p, .. } => bytemuck::bytes_of(p),
-            Op::Rope { p, .. } => bytemuck::bytes_of(p),
-            Op::KvWrite { p, .. } => bytemuck::bytes_of(p),
+            Op::RopeKvWrite { p, .. } => bytemuck::bytes_of(p),
             Op::Attention { p, .. } => bytemuck::bytes_of(p),
-            Op::SwiGlu { p, .. } | Op::Add { p, .. } => bytemuck::bytes_of(p),
+            Op::SwiGlu { p, .. } => bytemuck::bytes_of(p),
+            Op::Add { p, .. } => bytemuck::bytes_of(p),
             Op::Argmax { p, .. } => bytemuck::bytes_of(p),
         }
     }
@@ -237,10 +263,15 @@ impl Op {
                 Some(b) => vec![w.buf, *x, *b, *out],
                 None => vec![w.buf, *x, *out],
             },
-            Op::Rope { x, table, .. } => vec![*table, *x],
-            Op::KvWrite { k, v, k_cache, v_cache, .. } => vec![*k, *v, *k_cache, *v_cache],
+            // Absent norm weights are bound to placeholders (`shaders::slots`).
+            Op::RopeKvWrite { qkv, table, q_norm, k_norm, q_out, k_cache, v_cache, .. } => {
+                let mut v = vec![*table, *qkv];
+                v.extend(q_norm.iter().chain(k_norm.iter()));
+                v.extend([*q_out, *k_cache, *v_cache]);
+                v
+            }
             Op::Attention { q, k_cache, v_cache, out, .. } => vec![*q, *k_cache, *v_cache, *out],
-            Op::SwiGlu { gate, up, out, .. } => vec![*gate, *up, *out],
+            Op::SwiGlu { gate_up, out, .. } => vec![*gate_up, *out],
             Op::Add { a, b, .. } => vec![*b, *a],
             Op::Argmax { x, out, .. } => vec![*x, *out],
         }
@@ -294,23 +325,35 @@ impl Op {
                 }
                 v
             }
-            Op::Rope { x, table, p, .. } => vec![
-                (*table, "table", f((p.pos_offset as u64 + p.n_tokens as u64) * (p.head_dim / 2) as u64 * 2)),
-                (*x, "x", f(p.n_tokens as u64 * p.n_heads as u64 * p.head_dim as u64)),
-            ],
-            Op::KvWrite { k, v, k_cache, v_cache, p } => {
-                let n = f(p.n_tokens as u64 * p.kv_dim as u64);
-                let cache = f((p.pos_offset as u64 + p.n_tokens as u64) * p.kv_dim as u64);
-                vec![(*k, "k", n), (*v, "v", n), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache)]
+            Op::RopeKvWrite { qkv, table, q_norm, k_norm, q_out, k_cache, v_cache, p, .. } => {
+                if p.head_dim % 2 != 0 || p.n_kv_heads == 0 {
+                    return Err(format!("head_dim {} / n_kv_heads {}", p.head_dim, p.n_kv_heads));
+                }
+                if (q_norm.is_some() || k_norm.is_some()) != (p.qk_norm != 0) || q_norm.is_some() != k_norm.is_some() {
+                    return Err("q_norm and k_norm must both be given exactly when qk_norm is set".into());
+                }
+                let (n, d) = (p.n_tokens as u64, p.head_dim as u64);
+                let cache = f((p.pos_offset as u64 + n) * p.n_kv_heads as u64 * d);
+                let mut v = vec![
+                    (*table, "table", f((p.pos_offset as u64 + n) * d)),
+                    (*qkv, "qkv", f(n * p.qkv_width())),
+                ];
+                for (b, role) in [(q_norm, "q_norm"), (k_norm, "k_norm")] {
+                    if let Some(b) = b {
+                        v.push((*b, role, f(d)));
+                    }
+                }
+                v.extend([(*q_out, "q_out", f(n * p.n_heads as u64 * d)), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache)]);
+                v
             }
             Op::Attention { q, k_cache, v_cache, out, p } => {
                 let n = f(p.n_tokens as u64 * p.n_heads as u64 * p.head_dim as u64);
                 let cache = f((p.pos_offset as u64 + p.n_tokens as u64) * p.n_kv_heads as u64 * p.head_dim as u64);
                 vec![(*q, "q", n), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache), (*out, "out", n)]
             }
-            Op::SwiGlu { gate, up, out, p } => {
-                let n = f(p.n as u64);
-                vec![(*gate, "gate", n), (*up, "up", n), (*out, "out", n)]
+            Op::SwiGlu { gate_up, out, p } => {
+                let n = p.n_tokens as u64 * p.width as u64;
+                vec![(*gate_up, "gate_up", f(2 * n)), (*out, "out", f(n))]
             }
             Op::Add { a, b, p } => vec![(*b, "b", f(p.n as u64)), (*a, "a", f(p.n as u64))],
             Op::Argmax { x, out, p } => vec![(*x, "x", f(p.offset as u64 + p.n as u64)), (*out, "out", 4)],

@@ -5,8 +5,8 @@
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, RmsNormParams,
-    RopeParams, WeightFormat,
+    ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, MatMulParams, RmsNormParams, RopeKvWriteParams,
+    SwiGluParams, WeightFormat,
 };
 use crate::quant;
 
@@ -200,35 +200,66 @@ pub fn rope_table(theta: f32, head_dim: usize, ctx: usize) -> Vec<f32> {
     table
 }
 
-pub fn rope(x: &mut [f32], table: &[f32], interleaved: bool, p: &RopeParams) -> Result<()> {
-    let (n, heads, d, pos0) = (p.n_tokens as usize, p.n_heads as usize, p.head_dim as usize, p.pos_offset as usize);
-    let half = d / 2;
-    check_len("rope", "x", x.len(), n * heads * d)?;
-    check_len("rope", "table", table.len(), (pos0 + n) * half * 2)?;
-    for t in 0..n {
-        let row = &table[(pos0 + t) * half * 2..(pos0 + t + 1) * half * 2];
-        for h in 0..heads {
-            let v = &mut x[(t * heads + h) * d..(t * heads + h + 1) * d];
-            for i in 0..half {
-                let (cos, sin) = (row[2 * i], row[2 * i + 1]);
-                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
-                let (x0, x1) = (v[a], v[b]);
-                v[a] = x0 * cos - x1 * sin;
-                v[b] = x1 * cos + x0 * sin;
-            }
-        }
+/// Rotates one head in place by the `(cos, sin)` pairs of its position's table row.
+fn rope_head(v: &mut [f32], row: &[f32], interleaved: bool) {
+    let half = v.len() / 2;
+    for i in 0..half {
+        let (cos, sin) = (row[2 * i], row[2 * i + 1]);
+        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (x0, x1) = (v[a], v[b]);
+        v[a] = x0 * cos - x1 * sin;
+        v[b] = x1 * cos + x0 * sin;
     }
-    Ok(())
 }
 
-pub fn kv_write(k: &[f32], v: &[f32], k_cache: &mut [f32], v_cache: &mut [f32], p: &KvWriteParams) -> Result<()> {
-    let (n, dim, pos0) = (p.n_tokens as usize, p.kv_dim as usize, p.pos_offset as usize);
-    check_len("kv_write", "k", k.len(), n * dim)?;
-    check_len("kv_write", "v", v.len(), n * dim)?;
-    check_len("kv_write", "k_cache", k_cache.len(), (pos0 + n) * dim)?;
-    check_len("kv_write", "v_cache", v_cache.len(), (pos0 + n) * dim)?;
-    k_cache[pos0 * dim..(pos0 + n) * dim].copy_from_slice(&k[..n * dim]);
-    v_cache[pos0 * dim..(pos0 + n) * dim].copy_from_slice(&v[..n * dim]);
+/// `Op::RopeKvWrite`: q/k heads of the fused qkv rows are (optionally) RMS-normalised per head,
+/// rotated, and written to `q_out` and the K cache; v heads are copied to the V cache.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv_write(
+    qkv: &[f32],
+    table: &[f32],
+    norms: Option<(&[f32], &[f32])>,
+    interleaved: bool,
+    q_out: &mut [f32],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    p: &RopeKvWriteParams,
+) -> Result<()> {
+    let (n, heads, kv_heads, d, pos0) =
+        (p.n_tokens as usize, p.n_heads as usize, p.n_kv_heads as usize, p.head_dim as usize, p.pos_offset as usize);
+    if d % 2 != 0 {
+        return Err(kernel_err("rope_kv_write", format!("odd head_dim {d}")));
+    }
+    let width = (heads + 2 * kv_heads) * d;
+    let kv_dim = kv_heads * d;
+    check_len("rope_kv_write", "qkv", qkv.len(), n * width)?;
+    check_len("rope_kv_write", "table", table.len(), (pos0 + n) * d)?;
+    check_len("rope_kv_write", "q_out", q_out.len(), n * heads * d)?;
+    check_len("rope_kv_write", "k_cache", k_cache.len(), (pos0 + n) * kv_dim)?;
+    check_len("rope_kv_write", "v_cache", v_cache.len(), (pos0 + n) * kv_dim)?;
+    if let Some((qn, kn)) = norms {
+        check_len("rope_kv_write", "q_norm", qn.len(), d)?;
+        check_len("rope_kv_write", "k_norm", kn.len(), d)?;
+    }
+    for t in 0..n {
+        let row = &qkv[t * width..(t + 1) * width];
+        let angles = &table[(pos0 + t) * d..(pos0 + t + 1) * d];
+        let cache_row = (pos0 + t) * kv_dim;
+        for h in 0..heads + kv_heads {
+            let src = &row[h * d..(h + 1) * d];
+            let dst = if h < heads {
+                &mut q_out[(t * heads + h) * d..(t * heads + h + 1) * d]
+            } else {
+                &mut k_cache[cache_row + (h - heads) * d..cache_row + (h - heads + 1) * d]
+            };
+            match norms {
+                Some((qn, kn)) => rms_norm_row(src, if h < heads { &qn[..d] } else { &kn[..d] }, dst, p.eps),
+                None => dst.copy_from_slice(src),
+            }
+            rope_head(dst, angles, interleaved);
+        }
+        v_cache[cache_row..cache_row + kv_dim].copy_from_slice(&row[(heads + kv_heads) * d..]);
+    }
     Ok(())
 }
 
@@ -276,13 +307,16 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32], p
     Ok(())
 }
 
-pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32], p: &ElementwiseParams) -> Result<()> {
-    let n = p.n as usize;
-    check_len("swiglu", "gate", gate.len(), n)?;
-    check_len("swiglu", "up", up.len(), n)?;
-    check_len("swiglu", "out", out.len(), n)?;
-    for ((o, &g), &u) in out[..n].iter_mut().zip(&gate[..n]).zip(&up[..n]) {
-        *o = g / (1.0 + (-g).exp()) * u;
+/// `out[t][j] = silu(gate_up[t][j]) * gate_up[t][width + j]`.
+pub fn swiglu(gate_up: &[f32], out: &mut [f32], p: &SwiGluParams) -> Result<()> {
+    let (n, w) = (p.n_tokens as usize, p.width as usize);
+    check_len("swiglu", "gate_up", gate_up.len(), n * 2 * w)?;
+    check_len("swiglu", "out", out.len(), n * w)?;
+    for t in 0..n {
+        let (gate, up) = gate_up[t * 2 * w..(t + 1) * 2 * w].split_at(w);
+        for ((o, &g), &u) in out[t * w..(t + 1) * w].iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + (-g).exp()) * u;
+        }
     }
     Ok(())
 }

@@ -35,7 +35,6 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("embed_q5_k.wgsl"),
     shader!("embed_q6_k.wgsl"),
     shader!("embed_q8_0.wgsl"),
-    shader!("kv_write.wgsl"),
     shader!("matmul_f16.wgsl"),
     shader!("matmul_f32.wgsl"),
     shader!("matmul_q4_0.wgsl"),
@@ -57,8 +56,8 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("matvec_q6_k.wgsl"),
     shader!("matvec_q8_0.wgsl"),
     shader!("rms_norm.wgsl"),
-    shader!("rope_interleaved.wgsl"),
-    shader!("rope_neox.wgsl"),
+    shader!("rope_kv_write_interleaved.wgsl"),
+    shader!("rope_kv_write_neox.wgsl"),
     shader!("swiglu.wgsl"),
     shader!("common/dequant_f16.wgsl"),
     shader!("common/dequant_f32.wgsl"),
@@ -80,7 +79,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/matvec_body.wgsl"),
     shader!("common/matvec_rows.wgsl"),
     shader!("common/q5_bits.wgsl"),
-    shader!("common/rope_body.wgsl"),
+    shader!("common/rope_kv_write_body.wgsl"),
     shader!("common/row_sum.wgsl"),
 ];
 
@@ -115,9 +114,8 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
         KernelId::MatMul(f) => format!("matmul_{}.wgsl", format_suffix(kernel, f)?),
         KernelId::RmsNorm => "rms_norm.wgsl".into(),
         KernelId::AddRmsNorm => "add_rms_norm.wgsl".into(),
-        KernelId::RopeNeox => "rope_neox.wgsl".into(),
-        KernelId::RopeInterleaved => "rope_interleaved.wgsl".into(),
-        KernelId::KvWrite => "kv_write.wgsl".into(),
+        KernelId::RopeKvWriteNeox => "rope_kv_write_neox.wgsl".into(),
+        KernelId::RopeKvWriteInterleaved => "rope_kv_write_interleaved.wgsl".into(),
         KernelId::Attention => "attention.wgsl".into(),
         KernelId::SwiGlu => "swiglu.wgsl".into(),
         KernelId::Add => "add.wgsl".into(),
@@ -140,9 +138,8 @@ pub fn all_kernels() -> Vec<KernelId> {
     ids.extend([
         KernelId::RmsNorm,
         KernelId::AddRmsNorm,
-        KernelId::RopeNeox,
-        KernelId::RopeInterleaved,
-        KernelId::KvWrite,
+        KernelId::RopeKvWriteNeox,
+        KernelId::RopeKvWriteInterleaved,
         KernelId::Attention,
         KernelId::SwiGlu,
         KernelId::Add,
@@ -175,6 +172,10 @@ pub fn slots(op: &Op) -> Vec<Slot> {
     let mut slots: Vec<Slot> = op.bindings().into_iter().map(Slot::Buffer).collect();
     match op {
         Op::MatMul { bias: None, .. } => slots.insert(2, Slot::Dummy),
+        Op::RopeKvWrite { q_norm: None, k_norm: None, .. } => {
+            slots.insert(2, Slot::Dummy);
+            slots.insert(3, Slot::Dummy);
+        }
         Op::Attention { .. } => slots.push(Slot::AttentionScratch),
         _ => {}
     }
@@ -184,11 +185,12 @@ pub fn slots(op: &Op) -> Vec<Slot> {
 /// `(storage bindings, of which the last ones are read_write)` of a kernel's layout.
 pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
     match kernel {
-        KernelId::Embed(_) | KernelId::RmsNorm | KernelId::SwiGlu => (3, 1),
-        KernelId::AddRmsNorm | KernelId::KvWrite => (4, 2),
+        KernelId::Embed(_) | KernelId::RmsNorm => (3, 1),
+        KernelId::AddRmsNorm => (4, 2),
+        KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
         KernelId::Attention => (5, 2),
-        KernelId::RopeNeox | KernelId::RopeInterleaved | KernelId::Add | KernelId::Argmax => (2, 1),
+        KernelId::SwiGlu | KernelId::Add | KernelId::Argmax => (2, 1),
     }
 }
 
@@ -260,9 +262,11 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
         Op::MatMul { w, p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(matvec_rows_per_workgroup(w.format)))?),
         Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(64), "n")?, dim((p.m as u64).div_ceil(64), "m")?, 1]),
-        Op::Rope { p, .. } => one(folded((p.n_tokens as u64 * p.n_heads as u64 * (p.head_dim / 2) as u64).div_ceil(256))?),
-        Op::KvWrite { p, .. } => one(folded((p.n_tokens as u64 * p.kv_dim as u64).div_ceil(256))?),
-        Op::SwiGlu { p, .. } | Op::Add { p, .. } => one(folded((p.n as u64).div_ceil(256))?),
+        Op::RopeKvWrite { p, .. } => {
+            one(folded(p.n_tokens as u64 * (p.n_heads as u64 + 2 * p.n_kv_heads as u64))?)
+        }
+        Op::SwiGlu { p, .. } => one(folded((p.n_tokens as u64 * p.width as u64).div_ceil(256))?),
+        Op::Add { p, .. } => one(folded((p.n as u64).div_ceil(256))?),
         Op::Argmax { p, .. } => one([(p.n > 0) as u32, 1, 1]),
         Op::Attention { p, .. } => {
             if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {

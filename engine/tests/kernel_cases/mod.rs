@@ -11,8 +11,8 @@
 use engine::device::{read_f32, read_u32, BufferId, BufferKind, Device, RefDevice};
 use engine::kernels::reference::rope_table;
 use engine::kernels::{
-    attention_splits, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, KvWriteParams, MatMulParams, Op,
-    RmsNormParams, RopeParams, WeightBuf, WeightFormat,
+    attention_splits, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, MatMulParams, Op, RmsNormParams,
+    RopeKvWriteParams, SwiGluParams, WeightBuf, WeightFormat,
 };
 use engine::quant::{self, GgmlType};
 use half::f16;
@@ -237,43 +237,71 @@ pub fn norms(mut pair: Pair) {
     }
 }
 
-pub fn rope_both_styles(mut pair: Pair) {
+/// The fused q|k|v split: RoPE in both pairings, with and without per-head q/k norms, GQA and
+/// MHA, one and several tokens, head sizes 16 / 64 / 128 (more than the 64 threads of a
+/// workgroup). The caches start with junk rows that must survive.
+pub fn rope_kv_write(mut pair: Pair) {
     let mut rng = Rng(5);
     for interleaved in [false, true] {
-        for (n_tokens, n_heads, head_dim, pos_offset) in [(1u32, 9u32, 64u32, 100u32), (7, 5, 16, 4), (33, 2, 128, 0)] {
-            let table = rope_table(10000.0, head_dim as usize, 160);
-            let table = pair.f32s(&table);
-            let len = (n_tokens * n_heads * head_dim) as usize;
-            let x = pair.f32s(&rng.floats(len, 1.0));
-            let p = RopeParams { n_tokens, n_heads, head_dim, pos_offset };
-            let op = Op::Rope { x, table, interleaved, p };
-            let kind = format!("{:?}", op.kernel_id());
-            pair.run(op);
-            check(&format!("{kind} tokens {n_tokens} heads {n_heads} dim {head_dim} pos {pos_offset}"), &mut pair, x, len, MAX_NMSE_ELEMENTWISE);
+        for qk_norm in [false, true] {
+            for (n_tokens, n_heads, n_kv_heads, head_dim, pos_offset) in
+                [(1u32, 9u32, 3u32, 64u32, 100u32), (7, 5, 5, 16, 4), (33, 4, 2, 128, 0), (2, 14, 2, 64, 157)]
+            {
+                let ctx = 160usize;
+                let table = rope_table(1_000_000.0, head_dim as usize, ctx);
+                let table = pair.f32s(&table);
+                let width = ((n_heads + 2 * n_kv_heads) * head_dim) as usize;
+                let qkv = pair.f32s(&rng.floats(n_tokens as usize * width, 3.0));
+                let norms = if qk_norm {
+                    let qn = pair.f32s(&rng.floats(head_dim as usize, 2.0));
+                    let kn = pair.f32s(&rng.floats(head_dim as usize, 2.0));
+                    (Some(qn), Some(kn))
+                } else {
+                    (None, None)
+                };
+                let q_len = (n_tokens * n_heads * head_dim) as usize;
+                let cache_len = ctx * (n_kv_heads * head_dim) as usize;
+                let q_out = pair.zeros(q_len);
+                let k_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+                let v_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+                let p = RopeKvWriteParams {
+                    n_tokens,
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                    pos_offset,
+                    qk_norm: qk_norm as u32,
+                    eps: 1e-6,
+                    _pad: 0,
+                };
+                let op = Op::RopeKvWrite { qkv, table, q_norm: norms.0, k_norm: norms.1, q_out, k_cache, v_cache, interleaved, p };
+                let label = format!(
+                    "{:?} norm {} tokens {n_tokens} heads {n_heads}/{n_kv_heads} dim {head_dim} pos {pos_offset}",
+                    op.kernel_id(),
+                    qk_norm as u8
+                );
+                pair.run(op);
+                let bound = if qk_norm { MAX_NMSE_NORM } else { MAX_NMSE_ELEMENTWISE };
+                check(&format!("{label} q"), &mut pair, q_out, q_len, bound);
+                check(&format!("{label} k_cache"), &mut pair, k_cache, cache_len, bound);
+                check(&format!("{label} v_cache"), &mut pair, v_cache, cache_len, 0.0);
+            }
         }
     }
 }
 
-pub fn kv_write_swiglu_add(mut pair: Pair) {
+pub fn swiglu_add(mut pair: Pair) {
     let mut rng = Rng(6);
-    let (n, dim, pos) = (3u32, 20u32, 5u32);
-    let k = pair.f32s(&rng.floats((n * dim) as usize, 1.0));
-    let v = pair.f32s(&rng.floats((n * dim) as usize, 1.0));
-    let ctx = 12;
-    let k_cache = pair.f32s(&rng.floats(ctx * dim as usize, 1.0));
-    let v_cache = pair.f32s(&rng.floats(ctx * dim as usize, 1.0));
-    pair.run(Op::KvWrite { k, v, k_cache, v_cache, p: KvWriteParams { n_tokens: n, kv_dim: dim, pos_offset: pos } });
-    check("KvWrite k_cache", &mut pair, k_cache, ctx * dim as usize, 0.0);
-    check("KvWrite v_cache", &mut pair, v_cache, ctx * dim as usize, 0.0);
-
-    for len in [1u32, 1000, 70_001] {
-        let gate = pair.f32s(&rng.floats(len as usize, 6.0));
-        let up = pair.f32s(&rng.floats(len as usize, 2.0));
-        let out = pair.zeros(len as usize);
-        pair.run(Op::SwiGlu { gate, up, out, p: ElementwiseParams { n: len } });
-        check(&format!("SwiGlu n {len}"), &mut pair, out, len as usize, MAX_NMSE_ELEMENTWISE);
-        pair.run(Op::Add { a: gate, b: up, p: ElementwiseParams { n: len } });
-        check(&format!("Add n {len}"), &mut pair, gate, len as usize, 0.0);
+    for (n_tokens, width) in [(1u32, 1u32), (1, 1000), (7, 4864), (3, 70_001)] {
+        let len = (n_tokens * width) as usize;
+        let gate_up = pair.f32s(&rng.floats(2 * len, 6.0));
+        let out = pair.zeros(len);
+        pair.run(Op::SwiGlu { gate_up, out, p: SwiGluParams { n_tokens, width } });
+        check(&format!("SwiGlu tokens {n_tokens} width {width}"), &mut pair, out, len, MAX_NMSE_ELEMENTWISE);
+        let a = pair.f32s(&rng.floats(len, 2.0));
+        let b = pair.f32s(&rng.floats(len, 2.0));
+        pair.run(Op::Add { a, b, p: ElementwiseParams { n: len as u32 } });
+        check(&format!("Add n {len}"), &mut pair, a, len, 0.0);
     }
 }
 
@@ -374,7 +402,7 @@ pub fn multi_op_pass_and_bad_input(mut pair: Pair) {
     let w = pair.f32s(&rng.floats(100, 1.0));
     let ops = vec![
         Op::Add { a, b, p: ElementwiseParams { n } },
-        Op::SwiGlu { gate: a, up: b, out, p: ElementwiseParams { n } },
+        Op::SwiGlu { gate_up: a, out, p: SwiGluParams { n_tokens: 1, width: n / 2 } },
         Op::Add { a: out, b: a, p: ElementwiseParams { n: 200 } },
         Op::RmsNorm { x: out, weight: w, out: b, p: RmsNormParams { n_rows: 3, n_cols: 100, eps: 1e-5 } },
     ];
