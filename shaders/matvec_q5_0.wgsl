@@ -3,12 +3,69 @@
 //
 // Bindings (group 0):
 //   0 uniform MatMulParams { m (= 1), n, k, x_row, has_bias, out_stride, out_col }
-//   1 weights: array<u32>            packed [n, k] (SoA segments d | qh | qs; k a multiple of 32)
-//   2 x: array<f32>                  [x_row + 1, k]; row x_row is read
+//   1 weights: array<vec4<u32>>      packed [n, k] (SoA segments d | qh | qs; k a multiple of 32)
+//   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 64 = 2 output rows x 32 lanes; ceil(n / 2) workgroups folded into
-//   (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128, 4 output rows per workgroup (common/matvec_rows.wgsl);
+//   ceil(n / 4) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+//
+// Work split: 32 threads per row (thread t works on row t / 32), each taking whole 32-element
+// blocks: the 16 qs bytes (one 16-byte load) hold elements 0..15 in the low nibbles and 16..31 in
+// the high ones; bit j of the qh word is element j's fifth bit. x = d * (q - 16), so a block's dot
+// is d * (dot(q, x) - 16 sum(x)).
 
-#include "common/dequant_q5_0.wgsl"
-#include "common/matvec_body.wgsl"
+#include "common/matvec_rows.wgsl"
+
+// Elements 4i..4i+3 of a half (nibble shift 0 or 4) with their fifth bits from `high` (bit j
+// of `high` belongs to element j of the half).
+fn q5_quad(word: u32, nibble_shift: u32, high: u32, i: u32) -> vec4<f32> {
+    let fifth = ((vec4<u32>(high) >> (vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(4u * i))) & vec4<u32>(1u)) << vec4<u32>(4u);
+    return small_to_f32(byte_fields(word, nibble_shift, 0xfu) | fifth);
+}
+
+@compute @workgroup_size(128)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let row0 = first_row(wid, nwg);
+    if (row0 >= p.n) {
+        return;
+    }
+    let blocks_per_row = p.k / 32u;
+    let n_blocks = p.n * blocks_per_row;
+    // Segments, each 16-byte aligned: d (2 bytes per block), qh (4), qs (16, one vec4).
+    let qh_seg = ((n_blocks * 2u + 15u) / 16u) * 4u;
+    let qs_seg4 = qh_seg / 4u + (n_blocks * 4u + 15u) / 16u;
+    let x_row4 = p.x_row * (p.k / 4u);
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let r = tid / 32u;
+    let row_blocks = clamped_row(row0, r) * blocks_per_row;
+    var sum = 0.0;
+    for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
+        let block = row_blocks + b;
+        let q = weights[qs_seg4 + block];
+        let qh = word_at(qh_seg + block);
+        let d = unpack2x16float(word_at(block / 2u))[block % 2u];
+        let xi = x_row4 + b * 8u;
+        let xl0 = x[xi];
+        let xl1 = x[xi + 1u];
+        let xl2 = x[xi + 2u];
+        let xl3 = x[xi + 3u];
+        let xh0 = x[xi + 4u];
+        let xh1 = x[xi + 5u];
+        let xh2 = x[xi + 6u];
+        let xh3 = x[xi + 7u];
+        let x_sum = horizontal_sum(((xl0 + xl1) + (xl2 + xl3)) + ((xh0 + xh1) + (xh2 + xh3)));
+        let hi = qh >> 16u;
+        let dot_lo = (dot(q5_quad(q.x, 0u, qh, 0u), xl0) + dot(q5_quad(q.y, 0u, qh, 1u), xl1))
+            + (dot(q5_quad(q.z, 0u, qh, 2u), xl2) + dot(q5_quad(q.w, 0u, qh, 3u), xl3));
+        let dot_hi = (dot(q5_quad(q.x, 4u, hi, 0u), xh0) + dot(q5_quad(q.y, 4u, hi, 1u), xh1))
+            + (dot(q5_quad(q.z, 4u, hi, 2u), xh2) + dot(q5_quad(q.w, 4u, hi, 3u), xh3));
+        sum += d * ((dot_lo + dot_hi) - 16.0 * x_sum);
+    }
+    acc[r] = sum;
+    finish_rows(tid, row0, acc);
+}

@@ -1,4 +1,4 @@
-// Frame of the multi-row decode matvecs (matvec_q4_k.wgsl, matvec_q6_k.wgsl): y = W x (+ b) for one
+// Frame of the multi-row decode matvecs (matvec_q4_k/q6_k/q8_0/q5_0.wgsl): y = W x (+ b) for one
 // activation row. A workgroup of THREADS threads owns ROWS consecutive output rows; each thread
 // walks the k dimension of all ROWS rows at once, so it loads its activations (16-byte loads) once
 // and reuses them from registers for every row, and it has ROWS independent 16-byte weight loads

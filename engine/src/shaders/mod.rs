@@ -200,7 +200,7 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
 pub fn matvec_rows_per_workgroup(format: WeightFormat) -> u64 {
     use crate::quant::GgmlType::*;
     match format {
-        Q4_K | Q6_K => 4,
+        Q4_K | Q6_K | Q8_0 | Q5_0 => 4,
         _ => 2,
     }
 }

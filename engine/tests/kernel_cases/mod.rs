@@ -205,6 +205,13 @@ pub fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
         matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false);
     }
+    // Q8_0 / Q5_0: 32 threads per row, whole blocks per thread: rows of 28 blocks (k = 896, a
+    // thread idle) and 152 blocks (several per thread), 1..3 rows left in the last workgroup.
+    for format in [GgmlType::Q8_0, GgmlType::Q5_0] {
+        matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
+        matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false);
+    }
     matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false);
 }
 
