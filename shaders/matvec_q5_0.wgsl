@@ -40,7 +40,6 @@ fn main(
     let qh_seg = ((n_blocks * 2u + 15u) / 16u) * 4u;
     let qs_seg4 = qh_seg / 4u + (n_blocks * 4u + 15u) / 16u;
     let x_row4 = p.x_row * (p.k / 4u);
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     let r = tid / 32u;
     let row_blocks = clamped_row(row0, r) * blocks_per_row;
     var sum = 0.0;
@@ -66,6 +65,5 @@ fn main(
             + (dot(q5_quad(q.z, 4u, hi, 2u), xh2) + dot(q5_quad(q.w, 4u, hi, 3u), xh3));
         sum += d * ((dot_lo + dot_hi) - 16.0 * x_sum);
     }
-    acc[r] = sum;
-    finish_rows(tid, row0, acc);
+    finish_row_lanes(tid, row0, sum);
 }

@@ -34,7 +34,6 @@ fn main(
     // d: one f16 per block (two per word); qs: 2 vec4 per block, after the 16-byte aligned d segment.
     let qs_seg4 = (n_blocks * 2u + 15u) / 16u;
     let x_row4 = p.x_row * (p.k / 4u);
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     let r = tid / 32u;
     let row_blocks = clamped_row(row0, r) * blocks_per_row;
     var sum = 0.0;
@@ -50,6 +49,5 @@ fn main(
             + (dot(signed_bytes(q1.z), x[xi + 6u]) + dot(signed_bytes(q1.w), x[xi + 7u]));
         sum += d * (lo + hi);
     }
-    acc[r] = sum;
-    finish_rows(tid, row0, acc);
+    finish_row_lanes(tid, row0, sum);
 }

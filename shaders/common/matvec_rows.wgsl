@@ -78,3 +78,25 @@ fn finish_rows(tid: u32, row0: u32, acc: array<f32, 4>) {
         out[p.out_col + row] = y;
     }
 }
+
+// For kernels that give each row its own 32 threads (thread t works on row t / 32): reduces the
+// 32 partial sums of each row and writes the ROWS outputs (+ bias).
+fn finish_row_lanes(tid: u32, row0: u32, sum: f32) {
+    let lane = tid % 32u;
+    partial[tid] = sum;
+    workgroupBarrier();
+    for (var stride = 16u; stride > 0u; stride /= 2u) {
+        if (lane < stride) {
+            partial[tid] += partial[tid + stride];
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + tid / 32u;
+    if (lane == 0u && row < p.n) {
+        var y = partial[tid];
+        if (p.has_bias != 0u) {
+            y += bias[row];
+        }
+        out[p.out_col + row] = y;
+    }
+}
