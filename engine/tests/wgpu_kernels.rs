@@ -21,50 +21,50 @@ fn pair() -> Pair {
 
 #[test]
 fn embed_every_format() {
-    kernel_cases::embed_every_format(pair());
+    pollster::block_on(kernel_cases::embed_every_format(pair()));
 }
 
 #[test]
 fn matvec_every_format() {
-    kernel_cases::matvec_every_format(pair());
+    pollster::block_on(kernel_cases::matvec_every_format(pair()));
 }
 
 #[test]
 fn matmul_every_format() {
-    kernel_cases::matmul_every_format(pair());
+    pollster::block_on(kernel_cases::matmul_every_format(pair()));
 }
 
 #[test]
 fn norms() {
-    kernel_cases::norms(pair());
+    pollster::block_on(kernel_cases::norms(pair()));
 }
 
 #[test]
 fn rope_kv_write() {
-    kernel_cases::rope_kv_write(pair());
+    pollster::block_on(kernel_cases::rope_kv_write(pair()));
 }
 
 #[test]
 fn swiglu_add() {
-    kernel_cases::swiglu_add(pair());
+    pollster::block_on(kernel_cases::swiglu_add(pair()));
 }
 
 #[test]
 fn attention_decode() {
-    kernel_cases::attention_decode(pair());
+    pollster::block_on(kernel_cases::attention_decode(pair()));
 }
 
 #[test]
 fn attention_prefill() {
-    kernel_cases::attention_prefill(pair());
+    pollster::block_on(kernel_cases::attention_prefill(pair()));
 }
 
 #[test]
 fn argmax_exact() {
-    kernel_cases::argmax_exact(pair());
+    pollster::block_on(kernel_cases::argmax_exact(pair()));
 }
 
 #[test]
 fn multi_op_pass_and_bad_input() {
-    kernel_cases::multi_op_pass_and_bad_input(pair());
+    pollster::block_on(kernel_cases::multi_op_pass_and_bad_input(pair()));
 }

@@ -5,8 +5,23 @@
 //! per-kernel bound (Argmax exactly). Shapes include the awkward ones: odd n, k not a multiple of
 //! 256 where the format allows, m = 1 / 7 / 33, KV lengths 1 / 17 / 300, GQA groups 1 / 2 / 7.
 //! Run with `--nocapture` to see the NMSE of every case.
+//!
+//! The cases are `async` (reads go through `Device::read`'s future): native tests drive them with
+//! `pollster::block_on`, the browser test (`web_kernel.rs`) awaits them, since blocking the
+//! page's thread would stop WebGPU's map callbacks from ever running.
 
 #![allow(dead_code)]
+
+/// One progress line (the NMSE of a case): stderr natively, the browser console under
+/// wasm-bindgen-test (printed with `--nocapture` or on failure).
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! note {
+    ($($t:tt)*) => { eprintln!($($t)*) };
+}
+#[cfg(target_arch = "wasm32")]
+macro_rules! note {
+    ($($t:tt)*) => { wasm_bindgen_test::console_log!($($t)*) };
+}
 
 use engine::device::{read_f32, read_u32, BufferId, BufferKind, Device, RefDevice};
 use engine::kernels::reference::rope_table;
@@ -48,7 +63,7 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(gpu: Box<dyn Device>) -> Self {
-        eprintln!("device under test: {}", gpu.info().name);
+        note!("device under test: {}", gpu.info().name);
         Self { gpu, cpu: RefDevice::new() }
     }
 
@@ -74,9 +89,9 @@ impl Pair {
         self.gpu.run(std::slice::from_ref(&op)).expect("gpu run");
     }
 
-    fn read(&mut self, buf: BufferId, elems: usize) -> (Vec<f32>, Vec<f32>) {
-        let gpu = pollster::block_on(read_f32(self.gpu.as_mut(), buf, 0, elems)).expect("gpu read");
-        let cpu = pollster::block_on(read_f32(&mut self.cpu, buf, 0, elems)).expect("cpu read");
+    async fn read(&mut self, buf: BufferId, elems: usize) -> (Vec<f32>, Vec<f32>) {
+        let gpu = read_f32(self.gpu.as_mut(), buf, 0, elems).await.expect("gpu read");
+        let cpu = read_f32(&mut self.cpu, buf, 0, elems).await.expect("cpu read");
         (gpu, cpu)
     }
 }
@@ -93,11 +108,11 @@ fn nmse(got: &[f32], want: &[f32]) -> f64 {
     }
 }
 
-fn check(label: &str, pair: &mut Pair, buf: BufferId, elems: usize, max_nmse: f64) {
-    let (gpu, cpu) = pair.read(buf, elems);
+async fn check(label: &str, pair: &mut Pair, buf: BufferId, elems: usize, max_nmse: f64) {
+    let (gpu, cpu) = pair.read(buf, elems).await;
     assert!(gpu.iter().all(|v| v.is_finite()), "{label}: non-finite GPU output");
     let e = nmse(&gpu, &cpu);
-    eprintln!("{label:<58} nmse {e:.3e}");
+    note!("{label:<58} nmse {e:.3e}");
     assert!(e <= max_nmse, "{label}: NMSE {e:.3e} > {max_nmse:.0e}");
 }
 
@@ -146,7 +161,7 @@ const FORMATS: [WeightFormat; 10] = {
     [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K]
 };
 
-pub fn embed_every_format(mut pair: Pair) {
+pub async fn embed_every_format(mut pair: Pair) {
     let mut rng = Rng(1);
     for format in FORMATS {
         let (rows, hidden) = (37usize, awkward_k(format));
@@ -157,7 +172,7 @@ pub fn embed_every_format(mut pair: Pair) {
         let out = pair.zeros(ids.len() * hidden);
         let p = EmbedParams { n_tokens: ids.len() as u32, hidden: hidden as u32, first_row: 0, n_rows: rows as u32 };
         pair.run(Op::Embed { table, ids: ids_buf, out, p });
-        check(&format!("Embed({format}) rows {rows} hidden {hidden}"), &mut pair, out, ids.len() * hidden, 0.0);
+        check(&format!("Embed({format}) rows {rows} hidden {hidden}"), &mut pair, out, ids.len() * hidden, 0.0).await;
 
         // A part of a row-split table: rows 10..27 only; other tokens keep what `out` held.
         let part_rows = 17usize;
@@ -168,12 +183,12 @@ pub fn embed_every_format(mut pair: Pair) {
         let out = pair.f32s(&rng.floats(ids.len() * hidden, 1.0));
         let p = EmbedParams { n_tokens: ids.len() as u32, hidden: hidden as u32, first_row: 10, n_rows: part_rows as u32 };
         pair.run(Op::Embed { table, ids: ids_buf, out, p });
-        check(&format!("Embed({format}) table part 10..27"), &mut pair, out, ids.len() * hidden, 0.0);
+        check(&format!("Embed({format}) table part 10..27"), &mut pair, out, ids.len() * hidden, 0.0).await;
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn matmul_case(pair: &mut Pair, rng: &mut Rng, format: WeightFormat, m: u32, n: u32, k: u32, bias: bool, split: bool) {
+async fn matmul_case(pair: &mut Pair, rng: &mut Rng, format: WeightFormat, m: u32, n: u32, k: u32, bias: bool, split: bool) {
     let packed = random_weight(rng, format, n as usize, k as usize);
     let w = WeightBuf { buf: pair.bytes(&packed), format, rows: n, cols: k };
     let x_row = 2;
@@ -187,46 +202,46 @@ fn matmul_case(pair: &mut Pair, rng: &mut Rng, format: WeightFormat, m: u32, n: 
     let kind = format!("{:?}", op.kernel_id());
     pair.run(op);
     let label = format!("{kind} m {m} n {n} k {k}{}{}", if p.has_bias != 0 { " +bias" } else { "" }, if split { " cols 5.." } else { "" });
-    check(&label, pair, out, (m * out_stride) as usize, MAX_NMSE_MATMUL);
+    check(&label, pair, out, (m * out_stride) as usize, MAX_NMSE_MATMUL).await;
 }
 
-pub fn matvec_every_format(mut pair: Pair) {
+pub async fn matvec_every_format(mut pair: Pair) {
     let mut rng = Rng(2);
     for format in FORMATS {
         let k = awkward_k(format) as u32;
-        matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false);
-        matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true);
+        matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true).await;
     }
     // Bigger k: many groups per lane; k-quant rows of 3 and 19 super-blocks (slots not a multiple
     // of the workgroup), row counts that leave 1..3 rows of the last 4-row workgroup.
-    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false);
+    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false).await;
     for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false);
-        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
-        matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false).await;
     }
     // Q8_0 / Q5_0: 32 threads per row, whole blocks per thread: rows of 28 blocks (k = 896, a
     // thread idle) and 152 blocks (several per thread), 1..3 rows left in the last workgroup.
     for format in [GgmlType::Q8_0, GgmlType::Q5_0] {
-        matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false);
-        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true);
-        matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false);
+        matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false).await;
     }
-    matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false);
+    matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false).await;
 }
 
-pub fn matmul_every_format(mut pair: Pair) {
+pub async fn matmul_every_format(mut pair: Pair) {
     let mut rng = Rng(3);
     for format in FORMATS {
         let k = awkward_k(format) as u32;
-        matmul_case(&mut pair, &mut rng, format, 7, 37, k, false, false);
-        matmul_case(&mut pair, &mut rng, format, 33, 19, k, true, true);
+        matmul_case(&mut pair, &mut rng, format, 7, 37, k, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 33, 19, k, true, true).await;
         // Several 64 x 64 tiles in both directions, the last ones partial.
-        matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, false);
+        matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, false).await;
     }
 }
 
-pub fn norms(mut pair: Pair) {
+pub async fn norms(mut pair: Pair) {
     let mut rng = Rng(4);
     for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32)] {
         let x = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
@@ -234,20 +249,20 @@ pub fn norms(mut pair: Pair) {
         let out = pair.zeros((rows * cols) as usize);
         let p = RmsNormParams { n_rows: rows, n_cols: cols, eps: 1e-6 };
         pair.run(Op::RmsNorm { x, weight: w, out, p });
-        check(&format!("RmsNorm rows {rows} cols {cols}"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM);
+        check(&format!("RmsNorm rows {rows} cols {cols}"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM).await;
 
         let residual = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
         let out = pair.zeros((rows * cols) as usize);
         pair.run(Op::AddRmsNorm { residual, x, weight: w, out, p });
-        check(&format!("AddRmsNorm rows {rows} cols {cols} (out)"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM);
-        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual)"), &mut pair, residual, (rows * cols) as usize, 0.0);
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (out)"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM).await;
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual)"), &mut pair, residual, (rows * cols) as usize, 0.0).await;
     }
 }
 
 /// The fused q|k|v split: RoPE in both pairings, with and without per-head q/k norms, GQA and
 /// MHA, one and several tokens, head sizes 16 / 64 / 128 (more than the 64 threads of a
 /// workgroup). The caches start with junk rows that must survive.
-pub fn rope_kv_write(mut pair: Pair) {
+pub async fn rope_kv_write(mut pair: Pair) {
     let mut rng = Rng(5);
     for interleaved in [false, true] {
         for qk_norm in [false, true] {
@@ -289,31 +304,31 @@ pub fn rope_kv_write(mut pair: Pair) {
                 );
                 pair.run(op);
                 let bound = if qk_norm { MAX_NMSE_NORM } else { MAX_NMSE_ELEMENTWISE };
-                check(&format!("{label} q"), &mut pair, q_out, q_len, bound);
-                check(&format!("{label} k_cache"), &mut pair, k_cache, cache_len, bound);
-                check(&format!("{label} v_cache"), &mut pair, v_cache, cache_len, 0.0);
+                check(&format!("{label} q"), &mut pair, q_out, q_len, bound).await;
+                check(&format!("{label} k_cache"), &mut pair, k_cache, cache_len, bound).await;
+                check(&format!("{label} v_cache"), &mut pair, v_cache, cache_len, 0.0).await;
             }
         }
     }
 }
 
-pub fn swiglu_add(mut pair: Pair) {
+pub async fn swiglu_add(mut pair: Pair) {
     let mut rng = Rng(6);
     for (n_tokens, width) in [(1u32, 1u32), (1, 1000), (7, 4864), (3, 70_001)] {
         let len = (n_tokens * width) as usize;
         let gate_up = pair.f32s(&rng.floats(2 * len, 6.0));
         let out = pair.zeros(len);
         pair.run(Op::SwiGlu { gate_up, out, p: SwiGluParams { n_tokens, width } });
-        check(&format!("SwiGlu tokens {n_tokens} width {width}"), &mut pair, out, len, MAX_NMSE_ELEMENTWISE);
+        check(&format!("SwiGlu tokens {n_tokens} width {width}"), &mut pair, out, len, MAX_NMSE_ELEMENTWISE).await;
         let a = pair.f32s(&rng.floats(len, 2.0));
         let b = pair.f32s(&rng.floats(len, 2.0));
         pair.run(Op::Add { a, b, p: ElementwiseParams { n: len as u32 } });
-        check(&format!("Add n {len}"), &mut pair, a, len, 0.0);
+        check(&format!("Add n {len}"), &mut pair, a, len, 0.0).await;
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention_case(pair: &mut Pair, rng: &mut Rng, n_tokens: u32, pos_offset: u32, kv_heads: u32, group: u32, head_dim: u32, splits: Option<u32>) {
+async fn attention_case(pair: &mut Pair, rng: &mut Rng, n_tokens: u32, pos_offset: u32, kv_heads: u32, group: u32, head_dim: u32, splits: Option<u32>) {
     let n_heads = kv_heads * group;
     let ctx = pos_offset + n_tokens;
     let kv_dim = kv_heads * head_dim;
@@ -336,37 +351,37 @@ fn attention_case(pair: &mut Pair, rng: &mut Rng, n_tokens: u32, pos_offset: u32
     };
     pair.run(Op::Attention { q, k_cache, v_cache, out, p });
     let label = format!("Attention tokens {n_tokens} kv {ctx} heads {n_heads}/{kv_heads} dim {head_dim} splits {kv_splits}");
-    check(&label, pair, out, (n_tokens * n_heads * head_dim) as usize, MAX_NMSE_ATTENTION);
+    check(&label, pair, out, (n_tokens * n_heads * head_dim) as usize, MAX_NMSE_ATTENTION).await;
 }
 
-pub fn attention_decode(mut pair: Pair) {
+pub async fn attention_decode(mut pair: Pair) {
     let mut rng = Rng(7);
     for ctx in [1u32, 17, 300] {
         for group in [1u32, 2, 7] {
-            attention_case(&mut pair, &mut rng, 1, ctx - 1, 2, group, 64, None);
+            attention_case(&mut pair, &mut rng, 1, ctx - 1, 2, group, 64, None).await;
         }
     }
     // Several splits, including empty ones (span * splits > ctx), and other head sizes.
-    attention_case(&mut pair, &mut rng, 1, 16, 3, 3, 64, Some(5));
-    attention_case(&mut pair, &mut rng, 1, 299, 1, 2, 128, Some(16));
+    attention_case(&mut pair, &mut rng, 1, 16, 3, 3, 64, Some(5)).await;
+    attention_case(&mut pair, &mut rng, 1, 299, 1, 2, 128, Some(16)).await;
     // The decode rule: one 64-key tile per split (300 keys -> 5 splits; 4000 -> 63, the last short).
-    attention_case(&mut pair, &mut rng, 1, 299, 2, 7, 64, Some(engine::kernels::attention_splits_for(1, 300)));
-    attention_case(&mut pair, &mut rng, 1, 3999, 1, 4, 64, Some(engine::kernels::attention_splits_for(1, 4000)));
-    attention_case(&mut pair, &mut rng, 1, 4199, 1, 2, 64, Some(engine::kernels::MAX_KV_SPLITS));
-    attention_case(&mut pair, &mut rng, 1, 40, 2, 7, 32, Some(3));
-    attention_case(&mut pair, &mut rng, 1, 9, 1, 1, 20, Some(2));
+    attention_case(&mut pair, &mut rng, 1, 299, 2, 7, 64, Some(engine::kernels::attention_splits_for(1, 300))).await;
+    attention_case(&mut pair, &mut rng, 1, 3999, 1, 4, 64, Some(engine::kernels::attention_splits_for(1, 4000))).await;
+    attention_case(&mut pair, &mut rng, 1, 4199, 1, 2, 64, Some(engine::kernels::MAX_KV_SPLITS)).await;
+    attention_case(&mut pair, &mut rng, 1, 40, 2, 7, 32, Some(3)).await;
+    attention_case(&mut pair, &mut rng, 1, 9, 1, 1, 20, Some(2)).await;
 }
 
-pub fn attention_prefill(mut pair: Pair) {
+pub async fn attention_prefill(mut pair: Pair) {
     let mut rng = Rng(8);
-    attention_case(&mut pair, &mut rng, 7, 0, 2, 2, 64, None);
-    attention_case(&mut pair, &mut rng, 7, 10, 1, 7, 64, Some(2));
-    attention_case(&mut pair, &mut rng, 33, 0, 3, 3, 64, None);
-    attention_case(&mut pair, &mut rng, 33, 267, 2, 1, 128, None);
-    attention_case(&mut pair, &mut rng, 17, 5, 2, 7, 16, Some(4));
+    attention_case(&mut pair, &mut rng, 7, 0, 2, 2, 64, None).await;
+    attention_case(&mut pair, &mut rng, 7, 10, 1, 7, 64, Some(2)).await;
+    attention_case(&mut pair, &mut rng, 33, 0, 3, 3, 64, None).await;
+    attention_case(&mut pair, &mut rng, 33, 267, 2, 1, 128, None).await;
+    attention_case(&mut pair, &mut rng, 17, 5, 2, 7, 16, Some(4)).await;
 }
 
-pub fn argmax_exact(mut pair: Pair) {
+pub async fn argmax_exact(mut pair: Pair) {
     let mut rng = Rng(9);
     let mut cases: Vec<(Vec<f32>, u32)> = Vec::new();
     cases.push((rng.floats(49_159, 10.0), 7));
@@ -391,16 +406,16 @@ pub fn argmax_exact(mut pair: Pair) {
         let x = pair.f32s(&values);
         let out = pair.bytes(&[0xff; 4]);
         pair.run(Op::Argmax { x, out, p: ArgmaxParams { n, offset } });
-        let gpu = pollster::block_on(read_u32(pair.gpu.as_mut(), out, 0, 1)).expect("gpu read")[0];
-        let cpu = pollster::block_on(read_u32(&mut pair.cpu, out, 0, 1)).expect("cpu read")[0];
-        eprintln!("{:<58} gpu {gpu} ref {cpu}", format!("Argmax n {n} offset {offset}"));
+        let gpu = read_u32(pair.gpu.as_mut(), out, 0, 1).await.expect("gpu read")[0];
+        let cpu = read_u32(&mut pair.cpu, out, 0, 1).await.expect("cpu read")[0];
+        note!("{:<58} gpu {gpu} ref {cpu}", format!("Argmax n {n} offset {offset}"));
         assert_eq!(gpu, cpu, "Argmax n {n} offset {offset}");
     }
 }
 
 /// A pass of several ops (params in one uniform buffer at dynamic offsets, one submit) equals
 /// the same ops run one by one on the oracle; a bad op is a typed error, not a panic.
-pub fn multi_op_pass_and_bad_input(mut pair: Pair) {
+pub async fn multi_op_pass_and_bad_input(mut pair: Pair) {
     let mut rng = Rng(10);
     let n = 300u32;
     let a = pair.f32s(&rng.floats(n as usize, 1.0));
@@ -415,8 +430,8 @@ pub fn multi_op_pass_and_bad_input(mut pair: Pair) {
     ];
     pair.cpu.run(&ops).expect("reference");
     pair.gpu.run(&ops).expect("gpu");
-    check("pass of 4 ops: out", &mut pair, out, n as usize, MAX_NMSE_NORM);
-    check("pass of 4 ops: b", &mut pair, b, n as usize, MAX_NMSE_NORM);
+    check("pass of 4 ops: out", &mut pair, out, n as usize, MAX_NMSE_NORM).await;
+    check("pass of 4 ops: b", &mut pair, b, n as usize, MAX_NMSE_NORM).await;
 
     // Too-small buffer, aliasing a written buffer, unknown buffer: errors, and the device still works.
     let bad = [
@@ -426,13 +441,13 @@ pub fn multi_op_pass_and_bad_input(mut pair: Pair) {
     ];
     for op in bad {
         let err = pair.gpu.run(std::slice::from_ref(&op)).expect_err("bad op must fail");
-        eprintln!("rejected: {err}");
+        note!("rejected: {err}");
     }
     // Buffers beyond the device's limits are typed errors too.
     let limit = pair.gpu.info().max_binding_bytes;
     let err = pair.gpu.alloc(BufferKind::Weights, "huge", (limit + 4) & !3).expect_err("over the binding limit");
-    eprintln!("rejected: {err}");
+    note!("rejected: {err}");
     assert!(pair.gpu.alloc(BufferKind::Weights, "odd", 6).is_err());
     pair.run(Op::Add { a, b, p: ElementwiseParams { n } });
-    check("after rejected ops", &mut pair, a, n as usize, MAX_NMSE_NORM);
+    check("after rejected ops", &mut pair, a, n as usize, MAX_NMSE_NORM).await;
 }
