@@ -80,11 +80,25 @@ struct FnCtx<'f> {
     args: Vec<Val>,
     ret: MaskSlot,
     result: Option<Vec<Reg>>,
-    /// (break, continue) slots of the enclosing loops, innermost last.
-    loops: Vec<(MaskSlot, MaskSlot)>,
+    /// The enclosing loops, innermost last.
+    loops: Vec<LoopCtx>,
     is_entry: bool,
     depth: u32,
+    /// The callee returns only at its end: no return mask, the result aliases the returned value.
+    tail_return_only: bool,
 }
+
+struct LoopCtx {
+    brk: MaskSlot,
+    cont: MaskSlot,
+    /// `depth` of the loop body's top level.
+    body_depth: u32,
+    /// Jumps to patch to the loop's continuing part (taken when every lane left the body).
+    to_continuing: Vec<u32>,
+}
+
+/// Largest branch (in expressions) that if-conversion evaluates unconditionally.
+const MAX_SPECULATED_EXPRESSIONS: usize = 48;
 
 struct Lowerer<'m> {
     module: &'m Module,
@@ -232,6 +246,7 @@ impl<'m> Lowerer<'m> {
             loops: Vec::new(),
             is_entry: true,
             depth: 0,
+            tail_return_only: false,
         };
         self.function_body(&mut ctx)?;
         self.emit(Inst::Halt);
@@ -251,10 +266,12 @@ impl<'m> Lowerer<'m> {
             workgroup_size: ep.workgroup_size,
             insts,
             n_regs: self.n_regs,
+            n_sregs: 1,
             n_masks: self.n_masks,
             tables: self.tables,
             shared_words: self.shared_words,
             builtins: self.builtins,
+            scalar_builtins: Vec::new(),
             storage_bindings: self.storage_bindings.into_iter().collect(),
         })
     }
@@ -459,12 +476,14 @@ impl<'m> Lowerer<'m> {
     }
 
     fn bin(&mut self, op: BinOp, a: Reg, b: Reg) -> Reg {
-        let d = self.reg();
         match self.pool_value.get(&b) {
-            Some(&imm) => self.emit(Inst::BinImm { op, d, a, imm }),
-            None => self.emit(Inst::Bin { op, d, a, b }),
-        };
-        d
+            Some(&imm) => self.bin_imm(op, a, imm),
+            None => {
+                let d = self.reg();
+                self.emit(Inst::Bin { op, d, a, b });
+                d
+            }
+        }
     }
 
     fn un(&mut self, op: UnOp, a: Reg) -> Reg {
@@ -474,6 +493,13 @@ impl<'m> Lowerer<'m> {
     }
 
     fn bin_imm(&mut self, op: BinOp, a: Reg, imm: u32) -> Reg {
+        // Strength reduction: division is ~25 cycles a lane, a shift one.
+        let (op, imm) = match op {
+            BinOp::UDiv if imm.is_power_of_two() => (BinOp::ShrU, imm.trailing_zeros()),
+            BinOp::URem if imm.is_power_of_two() => (BinOp::And, imm - 1),
+            BinOp::IMul if imm.is_power_of_two() => (BinOp::Shl, imm.trailing_zeros()),
+            _ => (op, imm),
+        };
         let d = self.reg();
         self.emit(Inst::BinImm { op, d, a, imm });
         d
@@ -939,8 +965,156 @@ impl<'m> Lowerer<'m> {
         Ok(())
     }
 
+    /// `if (c) {} else { break; }` (a `for` condition) and `if (c) { break; }`: lanes leave the
+    /// loop by one mask op; when none is left at the body's top level, a jump skips to the
+    /// continuing part (which lanes that `continue`d still need).
+    fn try_loop_exit(&mut self, ctx: &mut FnCtx, cond: Handle<naga::Expression>, accept: &naga::Block, reject: &naga::Block) -> R<bool> {
+        let is_break = |b: &naga::Block| b.len() == 1 && matches!(b[0], S::Break);
+        let unless = accept.is_empty() && is_break(reject);
+        if ctx.loops.is_empty() || !(unless || (reject.is_empty() && is_break(accept))) {
+            return Ok(false);
+        }
+        let c = self.scalar_of(ctx, cond)?;
+        let (brk, body_depth) = ctx.loops.last().map(|l| (l.brk, l.body_depth)).expect("loop");
+        self.emit(if unless { Inst::BreakUnless { m: brk, c } } else { Inst::BreakIf { m: brk, c } });
+        if ctx.depth == body_depth {
+            let jump = self.emit(Inst::JumpIfNone { to: 0 });
+            ctx.loops.last_mut().expect("loop").to_continuing.push(jump);
+        }
+        Ok(true)
+    }
+
+    /// If-conversion of `if (c) { x = a; } else { y = b; }` where both branches only evaluate
+    /// expressions and then store to function variables: both sides run, and each stored
+    /// variable takes `select` of the two values (or its old value), with no mask work.
+    fn try_select_stores(&mut self, ctx: &mut FnCtx, cond: Handle<naga::Expression>, accept: &naga::Block, reject: &naga::Block) -> R<bool> {
+        let split = |b| split_emits_stores(ctx.func, b);
+        let (Some((emits_a, stores_a, na)), Some((emits_b, stores_b, nb))) = (split(accept), split(reject)) else {
+            return Ok(false);
+        };
+        if na + nb > MAX_SPECULATED_EXPRESSIONS || stores_a.len() + stores_b.len() == 0 {
+            return Ok(false);
+        }
+        let c = self.scalar_of(ctx, cond)?;
+        // Destination register -> (value if c, value if !c).
+        let mut merged: Vec<(Reg, Option<Reg>, Option<Reg>)> = Vec::new();
+        for (side, emits, stores) in [(0, emits_a, stores_a), (1, emits_b, stores_b)] {
+            for stmt in emits {
+                self.statement(ctx, stmt)?;
+            }
+            for stmt in stores {
+                let S::Store { pointer, value } = stmt else { unreachable!("checked above") };
+                let Val::Ptr(Ptr { root: Root::Local(regs), dynamic: None, off }) = self.val(ctx, *pointer)? else {
+                    unreachable!("checked above")
+                };
+                let v = self.regs_of(ctx, *value)?;
+                for (k, &r) in v.iter().enumerate() {
+                    let dest = regs[off as usize + k];
+                    let slot = match merged.iter().position(|m| m.0 == dest) {
+                        Some(i) => i,
+                        None => {
+                            merged.push((dest, None, None));
+                            merged.len() - 1
+                        }
+                    };
+                    if side == 0 {
+                        merged[slot].1 = Some(r);
+                    } else {
+                        merged[slot].2 = Some(r);
+                    }
+                }
+            }
+        }
+        for (dest, t, f) in merged {
+            let d = self.reg();
+            self.emit(Inst::Select { d, c, t: t.unwrap_or(dest), f: f.unwrap_or(dest) });
+            self.emit(Inst::MovMasked { d: dest, s: d });
+        }
+        Ok(true)
+    }
+
+    /// If-conversion of a helper made of early returns, `if (c) { return a; } ... return b;`
+    /// (only expressions besides): every value is computed and the first true condition's
+    /// value is selected, instead of mask slots around each return.
+    fn try_inline_select(&mut self, ctx: &FnCtx, callee: &'m Function, finfo: &'m naga::valid::FunctionInfo, args: &[Val]) -> R<Option<Vec<Reg>>> {
+        let _ = ctx;
+        if !callee.local_variables.is_empty() || callee.result.is_none() || returns_only_at_end(&callee.body) {
+            return Ok(None);
+        }
+        let mut total = 0;
+        let n = callee.body.len();
+        for (i, stmt) in callee.body.iter().enumerate() {
+            let ok = match stmt {
+                S::Emit(r) => {
+                    total += r.clone().count();
+                    true
+                }
+                S::If { accept, reject, .. } if reject.is_empty() && !accept.is_empty() => {
+                    let (last, emits) = accept.split_last().expect("non-empty");
+                    match (emitted_expressions(emits), last) {
+                        (Some(k), S::Return { value: Some(_) }) => {
+                            total += k;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                S::Return { value: Some(_) } => i + 1 == n,
+                _ => false,
+            };
+            if !ok || total > MAX_SPECULATED_EXPRESSIONS {
+                return Ok(None);
+            }
+        }
+        let mut inner = FnCtx {
+            func: callee,
+            finfo,
+            values: HashMap::new(),
+            locals: HashMap::new(),
+            args: args.to_vec(),
+            ret: NO_MASK,
+            result: None,
+            loops: Vec::new(),
+            is_entry: false,
+            depth: 0,
+            tail_return_only: true,
+        };
+        let span = self.span;
+        let mut early: Vec<(Reg, Vec<Reg>)> = Vec::new();
+        let mut result = Vec::new();
+        for (stmt, stmt_span) in callee.body.span_iter() {
+            self.span = *stmt_span;
+            match stmt {
+                S::If { condition, accept, .. } => {
+                    let c = self.scalar_of(&mut inner, *condition)?;
+                    let (last, emits) = accept.split_last().expect("non-empty");
+                    for e in emits {
+                        self.statement(&mut inner, e)?;
+                    }
+                    let S::Return { value: Some(v) } = last else { unreachable!("checked above") };
+                    early.push((c, self.regs_of(&mut inner, *v)?));
+                }
+                S::Return { value: Some(v) } => result = self.regs_of(&mut inner, *v)?,
+                other => self.statement(&mut inner, other)?,
+            }
+        }
+        for (c, v) in early.into_iter().rev() {
+            result = v
+                .iter()
+                .zip(&result)
+                .map(|(&t, &f)| {
+                    let d = self.reg();
+                    self.emit(Inst::Select { d, c, t, f });
+                    d
+                })
+                .collect();
+        }
+        self.span = span;
+        Ok(Some(result))
+    }
+
     fn join(&mut self, ctx: &FnCtx, saved: MaskSlot) {
-        let (a, b) = ctx.loops.last().copied().unwrap_or((NO_MASK, NO_MASK));
+        let (a, b) = ctx.loops.last().map_or((NO_MASK, NO_MASK), |l| (l.brk, l.cont));
         self.emit(Inst::Join { saved, a, b, c: ctx.ret });
     }
 
@@ -953,6 +1127,8 @@ impl<'m> Lowerer<'m> {
                 }
             }
             S::Block(b) => self.block(ctx, b)?,
+            S::If { condition, accept, reject } if self.try_loop_exit(ctx, *condition, accept, reject)? => {}
+            S::If { condition, accept, reject } if self.try_select_stores(ctx, *condition, accept, reject)? => {}
             S::If { condition, accept, reject } => {
                 let c = self.scalar_of(ctx, *condition)?;
                 let saved = self.mask();
@@ -978,9 +1154,13 @@ impl<'m> Lowerer<'m> {
                 let cont = self.mask();
                 self.emit(Inst::ClearMask { m: brk });
                 let top = self.here();
-                ctx.loops.push((brk, cont));
                 ctx.depth += 1;
+                ctx.loops.push(LoopCtx { brk, cont, body_depth: ctx.depth, to_continuing: Vec::new() });
                 self.block(ctx, body)?;
+                let continuing_at = self.here();
+                for jump in std::mem::take(&mut ctx.loops.last_mut().expect("loop").to_continuing) {
+                    self.patch(jump, continuing_at);
+                }
                 self.emit(Inst::Rejoin { m: cont });
                 self.block(ctx, continuing)?;
                 if let Some(c) = break_if {
@@ -993,12 +1173,19 @@ impl<'m> Lowerer<'m> {
                 self.emit(Inst::ExecFrom { m: brk });
             }
             S::Break => {
-                let (brk, _) = *ctx.loops.last().expect("break outside a loop");
+                let brk = ctx.loops.last().expect("break outside a loop").brk;
                 self.emit(Inst::Leave { m: brk });
             }
             S::Continue => {
-                let (_, cont) = *ctx.loops.last().expect("continue outside a loop");
+                let cont = ctx.loops.last().expect("continue outside a loop").cont;
                 self.emit(Inst::Leave { m: cont });
+            }
+            S::Return { value } if ctx.tail_return_only => {
+                // The callee's last statement: its value becomes the call's result as is.
+                ctx.result = match value {
+                    Some(v) => Some(self.regs_of(ctx, *v)?),
+                    None => None,
+                };
             }
             S::Return { value } => {
                 if let Some(v) = value {
@@ -1026,6 +1213,36 @@ impl<'m> Lowerer<'m> {
                     args.push(self.val(ctx, a)?);
                 }
                 let callee = &self.module.functions[*function];
+                let info = self.info;
+                if let Some(result_regs) = self.try_inline_select(ctx, callee, &info[*function], &args)? {
+                    if let Some(h) = result {
+                        ctx.values.insert(*h, Val::Regs(result_regs));
+                    }
+                    return Ok(());
+                }
+                if returns_only_at_end(&callee.body) {
+                    // No early return: the exec mask needs no saving, the result no copy.
+                    let mut inner = FnCtx {
+                        func: callee,
+                        finfo: &info[*function],
+                        values: HashMap::new(),
+                        locals: HashMap::new(),
+                        args,
+                        ret: NO_MASK,
+                        result: None,
+                        loops: Vec::new(),
+                        is_entry: false,
+                        depth: 0,
+                        tail_return_only: true,
+                    };
+                    let span = self.span;
+                    self.function_body(&mut inner)?;
+                    self.span = span;
+                    if let (Some(h), Some(regs)) = (result, inner.result) {
+                        ctx.values.insert(*h, Val::Regs(regs));
+                    }
+                    return Ok(());
+                }
                 let result_regs = match &callee.result {
                     Some(r) => Some(self.regs(self.flat_len(&self.module.types[r.ty].inner)?)),
                     None => None,
@@ -1034,7 +1251,6 @@ impl<'m> Lowerer<'m> {
                 let ret = self.mask();
                 self.emit(Inst::SaveExec { m: saved });
                 self.emit(Inst::ClearMask { m: ret });
-                let info = self.info;
                 let mut inner = FnCtx {
                     func: callee,
                     finfo: &info[*function],
@@ -1046,6 +1262,7 @@ impl<'m> Lowerer<'m> {
                     loops: Vec::new(),
                     is_entry: false,
                     depth: 0,
+                    tail_return_only: false,
                 };
                 let span = self.span;
                 self.function_body(&mut inner)?;
@@ -1099,6 +1316,56 @@ impl<'m> Lowerer<'m> {
             other => return self.unsupported(format!("statement {}", statement_name(other))),
         }
         Ok(())
+    }
+}
+
+/// True when `body` has no `return` but (possibly) its last statement.
+fn returns_only_at_end(body: &naga::Block) -> bool {
+    let n = body.len();
+    body.iter().enumerate().all(|(i, stmt)| match stmt {
+        S::Return { .. } => i + 1 == n,
+        other => !contains_return(other),
+    })
+}
+
+fn contains_return(stmt: &S) -> bool {
+    let any = |b: &naga::Block| b.iter().any(contains_return);
+    match stmt {
+        S::Return { .. } => true,
+        S::Block(b) => any(b),
+        S::If { accept, reject, .. } => any(accept) || any(reject),
+        S::Loop { body, continuing, .. } => any(body) || any(continuing),
+        S::Switch { cases, .. } => cases.iter().any(|c| any(&c.body)),
+        _ => false,
+    }
+}
+
+/// Expressions a block of only `Emit`s evaluates, or None if it holds anything else.
+fn emitted_expressions(stmts: &[S]) -> Option<usize> {
+    stmts.iter().try_fold(0, |n, s| match s {
+        S::Emit(r) => Some(n + r.clone().count()),
+        _ => None,
+    })
+}
+
+/// A block of `Emit`s followed by stores to function variables at constant components:
+/// (the emits, the stores, expressions evaluated).
+fn split_emits_stores<'b>(func: &Function, b: &'b naga::Block) -> Option<(&'b [S], &'b [S], usize)> {
+    let first_store = b.iter().position(|s| !matches!(s, S::Emit(_))).unwrap_or(b.len());
+    let (emits, stores) = b.split_at(first_store);
+    let stores_ok = stores.iter().all(|s| matches!(s, S::Store { pointer, .. } if static_local(func, *pointer)));
+    if !stores_ok {
+        return None;
+    }
+    Some((emits, stores, emitted_expressions(emits)?))
+}
+
+/// A pointer into a function variable at a constant component (no dynamic index).
+fn static_local(func: &Function, h: Handle<naga::Expression>) -> bool {
+    match func.expressions[h] {
+        E::LocalVariable(_) => true,
+        E::AccessIndex { base, .. } => static_local(func, base),
+        _ => false,
     }
 }
 
