@@ -295,14 +295,6 @@ fn bin<const N: usize, B: Rhs>(op: BinOp, d: &mut [u32; N], a: &[u32; N], b: B) 
     }
 }
 
-/// `d = s op b` for a scalar left operand (the ops that do not commute).
-#[inline(always)]
-fn bin_sv(op: BinOp, d: &mut Lanes, s: u32, b: &Lanes) {
-    for l in 0..W {
-        d[l] = bin1(op, s, b[l]);
-    }
-}
-
 fn f16_to_f32(h: u32) -> u32 {
     half::f16::from_bits(h as u16).to_f32().to_bits()
 }
@@ -433,7 +425,6 @@ fn check_program(prog: &EntryProgram) {
             Inst::SSelect { d, c, t: a, f: b } => (s(d), s(c), s(a), s(b)).3,
             Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
-            Inst::BinSV { d, s: a, b, .. } => (r(d), s(a), r(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
@@ -567,10 +558,6 @@ impl<'p> Worker<'p> {
                 Inst::BinVS { op, d, a, s } => {
                     let y = sregs[u(s)];
                     op1(regs, u(d), u(a), |o, x| bin(op, o, x, y))
-                }
-                Inst::BinSV { op, d, s, b } => {
-                    let x = sregs[u(s)];
-                    op1(regs, u(d), u(b), |o, y| bin_sv(op, o, x, y))
                 }
                 Inst::Broadcast { d, s } => regs[u(d)] = [sregs[u(s)]; W],
                 Inst::Un { op, d, a } => op1(regs, u(d), u(a), |o, x| un(op, o, x)),

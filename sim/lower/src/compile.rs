@@ -111,6 +111,13 @@ struct Lowerer<'m> {
     tables: Vec<Reg>,
     pool: HashMap<u32, Reg>,
     pool_value: HashMap<Reg, u32>,
+    n_sregs: u32,
+    /// Constants in scalar registers (set once in the prologue).
+    scalar_pool: HashMap<u32, Reg>,
+    scalar_builtins: Vec<(Builtin, SReg)>,
+    /// Vector copies of scalar registers made in the current block and its parents (a copy
+    /// made in a nested block may have been skipped, so each block drops its own on exit).
+    broadcasts: HashMap<Reg, Reg>,
     shared: HashMap<Handle<naga::GlobalVariable>, u32>,
     shared_words: u32,
     builtins: Vec<(Builtin, Reg)>,
@@ -133,6 +140,10 @@ impl<'m> Lowerer<'m> {
             tables: Vec::new(),
             pool: HashMap::from([(0, ZERO)]),
             pool_value: HashMap::from([(ZERO, 0)]),
+            n_sregs: 1, // scalar register 0 is SZERO
+            scalar_pool: HashMap::from([(0, SCALAR | SZERO)]),
+            scalar_builtins: Vec::new(),
+            broadcasts: HashMap::new(),
             shared: HashMap::new(),
             shared_words: 0,
             builtins: Vec::new(),
@@ -166,9 +177,67 @@ impl<'m> Lowerer<'m> {
         self.n_masks - 1
     }
 
-    fn emit(&mut self, inst: Inst) -> u32 {
+    /// Emits `inst`; scalar registers (tagged `SCALAR`) in its vector operands are replaced by
+    /// vector copies (`Broadcast`), so only scalar-aware sites need to know about them.
+    fn emit(&mut self, mut inst: Inst) -> u32 {
+        let mut v = |r: &mut Reg| *r = self.vector(*r);
+        match &mut inst {
+            Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } => v(s),
+            Inst::Bin { a, b, .. } => (v(a), v(b)).1,
+            Inst::Fma { a, b, c, .. } => (v(a), v(b), v(c)).2,
+            Inst::Select { c, t, f, .. } => (v(c), v(t), v(f)).2,
+            Inst::ExtractBits { e, off, cnt, .. } => (v(e), v(off), v(cnt)).2,
+            Inst::InsertBits { e, n, off, cnt, .. } => (v(e), v(n), v(off), v(cnt)).3,
+            Inst::Gather { idx, .. } => v(idx),
+            Inst::ScatterMasked { idx, s, .. } => (v(idx), v(s)).1,
+            Inst::BinVS { a, .. } => v(a),
+            Inst::LdStorage { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdShared { addr, .. } => v(addr),
+            Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (v(s), v(addr)).1,
+            Inst::Atomic { addr, v: val, cmp, .. } => (v(addr), v(val), v(cmp)).2,
+            Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => v(c),
+            _ => {}
+        }
         self.insts.push(inst);
         self.insts.len() as u32 - 1
+    }
+
+    /// A new scalar register (tagged).
+    fn sreg(&mut self) -> Reg {
+        self.n_sregs += 1;
+        SCALAR | (self.n_sregs - 1)
+    }
+
+    /// Warp-uniform: a scalar register or a pooled constant.
+    fn is_uniform(&self, r: Reg) -> bool {
+        r & SCALAR != 0 || self.pool_value.contains_key(&r)
+    }
+
+    /// The scalar register of a uniform value (constants go to the scalar pool).
+    fn scalar(&mut self, r: Reg) -> SReg {
+        if r & SCALAR != 0 {
+            return r & !SCALAR;
+        }
+        let value = self.pool_value[&r];
+        if let Some(&s) = self.scalar_pool.get(&value) {
+            return s & !SCALAR;
+        }
+        let s = self.sreg();
+        self.scalar_pool.insert(value, s);
+        s & !SCALAR
+    }
+
+    /// The vector register of a value: scalar registers are broadcast once per block.
+    fn vector(&mut self, r: Reg) -> Reg {
+        if r & SCALAR == 0 {
+            return r;
+        }
+        if let Some(&v) = self.broadcasts.get(&r) {
+            return v;
+        }
+        let d = self.reg();
+        self.insts.push(Inst::Broadcast { d, s: r & !SCALAR });
+        self.broadcasts.insert(r, d);
+        d
     }
 
     fn here(&self) -> u32 {
@@ -177,7 +246,9 @@ impl<'m> Lowerer<'m> {
 
     fn patch(&mut self, at: u32, target: u32) {
         match &mut self.insts[at as usize] {
-            Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } => *to = target,
+            Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
+                *to = target
+            }
             _ => unreachable!("patching a non-jump"),
         }
     }
@@ -194,8 +265,9 @@ impl<'m> Lowerer<'m> {
     }
 
     fn table(&mut self, regs: &[Reg]) -> u32 {
+        let regs: Vec<Reg> = regs.iter().map(|&r| self.vector(r)).collect();
         let at = self.tables.len() as u32;
-        self.tables.extend_from_slice(regs);
+        self.tables.extend_from_slice(&regs);
         at
     }
 
@@ -218,7 +290,9 @@ impl<'m> Lowerer<'m> {
                 return self.unsupported("entry point arguments other than built-ins");
             };
             let n = self.flat_len(&module.types[arg.ty].inner)?;
-            let regs = self.regs(n);
+            // Workgroup-wide built-ins live in scalar registers.
+            let uniform = matches!(b, BuiltIn::WorkGroupId | BuiltIn::NumWorkGroups | BuiltIn::WorkGroupSize);
+            let regs: Vec<Reg> = (0..n).map(|_| if uniform { self.sreg() } else { self.reg() }).collect();
             for (i, &r) in regs.iter().enumerate() {
                 let i = i as u8;
                 let which = match b {
@@ -230,7 +304,11 @@ impl<'m> Lowerer<'m> {
                     BuiltIn::WorkGroupSize => Builtin::WorkgroupSize(i),
                     other => return self.unsupported(format!("built-in {other:?}")),
                 };
-                self.builtins.push((which, r));
+                if uniform {
+                    self.scalar_builtins.push((which, r & !SCALAR));
+                } else {
+                    self.builtins.push((which, r));
+                }
             }
             args.push(Val::Regs(regs));
         }
@@ -253,27 +331,32 @@ impl<'m> Lowerer<'m> {
         // Prologue: the constant pool (register 0 included), then the body with jumps shifted.
         let mut consts: Vec<(u32, Reg)> = self.pool.iter().map(|(&v, &r)| (v, r)).collect();
         consts.sort_by_key(|&(_, r)| r);
-        let shift = consts.len() as u32;
         let mut insts: Vec<Inst> = consts.into_iter().map(|(imm, d)| Inst::Movi { d, imm }).collect();
+        let mut scalar_consts: Vec<(u32, Reg)> = self.scalar_pool.iter().map(|(&v, &r)| (v, r & !SCALAR)).collect();
+        scalar_consts.sort_by_key(|&(_, r)| r);
+        insts.extend(scalar_consts.into_iter().map(|(imm, d)| Inst::SMovi { d, imm }));
+        let shift = insts.len() as u32;
         for mut inst in self.insts {
-            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } = &mut inst {
+            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } = &mut inst {
                 *to += shift;
             }
             insts.push(inst);
         }
-        Ok(EntryProgram {
+        let mut program = EntryProgram {
             name: ep.name.clone(),
             workgroup_size: ep.workgroup_size,
             insts,
             n_regs: self.n_regs,
-            n_sregs: 1,
+            n_sregs: self.n_sregs,
             n_masks: self.n_masks,
             tables: self.tables,
             shared_words: self.shared_words,
             builtins: self.builtins,
-            scalar_builtins: Vec::new(),
+            scalar_builtins: self.scalar_builtins,
             storage_bindings: self.storage_bindings.into_iter().collect(),
-        })
+        };
+        crate::peephole::fuse(&mut program);
+        Ok(program)
     }
 
     /// Locals, then the body, of a function instance.
@@ -476,6 +559,27 @@ impl<'m> Lowerer<'m> {
     }
 
     fn bin(&mut self, op: BinOp, a: Reg, b: Reg) -> Reg {
+        if self.is_uniform(a) && self.is_uniform(b) && (a & SCALAR != 0 || b & SCALAR != 0) {
+            let d = self.sreg();
+            let sa = self.scalar(a);
+            match self.pool_value.get(&b) {
+                Some(&imm) => self.insts.push(Inst::SBinImm { op, d: d & !SCALAR, a: sa, imm }),
+                None => {
+                    let sb = self.scalar(b);
+                    self.insts.push(Inst::SBin { op, d: d & !SCALAR, a: sa, b: sb })
+                }
+            }
+            return d;
+        }
+        if b & SCALAR != 0 {
+            let d = self.reg();
+            let s = b & !SCALAR;
+            self.emit(Inst::BinVS { op, d, a, s });
+            return d;
+        }
+        if a & SCALAR != 0 && commutes(op) {
+            return self.bin(op, b, a);
+        }
         match self.pool_value.get(&b) {
             Some(&imm) => self.bin_imm(op, a, imm),
             None => {
@@ -487,12 +591,35 @@ impl<'m> Lowerer<'m> {
     }
 
     fn un(&mut self, op: UnOp, a: Reg) -> Reg {
+        if a & SCALAR != 0 {
+            let d = self.sreg();
+            self.insts.push(Inst::SUn { op, d: d & !SCALAR, a: a & !SCALAR });
+            return d;
+        }
         let d = self.reg();
         self.emit(Inst::Un { op, d, a });
         d
     }
 
+    /// `c ? t : f`, on the scalar unit when all three are uniform.
+    fn select(&mut self, c: Reg, t: Reg, f: Reg) -> Reg {
+        if [c, t, f].iter().all(|&r| self.is_uniform(r)) && [c, t, f].iter().any(|&r| r & SCALAR != 0) {
+            let d = self.sreg();
+            let (c, t, f) = (self.scalar(c), self.scalar(t), self.scalar(f));
+            self.insts.push(Inst::SSelect { d: d & !SCALAR, c, t, f });
+            return d;
+        }
+        let d = self.reg();
+        self.emit(Inst::Select { d, c, t, f });
+        d
+    }
+
     fn bin_imm(&mut self, op: BinOp, a: Reg, imm: u32) -> Reg {
+        if a & SCALAR != 0 {
+            let d = self.sreg();
+            self.insts.push(Inst::SBinImm { op, d: d & !SCALAR, a: a & !SCALAR, imm });
+            return d;
+        }
         // Strength reduction: division is ~25 cycles a lane, a shift one.
         let (op, imm) = match op {
             BinOp::UDiv if imm.is_power_of_two() => (BinOp::ShrU, imm.trailing_zeros()),
@@ -569,16 +696,7 @@ impl<'m> Lowerer<'m> {
                 let t = self.regs_of(ctx, accept)?;
                 let f = self.regs_of(ctx, reject)?;
                 let n = t.len();
-                Val::Regs(
-                    (0..n)
-                        .map(|i| {
-                            let d = self.reg();
-                            let c = c[if c.len() == 1 { 0 } else { i }];
-                            self.emit(Inst::Select { d, c, t: t[i], f: f[i] });
-                            d
-                        })
-                        .collect(),
-                )
+                Val::Regs((0..n).map(|i| self.select(c[if c.len() == 1 { 0 } else { i }], t[i], f[i])).collect())
             }
             E::Relational { fun, argument } => {
                 let a = self.regs_of(ctx, argument)?;
@@ -914,6 +1032,12 @@ impl<'m> Lowerer<'m> {
                 Ok(offs
                     .into_iter()
                     .map(|off| {
+                        if matches!(root, Root::Uniform) && (addr == ZERO || addr & SCALAR != 0) {
+                            // A uniform at a warp-uniform address: one scalar load.
+                            let d = self.sreg();
+                            self.insts.push(Inst::SLdUniform { d: d & !SCALAR, addr: addr & !SCALAR, off });
+                            return d;
+                        }
                         let d = self.reg();
                         self.emit(match root {
                             Root::Storage(binding) => Inst::LdStorage { d, binding: *binding, addr, off },
@@ -958,10 +1082,12 @@ impl<'m> Lowerer<'m> {
     // ---- statements
 
     fn block(&mut self, ctx: &mut FnCtx, block: &naga::Block) -> R<()> {
+        let outer = self.broadcasts.clone();
         for (stmt, span) in block.span_iter() {
             self.span = *span;
             self.statement(ctx, stmt)?;
         }
+        self.broadcasts = outer;
         Ok(())
     }
 
@@ -976,6 +1102,19 @@ impl<'m> Lowerer<'m> {
         }
         let c = self.scalar_of(ctx, cond)?;
         let (brk, body_depth) = ctx.loops.last().map(|l| (l.brk, l.body_depth)).expect("loop");
+        if c & SCALAR != 0 {
+            // Uniform: every active lane leaves or none does.
+            let c = c & !SCALAR;
+            let stay = self.emit(if unless { Inst::JumpIfNonZeroS { c, to: 0 } } else { Inst::JumpIfZeroS { c, to: 0 } });
+            self.emit(Inst::Leave { m: brk });
+            if ctx.depth == body_depth {
+                let jump = self.emit(Inst::Jump { to: 0 });
+                ctx.loops.last_mut().expect("loop").to_continuing.push(jump);
+            }
+            let next = self.here();
+            self.patch(stay, next);
+            return Ok(true);
+        }
         self.emit(if unless { Inst::BreakUnless { m: brk, c } } else { Inst::BreakIf { m: brk, c } });
         if ctx.depth == body_depth {
             let jump = self.emit(Inst::JumpIfNone { to: 0 });
@@ -996,6 +1135,9 @@ impl<'m> Lowerer<'m> {
             return Ok(false);
         }
         let c = self.scalar_of(ctx, cond)?;
+        if c & SCALAR != 0 {
+            return Ok(false); // a uniform branch is a cheaper plain jump
+        }
         // Destination register -> (value if c, value if !c).
         let mut merged: Vec<(Reg, Option<Reg>, Option<Reg>)> = Vec::new();
         for (side, emits, stores) in [(0, emits_a, stores_a), (1, emits_b, stores_b)] {
@@ -1102,11 +1244,7 @@ impl<'m> Lowerer<'m> {
             result = v
                 .iter()
                 .zip(&result)
-                .map(|(&t, &f)| {
-                    let d = self.reg();
-                    self.emit(Inst::Select { d, c, t, f });
-                    d
-                })
+                .map(|(&t, &f)| self.select(c, t, f))
                 .collect();
         }
         self.span = span;
@@ -1129,6 +1267,25 @@ impl<'m> Lowerer<'m> {
             S::Block(b) => self.block(ctx, b)?,
             S::If { condition, accept, reject } if self.try_loop_exit(ctx, *condition, accept, reject)? => {}
             S::If { condition, accept, reject } if self.try_select_stores(ctx, *condition, accept, reject)? => {}
+            S::If { condition, accept, reject } if self.scalar_of(ctx, *condition)? & SCALAR != 0 => {
+                // A warp-uniform condition: a plain jump, no mask work.
+                let c = self.scalar_of(ctx, *condition)? & !SCALAR;
+                let skip = self.emit(Inst::JumpIfZeroS { c, to: 0 });
+                ctx.depth += 1;
+                self.block(ctx, accept)?;
+                if reject.is_empty() {
+                    let end = self.here();
+                    self.patch(skip, end);
+                } else {
+                    let jump = self.emit(Inst::Jump { to: 0 });
+                    let else_at = self.here();
+                    self.patch(skip, else_at);
+                    self.block(ctx, reject)?;
+                    let end = self.here();
+                    self.patch(jump, end);
+                }
+                ctx.depth -= 1;
+            }
             S::If { condition, accept, reject } => {
                 let c = self.scalar_of(ctx, *condition)?;
                 let saved = self.mask();
@@ -1317,6 +1474,14 @@ impl<'m> Lowerer<'m> {
         }
         Ok(())
     }
+}
+
+/// Tag of scalar registers while lowering (stripped in the emitted scalar instructions).
+const SCALAR: Reg = 1 << 31;
+
+fn commutes(op: BinOp) -> bool {
+    use BinOp::*;
+    matches!(op, IAdd | IMul | FAdd | FMul | And | Or | Xor | IEq | INe | FEq | FNe | UMin | UMax | SMin | SMax | FMin | FMax)
 }
 
 /// True when `body` has no `return` but (possibly) its last statement.

@@ -200,8 +200,6 @@ pub enum Inst {
     Broadcast { d: Reg, s: SReg },
     /// `d = a op s`: a vector and a scalar operand.
     BinVS { op: BinOp, d: Reg, a: Reg, s: SReg },
-    /// `d = s op b`: a scalar and a vector operand.
-    BinSV { op: BinOp, d: Reg, s: SReg, b: Reg },
 
     // ---- memory (word addresses: register + immediate)
     LdStorage { d: Reg, binding: u8, addr: Reg, off: u32 },

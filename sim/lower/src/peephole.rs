@@ -25,7 +25,6 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::UnpackFVar { d, .. }
         | Inst::Broadcast { d, .. }
         | Inst::BinVS { d, .. }
-        | Inst::BinSV { d, .. }
         | Inst::LdStorage { d, .. }
         | Inst::LdUniform { d, .. }
         | Inst::LdShared { d, .. }
@@ -49,7 +48,6 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::Gather { idx, .. } => out.push(idx),
         Inst::ScatterMasked { idx, s, .. } => out.extend([idx, s]),
         Inst::BinVS { a, .. } => out.push(a),
-        Inst::BinSV { b, .. } => out.push(b),
         Inst::LdStorage { d, addr, .. } | Inst::LdShared { d, addr, .. } => out.extend([d, addr]),
         Inst::LdUniform { addr, .. } => out.push(addr),
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => out.extend([s, addr]),
