@@ -295,8 +295,17 @@ fn bin<const N: usize, B: Rhs>(op: BinOp, d: &mut [u32; N], a: &[u32; N], b: B) 
     }
 }
 
+/// f16 bits (low half of `h`) to f32 bits, branch-free so a warp's lanes vectorise: exponent and
+/// mantissa shifted into place and scaled by 2^112 (exact for normals and subnormals); infinity
+/// and NaN as the `half` crate gives them (NaN quietened, payload kept).
+#[inline(always)]
 fn f16_to_f32(h: u32) -> u32 {
-    half::f16::from_bits(h as u16).to_f32().to_bits()
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    let man = h & 0x3ff;
+    let finite = (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits();
+    let special = if man == 0 { 0x7f80_0000 } else { 0x7fc0_0000 | man << 13 };
+    sign | if em >= 0x7c00 { special } else { finite }
 }
 
 #[inline(always)]
@@ -567,8 +576,10 @@ impl<'p> Worker<'p> {
                     }
                 }),
                 Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
+                    // Bitwise, so it vectorises (a branch per lane does not).
                     for l in 0..W {
-                        o[l] = if cond[l] != 0 { t[l] } else { fv[l] };
+                        let m = ((cond[l] != 0) as u32).wrapping_neg();
+                        o[l] = (t[l] & m) | (fv[l] & !m);
                     }
                 }),
                 Inst::ShrAnd { d, a, shift, mask } => op1(regs, u(d), u(a), |o, a| {
@@ -794,6 +805,18 @@ fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
                 return;
             }
         }
+        // One range check for the warp, then a gather without a branch per lane.
+        let mut hi = 0u32;
+        for l in 0..W {
+            hi = hi.max(a[l].wrapping_add(off));
+        }
+        if (hi as usize) < view.len {
+            for l in 0..W {
+                // SAFETY: every index is at most `hi`, inside the buffer.
+                o[l] = unsafe { *view.ptr.add(a[l].wrapping_add(off) as usize) };
+            }
+            return;
+        }
         for l in 0..W {
             o[l] = view.get(a[l].wrapping_add(off));
         }
@@ -904,6 +927,13 @@ pub fn dispatch(prog: &EntryProgram, mem: &Bindings, grid: [u32; 3], threads: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_widening_matches_half_for_every_value() {
+        for h in 0..=u16::MAX {
+            assert_eq!(f16_to_f32(h as u32), half::f16::from_bits(h).to_f32().to_bits(), "f16 bits {h:#06x}");
+        }
+    }
 
     #[test]
     fn bit_fields_follow_wgsl() {
