@@ -1,7 +1,8 @@
 //! The warp interpreter: runs one entry point's bytecode over a grid of workgroups.
 //!
-//! A warp is W lanes; its register file is SoA (`regs[r * W + lane]`), so each instruction is a
-//! tight loop over W words that the compiler vectorises. A workgroup larger than W runs as several
+//! A warp is W lanes; its register file is SoA (`regs[r][lane]`), so each instruction is a tight
+//! loop over W words that the compiler vectorises, on the registers in place; scalar registers
+//! hold warp-uniform values. A workgroup larger than W runs as several
 //! warps that the scheduler interleaves at barriers: each warp runs until `Barrier` or `Halt`,
 //! then the next one; the warp state (pc, exec mask, mask slots, registers) is the continuation.
 //! Workgroups are spread over worker threads natively; in wasm they run on the calling thread.

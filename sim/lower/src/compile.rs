@@ -7,11 +7,18 @@
 //!   bitcasts and constant indexing cost no instructions (they alias registers);
 //! - function variables live in registers (mem2reg): a load is a copy, a store a masked copy,
 //!   a dynamic index a `Gather`/`ScatterMasked` over the variable's registers;
-//! - calls are inlined (WGSL has no recursion), each call site with its own registers;
+//! - calls are inlined (WGSL has no recursion), each call site with its own registers; a callee
+//!   that returns only at its end needs no mask slots, its result aliases the returned value;
 //! - constants are pooled into registers set once in a prologue, and constant right operands
-//!   fold into `BinImm`;
+//!   fold into `BinImm` (power-of-two div/rem/mul become shifts and masks);
+//! - uniformity: values computed only from uniforms, workgroup ids/counts/sizes and constants
+//!   live in scalar registers (one word per warp; broadcast where a vector op needs them),
+//!   function variables stay vector;
 //! - structured control flow becomes exec-mask operations with per-site mask slots; branches
-//!   that no lane takes are jumped over, so uniform control flow costs a few mask ops.
+//!   that no lane takes are jumped over; branches on scalar conditions are plain jumps;
+//! - if-conversion: early-return helpers and branches that only assign variables become
+//!   `Select`s, `for` conditions `BreakUnless`;
+//! - finally `peephole::fuse` forms the unpack superinstructions.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
