@@ -1,14 +1,15 @@
 //! The warp interpreter: runs one entry point's bytecode over a grid of workgroups.
 //!
-//! A warp is W lanes; its register file is SoA (`regs[r * W + lane]`), so each instruction is a
-//! tight loop over W words that the compiler vectorises. A workgroup larger than W runs as several
+//! A warp is W lanes; its register file is SoA (`regs[r][lane]`), so each instruction is a tight
+//! loop over W words that the compiler vectorises, on the registers in place; scalar registers
+//! hold warp-uniform values. A workgroup larger than W runs as several
 //! warps that the scheduler interleaves at barriers: each warp runs until `Barrier` or `Halt`,
 //! then the next one; the warp state (pc, exec mask, mask slots, registers) is the continuation.
 //! Workgroups are spread over worker threads natively; in wasm they run on the calling thread.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp};
+use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK};
 
 /// Lanes per warp.
 pub const W: usize = 64;
@@ -126,7 +127,8 @@ struct Warp {
     pc: usize,
     exec: u64,
     masks: Vec<u64>,
-    regs: Vec<u32>,
+    regs: Vec<Lanes>,
+    sregs: Vec<u32>,
     done: bool,
 }
 
@@ -139,24 +141,88 @@ struct Worker<'p> {
     cache: Option<Cache>,
 }
 
+/// Right operand of a two-operand op: a vector register, or one word for every lane (an
+/// immediate or a scalar register). Generic so each op's lane loop is specialised for both.
+trait Rhs: Copy {
+    fn at(self, l: usize) -> u32;
+}
+
+impl Rhs for &Lanes {
+    #[inline(always)]
+    fn at(self, l: usize) -> u32 {
+        self[l]
+    }
+}
+
+impl Rhs for u32 {
+    #[inline(always)]
+    fn at(self, _: usize) -> u32 {
+        self
+    }
+}
+
+/// Register operands are used in place (no copies): the destination is borrowed mutably and
+/// the sources shared, which needs the destination distinct from the sources. The compiler
+/// writes fresh registers, so the copy below is a rare fallback.
 #[inline(always)]
-fn lanes(regs: &[u32], r: u32) -> Lanes {
-    regs[r as usize * W..][..W].try_into().expect("W lanes")
+fn op1(regs: &mut [Lanes], d: usize, a: usize, f: impl FnOnce(&mut Lanes, &Lanes)) {
+    if d == a {
+        let t = regs[a];
+        f(&mut regs[d], &t)
+    } else {
+        let base = regs.as_mut_ptr();
+        // SAFETY: d != a, and `check_program` verified both are inside the register file.
+        unsafe { f(&mut *base.add(d), &*base.add(a)) }
+    }
 }
 
 #[inline(always)]
-fn dst(regs: &mut [u32], r: u32) -> &mut Lanes {
-    (&mut regs[r as usize * W..][..W]).try_into().expect("W lanes")
+fn op2(regs: &mut [Lanes], d: usize, a: usize, b: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes)) {
+    if d == a || d == b {
+        let (ta, tb) = (regs[a], regs[b]);
+        f(&mut regs[d], &ta, &tb)
+    } else {
+        let base = regs.as_mut_ptr();
+        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
+        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b)) }
+    }
 }
 
 #[inline(always)]
-fn nonzero(regs: &[u32], r: u32) -> u64 {
-    let v = &regs[r as usize * W..][..W];
+fn op3(regs: &mut [Lanes], d: usize, a: usize, b: usize, c: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes, &Lanes)) {
+    if d == a || d == b || d == c {
+        let (ta, tb, tc) = (regs[a], regs[b], regs[c]);
+        f(&mut regs[d], &ta, &tb, &tc)
+    } else {
+        let base = regs.as_mut_ptr();
+        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
+        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b), &*base.add(c)) }
+    }
+}
+
+/// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
+#[inline(always)]
+fn nonzero(v: &Lanes) -> u64 {
     let mut m = 0u64;
-    for (l, &x) in v.iter().enumerate() {
-        m |= ((x != 0) as u64) << l;
+    for (q, c) in v.chunks_exact(4).enumerate() {
+        let bits = (c[0] != 0) as u64 | ((c[1] != 0) as u64) << 1 | ((c[2] != 0) as u64) << 2 | ((c[3] != 0) as u64) << 3;
+        m |= bits << (4 * q);
     }
     m
+}
+
+/// `d = v` in the lanes of `exec`.
+#[inline(always)]
+fn masked_copy(d: &mut Lanes, v: &Lanes, exec: u64) {
+    if exec == ALL_LANES {
+        *d = *v;
+    } else {
+        for l in 0..W {
+            if exec >> l & 1 == 1 {
+                d[l] = v[l];
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -164,12 +230,20 @@ fn f(x: u32) -> f32 {
     f32::from_bits(x)
 }
 
+/// One two-operand op on one word pair.
 #[inline(always)]
-fn bin(op: BinOp, d: &mut Lanes, a: &Lanes, b: &Lanes) {
+fn bin1(op: BinOp, x: u32, y: u32) -> u32 {
+    let mut d = [0u32; 1];
+    bin(op, &mut d, &[x], y);
+    d[0]
+}
+
+#[inline(always)]
+fn bin<const N: usize, B: Rhs>(op: BinOp, d: &mut [u32; N], a: &[u32; N], b: B) {
     macro_rules! each {
         (|$x:ident, $y:ident| $e:expr) => {
-            for l in 0..W {
-                let ($x, $y) = (a[l], b[l]);
+            for l in 0..N {
+                let ($x, $y) = (a[l], b.at(l));
                 d[l] = $e;
             }
         };
@@ -222,15 +296,24 @@ fn bin(op: BinOp, d: &mut Lanes, a: &Lanes, b: &Lanes) {
     }
 }
 
+/// f16 bits (low half of `h`) to f32 bits, branch-free so a warp's lanes vectorise: exponent and
+/// mantissa shifted into place and scaled by 2^112 (exact for normals and subnormals); infinity
+/// and NaN as the `half` crate gives them (NaN quietened, payload kept).
+#[inline(always)]
 fn f16_to_f32(h: u32) -> u32 {
-    half::f16::from_bits(h as u16).to_f32().to_bits()
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    let man = h & 0x3ff;
+    let finite = (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits();
+    let special = if man == 0 { 0x7f80_0000 } else { 0x7fc0_0000 | man << 13 };
+    sign | if em >= 0x7c00 { special } else { finite }
 }
 
 #[inline(always)]
-fn un(op: UnOp, d: &mut Lanes, a: &Lanes) {
+fn un<const N: usize>(op: UnOp, d: &mut [u32; N], a: &[u32; N]) {
     macro_rules! each {
         (|$x:ident| $e:expr) => {
-            for l in 0..W {
+            for l in 0..N {
                 let $x = a[l];
                 d[l] = $e;
             }
@@ -316,6 +399,60 @@ enum Stop {
     Halt,
 }
 
+/// Checks every register, scalar register, mask slot, table range and jump target of `prog`
+/// once per dispatch, so the interpreter can index its files without bounds checks.
+fn check_program(prog: &EntryProgram) {
+    let (nr, ns, nm) = (prog.n_regs as usize, prog.n_sregs.max(1) as usize, prog.n_masks as usize);
+    let r = |x: u32| assert!((x as usize) < nr, "register {x} out of range ({nr})");
+    let s = |x: u32| assert!((x as usize) < ns, "scalar register {x} out of range ({ns})");
+    let m = |x: u16| assert!((x as usize) < nm, "mask slot {x} out of range ({nm})");
+    let t = |at: u32, len: u32| {
+        assert!(len > 0 && (at as usize + len as usize) <= prog.tables.len(), "table {at}+{len} out of range");
+        prog.tables[at as usize..][..len as usize].iter().for_each(|&x| r(x));
+    };
+    let to = |x: u32| assert!((x as usize) < prog.insts.len(), "jump target {x} out of range");
+    assert!(matches!(prog.insts.last(), Some(Inst::Halt | Inst::Jump { .. })), "program must end in Halt");
+    for &(_, x) in &prog.builtins {
+        r(x);
+    }
+    for &(_, x) in &prog.scalar_builtins {
+        s(x);
+    }
+    for inst in &prog.insts {
+        match *inst {
+            Inst::Movi { d, .. } => r(d),
+            Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
+            Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
+            Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
+            Inst::Fma { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
+            Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
+            Inst::InsertBits { d, e, n, off, cnt } => (r(d), r(e), r(n), r(off), r(cnt)).4,
+            Inst::Gather { d, table, len, idx, .. } => (r(d), r(idx), t(table, len)).2,
+            Inst::ScatterMasked { table, len, idx, s: v, .. } => (r(v), r(idx), t(table, len)).2,
+            Inst::SMovi { d, .. } => s(d),
+            Inst::SBin { d, a, b, .. } => (s(d), s(a), s(b)).2,
+            Inst::SBinImm { d, a, .. } | Inst::SUn { d, a, .. } | Inst::SLdUniform { d, addr: a, .. } => (s(d), s(a)).1,
+            Inst::SSelect { d, c, t: a, f: b } => (s(d), s(c), s(a), s(b)).3,
+            Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
+            Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
+            Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
+            Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
+            Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
+            Inst::ArrayLength { d, .. } => r(d),
+            Inst::SaveExec { m: x } | Inst::ClearMask { m: x } | Inst::Leave { m: x } | Inst::Rejoin { m: x } | Inst::ExecFrom { m: x } => m(x),
+            Inst::AndCond { c } => r(c),
+            Inst::ElseOf { m: x, c } | Inst::BreakIf { m: x, c } | Inst::BreakUnless { m: x, c } => (m(x), r(c)).1,
+            Inst::Join { saved, a, b, c } => {
+                m(saved);
+                [a, b, c].into_iter().filter(|&x| x != NO_MASK).for_each(m);
+            }
+            Inst::JumpIfZeroS { c, to: x } | Inst::JumpIfNonZeroS { c, to: x } => (s(c), to(x)).1,
+            Inst::JumpIfNone { to: x } | Inst::JumpIfAny { to: x } | Inst::Jump { to: x } => to(x),
+            Inst::Barrier | Inst::Halt => {}
+        }
+    }
+}
+
 impl<'p> Worker<'p> {
     fn new(prog: &'p EntryProgram, cache_model: bool) -> Self {
         let threads = prog.workgroup_size.iter().product::<u32>() as usize;
@@ -325,7 +462,8 @@ impl<'p> Worker<'p> {
                 pc: 0,
                 exec: 0,
                 masks: vec![0; prog.n_masks as usize],
-                regs: vec![0; prog.n_regs as usize * W],
+                regs: vec![[0; W]; prog.n_regs as usize],
+                sregs: vec![0; prog.n_sregs.max(1) as usize],
                 done: false,
             })
             .collect();
@@ -343,14 +481,23 @@ impl<'p> Worker<'p> {
         let size = self.prog.workgroup_size;
         let threads = (size[0] * size[1] * size[2]) as usize;
         self.shared.fill(0);
+        let uniform_builtin = |b: Builtin| match b {
+            Builtin::WorkgroupId(i) => wg[i as usize],
+            Builtin::NumWorkgroups(i) => num_wg[i as usize],
+            Builtin::WorkgroupSize(i) => size[i as usize],
+            _ => unreachable!("per-lane built-in {b:?} in a scalar register"),
+        };
         for (w, warp) in self.warps.iter_mut().enumerate() {
             warp.pc = 0;
             warp.done = false;
             let live = threads.saturating_sub(w * W).min(W);
             warp.exec = if live == W { ALL_LANES } else { (1u64 << live) - 1 };
             warp.masks.fill(0);
+            for &(b, r) in &self.prog.scalar_builtins {
+                warp.sregs[r as usize] = uniform_builtin(b);
+            }
             for &(b, r) in &self.prog.builtins {
-                let d = dst(&mut warp.regs, r);
+                let d = &mut warp.regs[r as usize];
                 for (l, slot) in d.iter_mut().enumerate() {
                     let idx = (w * W + l) as u32;
                     let local = [idx % size[0], idx / size[0] % size[1], idx / (size[0] * size[1])];
@@ -358,9 +505,7 @@ impl<'p> Worker<'p> {
                         Builtin::LocalIndex => idx,
                         Builtin::LocalId(i) => local[i as usize],
                         Builtin::GlobalId(i) => wg[i as usize] * size[i as usize] + local[i as usize],
-                        Builtin::WorkgroupId(i) => wg[i as usize],
-                        Builtin::NumWorkgroups(i) => num_wg[i as usize],
-                        Builtin::WorkgroupSize(i) => size[i as usize],
+                        other => uniform_builtin(other),
                     };
                 }
             }
@@ -390,158 +535,165 @@ impl<'p> Worker<'p> {
         let shared = &mut self.shared;
         let c = &mut self.counters;
         let regs = &mut warp.regs[..];
+        let sregs = &mut warp.sregs[..];
         let masks = &mut warp.masks[..];
         let mut exec = warp.exec;
         let mut pc = warp.pc;
         let insts = &prog.insts[..];
+        // Counted locally, added to the counters once per run.
+        let (mut executed, mut active) = (0u64, 0u64);
         let stop = loop {
-            let inst = insts[pc];
+            // SAFETY: `check_program` verified every jump target, and the program ends in Halt,
+            // so pc stays inside the program.
+            let inst = unsafe { *insts.get_unchecked(pc) };
             pc += 1;
-            c.warp_instructions += 1;
-            c.active_lanes += exec.count_ones() as u64;
+            executed += 1;
+            active += exec.count_ones() as u64;
+            // Register, scalar and mask indices below were range-checked by `check_program`.
+            let u = |x: u32| x as usize;
             match inst {
-                Inst::Movi { d, imm } => *dst(regs, d) = [imm; W],
-                Inst::Mov { d, s } => *dst(regs, d) = lanes(regs, s),
-                Inst::MovMasked { d, s } => {
-                    let v = lanes(regs, s);
-                    let o = dst(regs, d);
-                    for l in 0..W {
-                        if exec >> l & 1 == 1 {
-                            o[l] = v[l];
-                        }
-                    }
-                }
-                Inst::Bin { op, d, a, b } => {
-                    let (a, b) = (lanes(regs, a), lanes(regs, b));
-                    bin(op, dst(regs, d), &a, &b);
-                }
+                Inst::Movi { d, imm } => regs[u(d)] = [imm; W],
+                Inst::Mov { d, s } => regs[u(d)] = regs[u(s)],
+                Inst::MovMasked { d, s } => op1(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
+                Inst::Bin { op, d, a, b } => op2(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
                 Inst::BinImm { op, d, a, imm } => {
-                    let a = lanes(regs, a);
-                    bin(op, dst(regs, d), &a, &[imm; W]);
+                    // Hardware division costs ~25 cycles a lane: powers of two become shifts.
+                    let (op, imm) = match op {
+                        BinOp::UDiv if imm.is_power_of_two() => (BinOp::ShrU, imm.trailing_zeros()),
+                        BinOp::URem if imm.is_power_of_two() => (BinOp::And, imm - 1),
+                        _ => (op, imm),
+                    };
+                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, imm))
                 }
-                Inst::Un { op, d, a } => {
-                    let a = lanes(regs, a);
-                    un(op, dst(regs, d), &a);
+                Inst::BinVS { op, d, a, s } => {
+                    let y = sregs[u(s)];
+                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, y))
                 }
-                Inst::Fma { d, a, b, c: cc } => {
-                    let (a, b, cc) = (lanes(regs, a), lanes(regs, b), lanes(regs, cc));
-                    let o = dst(regs, d);
+                Inst::Broadcast { d, s } => regs[u(d)] = [sregs[u(s)]; W],
+                Inst::Un { op, d, a } => op1(regs, u(d), u(a), |o, x| un(op, o, x)),
+                Inst::Fma { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
                     }
-                }
-                Inst::Select { d, c: cond, t, f: fv } => {
-                    let (cond, t, fv) = (lanes(regs, cond), lanes(regs, t), lanes(regs, fv));
-                    let o = dst(regs, d);
+                }),
+                Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
+                    // Bitwise, so it vectorises (a branch per lane does not).
                     for l in 0..W {
-                        o[l] = if cond[l] != 0 { t[l] } else { fv[l] };
+                        let m = ((cond[l] != 0) as u32).wrapping_neg();
+                        o[l] = (t[l] & m) | (fv[l] & !m);
                     }
-                }
-                Inst::ShrAnd { d, a, shift, mask } => {
-                    let a = lanes(regs, a);
-                    let o = dst(regs, d);
+                }),
+                Inst::ShrAnd { d, a, shift, mask } => op1(regs, u(d), u(a), |o, a| {
                     for l in 0..W {
-                        o[l] = (a[l] >> shift) & mask;
+                        o[l] = a[l].wrapping_shr(shift) & mask;
                     }
-                }
-                Inst::ExtractBits { signed, d, e, off, cnt } => {
-                    let (e, off, cnt) = (lanes(regs, e), lanes(regs, off), lanes(regs, cnt));
-                    let o = dst(regs, d);
+                }),
+                Inst::UnpackF { d, a, shift, mask, sub } => op1(regs, u(d), u(a), |o, a| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
+                    }
+                }),
+                Inst::UnpackFVar { d, a, s, mask, sub } => op2(regs, u(d), u(a), u(s), |o, a, s| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = ((a[l].wrapping_shr(s[l]) & mask) as f32 - sub).to_bits();
+                    }
+                }),
+                Inst::ExtractBits { signed, d, e, off, cnt } => op3(regs, u(d), u(e), u(off), u(cnt), |o, e, off, cnt| {
                     for l in 0..W {
                         o[l] = extract_bits(e[l], off[l], cnt[l], signed);
                     }
-                }
+                }),
                 Inst::InsertBits { d, e, n, off, cnt } => {
-                    let (e, n, off, cnt) = (lanes(regs, e), lanes(regs, n), lanes(regs, off), lanes(regs, cnt));
-                    let o = dst(regs, d);
+                    let (e, n, off, cnt) = (regs[u(e)], regs[u(n)], regs[u(off)], regs[u(cnt)]);
+                    let o = &mut regs[u(d)];
                     for l in 0..W {
                         o[l] = insert_bits(e[l], n[l], off[l], cnt[l]);
                     }
                 }
                 Inst::Gather { d, table, len, idx, off } => {
-                    let idx = lanes(regs, idx);
+                    let idx = regs[u(idx)];
                     let table = &prog.tables[table as usize..][..len as usize];
                     let mut out = [0u32; W];
                     for l in 0..W {
                         let i = (idx[l].wrapping_add(off) as usize).min(len as usize - 1);
-                        out[l] = regs[table[i] as usize * W + l];
+                        out[l] = regs[table[i] as usize][l];
                     }
-                    *dst(regs, d) = out;
+                    regs[u(d)] = out;
                 }
                 Inst::ScatterMasked { table, len, idx, off, s } => {
-                    let (idx, s) = (lanes(regs, idx), lanes(regs, s));
+                    let (idx, s) = (regs[u(idx)], regs[u(s)]);
                     let table = &prog.tables[table as usize..][..len as usize];
                     for l in 0..W {
                         if exec >> l & 1 == 1 {
                             let i = (idx[l].wrapping_add(off) as usize).min(len as usize - 1);
-                            regs[table[i] as usize * W + l] = s[l];
+                            regs[table[i] as usize][l] = s[l];
                         }
                     }
                 }
+                Inst::SMovi { d, imm } => sregs[u(d)] = imm,
+                Inst::SBin { op, d, a, b } => sregs[u(d)] = bin1(op, sregs[u(a)], sregs[u(b)]),
+                Inst::SBinImm { op, d, a, imm } => sregs[u(d)] = bin1(op, sregs[u(a)], imm),
+                Inst::SUn { op, d, a } => {
+                    let mut o = [0u32; 1];
+                    un(op, &mut o, &[sregs[u(a)]]);
+                    sregs[u(d)] = o[0];
+                }
+                Inst::SSelect { d, c: cond, t, f: fv } => sregs[u(d)] = if sregs[u(cond)] != 0 { sregs[u(t)] } else { sregs[u(fv)] },
+                Inst::SLdUniform { d, addr, off } => {
+                    sregs[u(d)] = mem.uniform.get(sregs[u(addr)].wrapping_add(off) as usize).copied().unwrap_or(0)
+                }
                 Inst::LdStorage { d, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
-                    let a = lanes(regs, addr);
-                    let o = dst(regs, d);
-                    if exec == ALL_LANES && contiguous(&a) {
-                        // Fast path: one bounds check for the whole warp.
-                        let start = a[0].wrapping_add(off) as usize;
-                        if start.checked_add(W).is_some_and(|end| end <= view.len) {
-                            // SAFETY: start..start+W is inside the buffer.
-                            let src = unsafe { std::slice::from_raw_parts(view.ptr.add(start), W) };
-                            o.copy_from_slice(src);
-                        } else {
-                            for l in 0..W {
-                                o[l] = view.get(a[l].wrapping_add(off));
-                            }
+                    op1(regs, u(d), u(addr), |o, a| {
+                        load_storage(&view, o, a, off, exec);
+                        if let Some(cache) = self.cache.as_mut() {
+                            touch_lines(cache, c, binding, a, off, exec);
+                        }
+                    });
+                    c.words_loaded += exec.count_ones() as u64;
+                }
+                Inst::StStorage { s, binding, addr, off } => {
+                    let view = mem.storage[binding as usize];
+                    let (a, v) = (&regs[u(addr)], &regs[u(s)]);
+                    if exec == ALL_LANES {
+                        for l in 0..W {
+                            view.set(a[l].wrapping_add(off), v[l]);
                         }
                     } else {
                         for l in 0..W {
                             if exec >> l & 1 == 1 {
-                                o[l] = view.get(a[l].wrapping_add(off));
+                                view.set(a[l].wrapping_add(off), v[l]);
                             }
-                        }
-                    }
-                    c.words_loaded += exec.count_ones() as u64;
-                    if let Some(cache) = self.cache.as_mut() {
-                        touch_lines(cache, c, binding, &a, off, exec);
-                    }
-                }
-                Inst::StStorage { s, binding, addr, off } => {
-                    let view = mem.storage[binding as usize];
-                    let (a, v) = (lanes(regs, addr), lanes(regs, s));
-                    for l in 0..W {
-                        if exec >> l & 1 == 1 {
-                            view.set(a[l].wrapping_add(off), v[l]);
                         }
                     }
                     c.words_stored += exec.count_ones() as u64;
                     if let Some(cache) = self.cache.as_mut() {
-                        touch_lines(cache, c, binding, &a, off, exec);
+                        touch_lines(cache, c, binding, a, off, exec);
                     }
                 }
                 Inst::LdUniform { d, addr, off } => {
                     let get = |i: u32| mem.uniform.get(i as usize).copied().unwrap_or(0);
                     if addr == qwglm_sim_lower::isa::ZERO {
-                        *dst(regs, d) = [get(off); W];
+                        regs[u(d)] = [get(off); W];
                     } else {
-                        let a = lanes(regs, addr);
-                        let o = dst(regs, d);
-                        for l in 0..W {
-                            o[l] = get(a[l].wrapping_add(off));
-                        }
+                        op1(regs, u(d), u(addr), |o, a| {
+                            for l in 0..W {
+                                o[l] = get(a[l].wrapping_add(off));
+                            }
+                        });
                     }
                 }
-                Inst::LdShared { d, addr, off } => {
-                    let a = lanes(regs, addr);
-                    let o = dst(regs, d);
+                Inst::LdShared { d, addr, off } => op1(regs, u(d), u(addr), |o, a| {
                     for l in 0..W {
                         if exec >> l & 1 == 1 {
                             o[l] = shared.get(a[l].wrapping_add(off) as usize).copied().unwrap_or(0);
                         }
                     }
-                }
+                }),
                 Inst::StShared { s, addr, off } => {
-                    let (a, v) = (lanes(regs, addr), lanes(regs, s));
+                    let (a, v) = (&regs[u(addr)], &regs[u(s)]);
                     for l in 0..W {
                         if exec >> l & 1 == 1 {
                             if let Some(slot) = shared.get_mut(a[l].wrapping_add(off) as usize) {
@@ -551,8 +703,8 @@ impl<'p> Worker<'p> {
                     }
                 }
                 Inst::Atomic { op, space, d, addr, off, v, cmp } => {
-                    let (a, v, cmpv) = (lanes(regs, addr), lanes(regs, v), lanes(regs, cmp));
-                    let mut out = lanes(regs, d);
+                    let (a, v, cmpv) = (regs[u(addr)], regs[u(v)], regs[u(cmp)]);
+                    let out = &mut regs[u(d)];
                     for l in 0..W {
                         if exec >> l & 1 == 0 {
                             continue;
@@ -570,15 +722,14 @@ impl<'p> Worker<'p> {
                             },
                         };
                     }
-                    *dst(regs, d) = out;
                 }
                 Inst::ArrayLength { d, binding, offset_words, stride_words } => {
                     let len = mem.storage[binding as usize].len as u32;
-                    *dst(regs, d) = [len.saturating_sub(offset_words) / stride_words.max(1); W];
+                    regs[u(d)] = [len.saturating_sub(offset_words) / stride_words.max(1); W];
                 }
                 Inst::SaveExec { m } => masks[m as usize] = exec,
-                Inst::AndCond { c: cond } => exec &= nonzero(regs, cond),
-                Inst::ElseOf { m, c: cond } => exec = masks[m as usize] & !nonzero(regs, cond),
+                Inst::AndCond { c: cond } => exec &= nonzero(&regs[u(cond)]),
+                Inst::ElseOf { m, c: cond } => exec = masks[m as usize] & !nonzero(&regs[u(cond)]),
                 Inst::Join { saved, a, b, c: cc } => {
                     let mut gone = 0;
                     for s in [a, b, cc] {
@@ -599,9 +750,24 @@ impl<'p> Worker<'p> {
                 }
                 Inst::ExecFrom { m } => exec = masks[m as usize],
                 Inst::BreakIf { m, c: cond } => {
-                    let leaving = exec & nonzero(regs, cond);
+                    let leaving = exec & nonzero(&regs[u(cond)]);
                     masks[m as usize] |= leaving;
                     exec &= !leaving;
+                }
+                Inst::BreakUnless { m, c: cond } => {
+                    let leaving = exec & !nonzero(&regs[u(cond)]);
+                    masks[m as usize] |= leaving;
+                    exec &= !leaving;
+                }
+                Inst::JumpIfZeroS { c: cond, to } => {
+                    if sregs[u(cond)] == 0 {
+                        pc = to as usize;
+                    }
+                }
+                Inst::JumpIfNonZeroS { c: cond, to } => {
+                    if sregs[u(cond)] != 0 {
+                        pc = to as usize;
+                    }
                 }
                 Inst::JumpIfNone { to } => {
                     if exec == 0 {
@@ -618,9 +784,49 @@ impl<'p> Worker<'p> {
                 Inst::Halt => break Stop::Halt,
             }
         };
+        c.warp_instructions += executed;
+        c.active_lanes += active;
         warp.pc = pc;
         warp.exec = exec;
         stop
+    }
+}
+
+/// A storage load into the lanes of `exec` (out-of-bounds lanes read 0). A full warp reading
+/// consecutive words in bounds is one copy.
+#[inline(always)]
+fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
+    if exec == ALL_LANES {
+        if contiguous(a) {
+            let start = a[0].wrapping_add(off) as usize;
+            if start.checked_add(W).is_some_and(|end| end <= view.len) {
+                // SAFETY: start..start+W is inside the buffer.
+                let src = unsafe { std::slice::from_raw_parts(view.ptr.add(start), W) };
+                o.copy_from_slice(src);
+                return;
+            }
+        }
+        // One range check for the warp, then a gather without a branch per lane.
+        let mut hi = 0u32;
+        for l in 0..W {
+            hi = hi.max(a[l].wrapping_add(off));
+        }
+        if (hi as usize) < view.len {
+            for l in 0..W {
+                // SAFETY: every index is at most `hi`, inside the buffer.
+                o[l] = unsafe { *view.ptr.add(a[l].wrapping_add(off) as usize) };
+            }
+            return;
+        }
+        for l in 0..W {
+            o[l] = view.get(a[l].wrapping_add(off));
+        }
+    } else {
+        for l in 0..W {
+            if exec >> l & 1 == 1 {
+                o[l] = view.get(a[l].wrapping_add(off));
+            }
+        }
     }
 }
 
@@ -683,6 +889,7 @@ pub fn dispatch(prog: &EntryProgram, mem: &Bindings, grid: [u32; 3], threads: us
         [i % grid[0], i / grid[0] % grid[1], i / (grid[0] * grid[1])]
     };
     let threads = threads.max(1).min(total.max(1));
+    check_program(prog);
     if threads == 1 || cfg!(target_arch = "wasm32") {
         let mut worker = Worker::new(prog, cache_model);
         for i in 0..total {
@@ -721,6 +928,13 @@ pub fn dispatch(prog: &EntryProgram, mem: &Bindings, grid: [u32; 3], threads: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_widening_matches_half_for_every_value() {
+        for h in 0..=u16::MAX {
+            assert_eq!(f16_to_f32(h as u32), half::f16::from_bits(h).to_f32().to_bits(), "f16 bits {h:#06x}");
+        }
+    }
 
     #[test]
     fn bit_fields_follow_wgsl() {

@@ -426,3 +426,186 @@ fn unsupported_wgsl_names_file_and_line() {
     let err = compile_kernel("bad.wgsl", "fn f( {", &|line| format!("bad.wgsl:{line}")).expect_err("syntax error");
     assert!(err.to_string().starts_with("bad.wgsl:1"), "{err}");
 }
+
+fn has(program: &KernelProgram, pred: impl Fn(&Inst) -> bool) -> bool {
+    program.entries[0].insts.iter().any(pred)
+}
+
+#[test]
+fn uniform_and_divergent_branches() {
+    // Conditions on uniforms and workgroup ids run on the scalar unit as plain jumps; conditions
+    // on the lane index diverge through the exec mask. Both kinds nest inside each other here.
+    let src = r#"
+struct Params { n: u32, limit: u32, scale: f32, flag: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * 128u + lid;
+    var acc = 0u;
+    let half_n = p.n / 2u + wid.x;
+    for (var k = 0u; k < half_n; k++) {
+        if (k == p.limit) {
+            break;
+        }
+        if (p.flag != 0u) {
+            acc += k * 2u;
+        } else {
+            acc += 1u;
+        }
+        if (lid % 3u == 0u) {
+            if (k > wid.x + 2u) {
+                acc += 100u;
+                continue;
+            }
+            acc += 7u;
+        }
+        if (i % 5u == k % 5u) {
+            break;
+        }
+    }
+    let s = select(-p.scale, p.scale * 2.0, wid.x % 2u == 1u);
+    out[i] = acc + u32(abs(s));
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::JumpIfZeroS { .. } | Inst::JumpIfNonZeroS { .. })), "uniform branches are scalar jumps");
+    assert!(has(&program, |i| matches!(i, Inst::SLdUniform { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::SBin { .. } | Inst::SBinImm { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::SSelect { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::SUn { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::BinVS { .. } | Inst::Broadcast { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::AndCond { .. } | Inst::BreakIf { .. } | Inst::BreakUnless { .. })), "divergent branches use the exec mask");
+    for (n, limit, flag) in [(20u32, 7u32, 1u32), (13, 100, 0), (0, 0, 1)] {
+        let groups = 3u32;
+        let mut bufs = vec![vec![0u32; (groups * 128) as usize]];
+        let scale = 1.5f32;
+        run(src, "main", &mut bufs, &[n, limit, scale.to_bits(), flag], [groups, 1, 1], 1);
+        for w in 0..groups {
+            for lid in 0..128u32 {
+                let i = w * 128 + lid;
+                let mut acc = 0u32;
+                let mut k = 0u32;
+                while k < n / 2 + w {
+                    if k == limit {
+                        break;
+                    }
+                    acc += if flag != 0 { k * 2 } else { 1 };
+                    if lid % 3 == 0 {
+                        if k > w + 2 {
+                            acc += 100;
+                            k += 1;
+                            continue;
+                        }
+                        acc += 7;
+                    }
+                    if i % 5 == k % 5 {
+                        break;
+                    }
+                    k += 1;
+                }
+                let s: f32 = if w % 2 == 1 { scale * 2.0 } else { -scale };
+                assert_eq!(bufs[0][i as usize], acc + s.abs() as u32, "n {n} limit {limit} flag {flag} invocation {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn if_conversion_of_small_branches_and_early_returns() {
+    // Early-return helpers and branches that only assign variables become selects: no mask
+    // slots in the program, the same results as plain Rust.
+    let src = r#"
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+fn pick(v: u32, limit: u32) -> u32 {
+    if (v < limit) {
+        return x[v];
+    }
+    if (v % 2u == 0u) {
+        return v * 3u;
+    }
+    return 7u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    var y = pick(i, 40u);
+    var z = 1u;
+    if (i % 3u == 1u) {
+        y += x[i % 7u];
+        z = 2u;
+    } else {
+        z = y & 5u;
+    }
+    let both = i > 10u && i < 100u;
+    out[i] = y * 10u + z + u32(both) * 1000u;
+}
+"#;
+    let program = compile(src);
+    assert!(
+        !has(&program, |i| matches!(i, Inst::SaveExec { .. } | Inst::AndCond { .. } | Inst::Leave { .. })),
+        "{:?}",
+        program.entries[0].insts
+    );
+    assert!(has(&program, |i| matches!(i, Inst::Select { .. })));
+    let n = 128usize;
+    let x: Vec<u32> = (0..n as u32).map(|v| v * 7 + 1).collect();
+    let mut bufs = vec![x.clone(), vec![0u32; n]];
+    run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
+    for i in 0..n as u32 {
+        let pick = if i < 40 { x[i as usize] } else if i % 2 == 0 { i * 3 } else { 7 };
+        let (y, z) = if i % 3 == 1 { (pick + x[(i % 7) as usize], 2) } else { (pick, pick & 5) };
+        let both = (i > 10 && i < 100) as u32;
+        assert_eq!(bufs[1][i as usize], y * 10 + z + both * 1000, "invocation {i}");
+    }
+}
+
+#[test]
+fn unpack_superinstructions_match_rust() {
+    // The quant-unpack shapes the peephole pass fuses: (w >> k) & m, f32((w >> k) & m) - c,
+    // f32((w >> s) & m) - c with a per-lane shift, f32(w & m).
+    let src = r#"
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let v = w[i];
+    let s = (i % 2u) * 4u;
+    let o = i * 4u;
+    out[o] = (v >> 8u) & 0xffu;
+    out[o + 1u] = bitcast<u32>(f32((v >> 12u) & 0xfu) - 8.0);
+    out[o + 2u] = bitcast<u32>(f32((v >> s) & 0xfu) - 8.0);
+    out[o + 3u] = bitcast<u32>(f32(v & 0x3fu));
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::ShrAnd { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackF { sub, .. } if *sub == 8f32.to_bits())));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFVar { .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackF { shift: 0, sub: 0, .. })));
+    assert!(!has(&program, |i| matches!(i, Inst::Un { .. })), "every conversion fused");
+    let n = 128usize;
+    let mut seed = 0x9e37_79b9u32;
+    let wv: Vec<u32> = (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        })
+        .collect();
+    let mut bufs = vec![wv.clone(), vec![0u32; n * 4]];
+    run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
+    for i in 0..n {
+        let v = wv[i];
+        let s = (i as u32 % 2) * 4;
+        let want = [(v >> 8) & 0xff, f(((v >> 12) & 0xf) as f32 - 8.0), f(((v >> s) & 0xf) as f32 - 8.0), f((v & 0x3f) as f32)];
+        assert_eq!(&bufs[1][i * 4..i * 4 + 4], &want, "lane {i}");
+    }
+}

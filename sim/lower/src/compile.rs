@@ -7,11 +7,18 @@
 //!   bitcasts and constant indexing cost no instructions (they alias registers);
 //! - function variables live in registers (mem2reg): a load is a copy, a store a masked copy,
 //!   a dynamic index a `Gather`/`ScatterMasked` over the variable's registers;
-//! - calls are inlined (WGSL has no recursion), each call site with its own registers;
+//! - calls are inlined (WGSL has no recursion), each call site with its own registers; a callee
+//!   that returns only at its end needs no mask slots, its result aliases the returned value;
 //! - constants are pooled into registers set once in a prologue, and constant right operands
-//!   fold into `BinImm`;
+//!   fold into `BinImm` (power-of-two div/rem/mul become shifts and masks);
+//! - uniformity: values computed only from uniforms, workgroup ids/counts/sizes and constants
+//!   live in scalar registers (one word per warp; broadcast where a vector op needs them),
+//!   function variables stay vector;
 //! - structured control flow becomes exec-mask operations with per-site mask slots; branches
-//!   that no lane takes are jumped over, so uniform control flow costs a few mask ops.
+//!   that no lane takes are jumped over; branches on scalar conditions are plain jumps;
+//! - if-conversion: early-return helpers and branches that only assign variables become
+//!   `Select`s, `for` conditions `BreakUnless`;
+//! - finally `peephole::fuse` forms the unpack superinstructions.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -80,11 +87,25 @@ struct FnCtx<'f> {
     args: Vec<Val>,
     ret: MaskSlot,
     result: Option<Vec<Reg>>,
-    /// (break, continue) slots of the enclosing loops, innermost last.
-    loops: Vec<(MaskSlot, MaskSlot)>,
+    /// The enclosing loops, innermost last.
+    loops: Vec<LoopCtx>,
     is_entry: bool,
     depth: u32,
+    /// The callee returns only at its end: no return mask, the result aliases the returned value.
+    tail_return_only: bool,
 }
+
+struct LoopCtx {
+    brk: MaskSlot,
+    cont: MaskSlot,
+    /// `depth` of the loop body's top level.
+    body_depth: u32,
+    /// Jumps to patch to the loop's continuing part (taken when every lane left the body).
+    to_continuing: Vec<u32>,
+}
+
+/// Largest branch (in expressions) that if-conversion evaluates unconditionally.
+const MAX_SPECULATED_EXPRESSIONS: usize = 48;
 
 struct Lowerer<'m> {
     module: &'m Module,
@@ -97,6 +118,13 @@ struct Lowerer<'m> {
     tables: Vec<Reg>,
     pool: HashMap<u32, Reg>,
     pool_value: HashMap<Reg, u32>,
+    n_sregs: u32,
+    /// Constants in scalar registers (set once in the prologue).
+    scalar_pool: HashMap<u32, Reg>,
+    scalar_builtins: Vec<(Builtin, SReg)>,
+    /// Vector copies of scalar registers made in the current block and its parents (a copy
+    /// made in a nested block may have been skipped, so each block drops its own on exit).
+    broadcasts: HashMap<Reg, Reg>,
     shared: HashMap<Handle<naga::GlobalVariable>, u32>,
     shared_words: u32,
     builtins: Vec<(Builtin, Reg)>,
@@ -119,6 +147,10 @@ impl<'m> Lowerer<'m> {
             tables: Vec::new(),
             pool: HashMap::from([(0, ZERO)]),
             pool_value: HashMap::from([(ZERO, 0)]),
+            n_sregs: 1, // scalar register 0 is SZERO
+            scalar_pool: HashMap::from([(0, SCALAR | SZERO)]),
+            scalar_builtins: Vec::new(),
+            broadcasts: HashMap::new(),
             shared: HashMap::new(),
             shared_words: 0,
             builtins: Vec::new(),
@@ -152,9 +184,67 @@ impl<'m> Lowerer<'m> {
         self.n_masks - 1
     }
 
-    fn emit(&mut self, inst: Inst) -> u32 {
+    /// Emits `inst`; scalar registers (tagged `SCALAR`) in its vector operands are replaced by
+    /// vector copies (`Broadcast`), so only scalar-aware sites need to know about them.
+    fn emit(&mut self, mut inst: Inst) -> u32 {
+        let mut v = |r: &mut Reg| *r = self.vector(*r);
+        match &mut inst {
+            Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } => v(s),
+            Inst::Bin { a, b, .. } => (v(a), v(b)).1,
+            Inst::Fma { a, b, c, .. } => (v(a), v(b), v(c)).2,
+            Inst::Select { c, t, f, .. } => (v(c), v(t), v(f)).2,
+            Inst::ExtractBits { e, off, cnt, .. } => (v(e), v(off), v(cnt)).2,
+            Inst::InsertBits { e, n, off, cnt, .. } => (v(e), v(n), v(off), v(cnt)).3,
+            Inst::Gather { idx, .. } => v(idx),
+            Inst::ScatterMasked { idx, s, .. } => (v(idx), v(s)).1,
+            Inst::BinVS { a, .. } => v(a),
+            Inst::LdStorage { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdShared { addr, .. } => v(addr),
+            Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (v(s), v(addr)).1,
+            Inst::Atomic { addr, v: val, cmp, .. } => (v(addr), v(val), v(cmp)).2,
+            Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => v(c),
+            _ => {}
+        }
         self.insts.push(inst);
         self.insts.len() as u32 - 1
+    }
+
+    /// A new scalar register (tagged).
+    fn sreg(&mut self) -> Reg {
+        self.n_sregs += 1;
+        SCALAR | (self.n_sregs - 1)
+    }
+
+    /// Warp-uniform: a scalar register or a pooled constant.
+    fn is_uniform(&self, r: Reg) -> bool {
+        r & SCALAR != 0 || self.pool_value.contains_key(&r)
+    }
+
+    /// The scalar register of a uniform value (constants go to the scalar pool).
+    fn scalar(&mut self, r: Reg) -> SReg {
+        if r & SCALAR != 0 {
+            return r & !SCALAR;
+        }
+        let value = self.pool_value[&r];
+        if let Some(&s) = self.scalar_pool.get(&value) {
+            return s & !SCALAR;
+        }
+        let s = self.sreg();
+        self.scalar_pool.insert(value, s);
+        s & !SCALAR
+    }
+
+    /// The vector register of a value: scalar registers are broadcast once per block.
+    fn vector(&mut self, r: Reg) -> Reg {
+        if r & SCALAR == 0 {
+            return r;
+        }
+        if let Some(&v) = self.broadcasts.get(&r) {
+            return v;
+        }
+        let d = self.reg();
+        self.insts.push(Inst::Broadcast { d, s: r & !SCALAR });
+        self.broadcasts.insert(r, d);
+        d
     }
 
     fn here(&self) -> u32 {
@@ -163,7 +253,9 @@ impl<'m> Lowerer<'m> {
 
     fn patch(&mut self, at: u32, target: u32) {
         match &mut self.insts[at as usize] {
-            Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } => *to = target,
+            Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
+                *to = target
+            }
             _ => unreachable!("patching a non-jump"),
         }
     }
@@ -180,8 +272,9 @@ impl<'m> Lowerer<'m> {
     }
 
     fn table(&mut self, regs: &[Reg]) -> u32 {
+        let regs: Vec<Reg> = regs.iter().map(|&r| self.vector(r)).collect();
         let at = self.tables.len() as u32;
-        self.tables.extend_from_slice(regs);
+        self.tables.extend_from_slice(&regs);
         at
     }
 
@@ -204,7 +297,9 @@ impl<'m> Lowerer<'m> {
                 return self.unsupported("entry point arguments other than built-ins");
             };
             let n = self.flat_len(&module.types[arg.ty].inner)?;
-            let regs = self.regs(n);
+            // Workgroup-wide built-ins live in scalar registers.
+            let uniform = matches!(b, BuiltIn::WorkGroupId | BuiltIn::NumWorkGroups | BuiltIn::WorkGroupSize);
+            let regs: Vec<Reg> = (0..n).map(|_| if uniform { self.sreg() } else { self.reg() }).collect();
             for (i, &r) in regs.iter().enumerate() {
                 let i = i as u8;
                 let which = match b {
@@ -216,7 +311,11 @@ impl<'m> Lowerer<'m> {
                     BuiltIn::WorkGroupSize => Builtin::WorkgroupSize(i),
                     other => return self.unsupported(format!("built-in {other:?}")),
                 };
-                self.builtins.push((which, r));
+                if uniform {
+                    self.scalar_builtins.push((which, r & !SCALAR));
+                } else {
+                    self.builtins.push((which, r));
+                }
             }
             args.push(Val::Regs(regs));
         }
@@ -232,31 +331,39 @@ impl<'m> Lowerer<'m> {
             loops: Vec::new(),
             is_entry: true,
             depth: 0,
+            tail_return_only: false,
         };
         self.function_body(&mut ctx)?;
         self.emit(Inst::Halt);
         // Prologue: the constant pool (register 0 included), then the body with jumps shifted.
         let mut consts: Vec<(u32, Reg)> = self.pool.iter().map(|(&v, &r)| (v, r)).collect();
         consts.sort_by_key(|&(_, r)| r);
-        let shift = consts.len() as u32;
         let mut insts: Vec<Inst> = consts.into_iter().map(|(imm, d)| Inst::Movi { d, imm }).collect();
+        let mut scalar_consts: Vec<(u32, Reg)> = self.scalar_pool.iter().map(|(&v, &r)| (v, r & !SCALAR)).collect();
+        scalar_consts.sort_by_key(|&(_, r)| r);
+        insts.extend(scalar_consts.into_iter().map(|(imm, d)| Inst::SMovi { d, imm }));
+        let shift = insts.len() as u32;
         for mut inst in self.insts {
-            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } = &mut inst {
+            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } = &mut inst {
                 *to += shift;
             }
             insts.push(inst);
         }
-        Ok(EntryProgram {
+        let mut program = EntryProgram {
             name: ep.name.clone(),
             workgroup_size: ep.workgroup_size,
             insts,
             n_regs: self.n_regs,
+            n_sregs: self.n_sregs,
             n_masks: self.n_masks,
             tables: self.tables,
             shared_words: self.shared_words,
             builtins: self.builtins,
+            scalar_builtins: self.scalar_builtins,
             storage_bindings: self.storage_bindings.into_iter().collect(),
-        })
+        };
+        crate::peephole::fuse(&mut program);
+        Ok(program)
     }
 
     /// Locals, then the body, of a function instance.
@@ -459,21 +566,74 @@ impl<'m> Lowerer<'m> {
     }
 
     fn bin(&mut self, op: BinOp, a: Reg, b: Reg) -> Reg {
-        let d = self.reg();
+        if self.is_uniform(a) && self.is_uniform(b) && (a & SCALAR != 0 || b & SCALAR != 0) {
+            let d = self.sreg();
+            let sa = self.scalar(a);
+            match self.pool_value.get(&b) {
+                Some(&imm) => self.insts.push(Inst::SBinImm { op, d: d & !SCALAR, a: sa, imm }),
+                None => {
+                    let sb = self.scalar(b);
+                    self.insts.push(Inst::SBin { op, d: d & !SCALAR, a: sa, b: sb })
+                }
+            }
+            return d;
+        }
+        if b & SCALAR != 0 {
+            let d = self.reg();
+            let s = b & !SCALAR;
+            self.emit(Inst::BinVS { op, d, a, s });
+            return d;
+        }
+        if a & SCALAR != 0 && commutes(op) {
+            return self.bin(op, b, a);
+        }
         match self.pool_value.get(&b) {
-            Some(&imm) => self.emit(Inst::BinImm { op, d, a, imm }),
-            None => self.emit(Inst::Bin { op, d, a, b }),
-        };
-        d
+            Some(&imm) => self.bin_imm(op, a, imm),
+            None => {
+                let d = self.reg();
+                self.emit(Inst::Bin { op, d, a, b });
+                d
+            }
+        }
     }
 
     fn un(&mut self, op: UnOp, a: Reg) -> Reg {
+        if a & SCALAR != 0 {
+            let d = self.sreg();
+            self.insts.push(Inst::SUn { op, d: d & !SCALAR, a: a & !SCALAR });
+            return d;
+        }
         let d = self.reg();
         self.emit(Inst::Un { op, d, a });
         d
     }
 
+    /// `c ? t : f`, on the scalar unit when all three are uniform.
+    fn select(&mut self, c: Reg, t: Reg, f: Reg) -> Reg {
+        if [c, t, f].iter().all(|&r| self.is_uniform(r)) && [c, t, f].iter().any(|&r| r & SCALAR != 0) {
+            let d = self.sreg();
+            let (c, t, f) = (self.scalar(c), self.scalar(t), self.scalar(f));
+            self.insts.push(Inst::SSelect { d: d & !SCALAR, c, t, f });
+            return d;
+        }
+        let d = self.reg();
+        self.emit(Inst::Select { d, c, t, f });
+        d
+    }
+
     fn bin_imm(&mut self, op: BinOp, a: Reg, imm: u32) -> Reg {
+        if a & SCALAR != 0 {
+            let d = self.sreg();
+            self.insts.push(Inst::SBinImm { op, d: d & !SCALAR, a: a & !SCALAR, imm });
+            return d;
+        }
+        // Strength reduction: division is ~25 cycles a lane, a shift one.
+        let (op, imm) = match op {
+            BinOp::UDiv if imm.is_power_of_two() => (BinOp::ShrU, imm.trailing_zeros()),
+            BinOp::URem if imm.is_power_of_two() => (BinOp::And, imm - 1),
+            BinOp::IMul if imm.is_power_of_two() => (BinOp::Shl, imm.trailing_zeros()),
+            _ => (op, imm),
+        };
         let d = self.reg();
         self.emit(Inst::BinImm { op, d, a, imm });
         d
@@ -543,16 +703,7 @@ impl<'m> Lowerer<'m> {
                 let t = self.regs_of(ctx, accept)?;
                 let f = self.regs_of(ctx, reject)?;
                 let n = t.len();
-                Val::Regs(
-                    (0..n)
-                        .map(|i| {
-                            let d = self.reg();
-                            let c = c[if c.len() == 1 { 0 } else { i }];
-                            self.emit(Inst::Select { d, c, t: t[i], f: f[i] });
-                            d
-                        })
-                        .collect(),
-                )
+                Val::Regs((0..n).map(|i| self.select(c[if c.len() == 1 { 0 } else { i }], t[i], f[i])).collect())
             }
             E::Relational { fun, argument } => {
                 let a = self.regs_of(ctx, argument)?;
@@ -888,6 +1039,12 @@ impl<'m> Lowerer<'m> {
                 Ok(offs
                     .into_iter()
                     .map(|off| {
+                        if matches!(root, Root::Uniform) && (addr == ZERO || addr & SCALAR != 0) {
+                            // A uniform at a warp-uniform address: one scalar load.
+                            let d = self.sreg();
+                            self.insts.push(Inst::SLdUniform { d: d & !SCALAR, addr: addr & !SCALAR, off });
+                            return d;
+                        }
                         let d = self.reg();
                         self.emit(match root {
                             Root::Storage(binding) => Inst::LdStorage { d, binding: *binding, addr, off },
@@ -932,15 +1089,177 @@ impl<'m> Lowerer<'m> {
     // ---- statements
 
     fn block(&mut self, ctx: &mut FnCtx, block: &naga::Block) -> R<()> {
+        let outer = self.broadcasts.clone();
         for (stmt, span) in block.span_iter() {
             self.span = *span;
             self.statement(ctx, stmt)?;
         }
+        self.broadcasts = outer;
         Ok(())
     }
 
+    /// `if (c) {} else { break; }` (a `for` condition) and `if (c) { break; }`: lanes leave the
+    /// loop by one mask op; when none is left at the body's top level, a jump skips to the
+    /// continuing part (which lanes that `continue`d still need).
+    fn try_loop_exit(&mut self, ctx: &mut FnCtx, cond: Handle<naga::Expression>, accept: &naga::Block, reject: &naga::Block) -> R<bool> {
+        let is_break = |b: &naga::Block| b.len() == 1 && matches!(b[0], S::Break);
+        let unless = accept.is_empty() && is_break(reject);
+        if ctx.loops.is_empty() || !(unless || (reject.is_empty() && is_break(accept))) {
+            return Ok(false);
+        }
+        let c = self.scalar_of(ctx, cond)?;
+        let (brk, body_depth) = ctx.loops.last().map(|l| (l.brk, l.body_depth)).expect("loop");
+        if c & SCALAR != 0 {
+            // Uniform: every active lane leaves or none does.
+            let c = c & !SCALAR;
+            let stay = self.emit(if unless { Inst::JumpIfNonZeroS { c, to: 0 } } else { Inst::JumpIfZeroS { c, to: 0 } });
+            self.emit(Inst::Leave { m: brk });
+            if ctx.depth == body_depth {
+                let jump = self.emit(Inst::Jump { to: 0 });
+                ctx.loops.last_mut().expect("loop").to_continuing.push(jump);
+            }
+            let next = self.here();
+            self.patch(stay, next);
+            return Ok(true);
+        }
+        self.emit(if unless { Inst::BreakUnless { m: brk, c } } else { Inst::BreakIf { m: brk, c } });
+        if ctx.depth == body_depth {
+            let jump = self.emit(Inst::JumpIfNone { to: 0 });
+            ctx.loops.last_mut().expect("loop").to_continuing.push(jump);
+        }
+        Ok(true)
+    }
+
+    /// If-conversion of `if (c) { x = a; } else { y = b; }` where both branches only evaluate
+    /// expressions and then store to function variables: both sides run, and each stored
+    /// variable takes `select` of the two values (or its old value), with no mask work.
+    fn try_select_stores(&mut self, ctx: &mut FnCtx, cond: Handle<naga::Expression>, accept: &naga::Block, reject: &naga::Block) -> R<bool> {
+        let split = |b| split_emits_stores(ctx.func, b);
+        let (Some((emits_a, stores_a, na)), Some((emits_b, stores_b, nb))) = (split(accept), split(reject)) else {
+            return Ok(false);
+        };
+        if na + nb > MAX_SPECULATED_EXPRESSIONS || stores_a.len() + stores_b.len() == 0 {
+            return Ok(false);
+        }
+        let c = self.scalar_of(ctx, cond)?;
+        if c & SCALAR != 0 {
+            return Ok(false); // a uniform branch is a cheaper plain jump
+        }
+        // Destination register -> (value if c, value if !c).
+        let mut merged: Vec<(Reg, Option<Reg>, Option<Reg>)> = Vec::new();
+        for (side, emits, stores) in [(0, emits_a, stores_a), (1, emits_b, stores_b)] {
+            for stmt in emits {
+                self.statement(ctx, stmt)?;
+            }
+            for stmt in stores {
+                let S::Store { pointer, value } = stmt else { unreachable!("checked above") };
+                let Val::Ptr(Ptr { root: Root::Local(regs), dynamic: None, off }) = self.val(ctx, *pointer)? else {
+                    unreachable!("checked above")
+                };
+                let v = self.regs_of(ctx, *value)?;
+                for (k, &r) in v.iter().enumerate() {
+                    let dest = regs[off as usize + k];
+                    let slot = match merged.iter().position(|m| m.0 == dest) {
+                        Some(i) => i,
+                        None => {
+                            merged.push((dest, None, None));
+                            merged.len() - 1
+                        }
+                    };
+                    if side == 0 {
+                        merged[slot].1 = Some(r);
+                    } else {
+                        merged[slot].2 = Some(r);
+                    }
+                }
+            }
+        }
+        for (dest, t, f) in merged {
+            let d = self.reg();
+            self.emit(Inst::Select { d, c, t: t.unwrap_or(dest), f: f.unwrap_or(dest) });
+            self.emit(Inst::MovMasked { d: dest, s: d });
+        }
+        Ok(true)
+    }
+
+    /// If-conversion of a helper made of early returns, `if (c) { return a; } ... return b;`
+    /// (only expressions besides): every value is computed and the first true condition's
+    /// value is selected, instead of mask slots around each return.
+    fn try_inline_select(&mut self, ctx: &FnCtx, callee: &'m Function, finfo: &'m naga::valid::FunctionInfo, args: &[Val]) -> R<Option<Vec<Reg>>> {
+        let _ = ctx;
+        if !callee.local_variables.is_empty() || callee.result.is_none() || returns_only_at_end(&callee.body) {
+            return Ok(None);
+        }
+        let mut total = 0;
+        let n = callee.body.len();
+        for (i, stmt) in callee.body.iter().enumerate() {
+            let ok = match stmt {
+                S::Emit(r) => {
+                    total += r.clone().count();
+                    true
+                }
+                S::If { accept, reject, .. } if reject.is_empty() && !accept.is_empty() => {
+                    let (last, emits) = accept.split_last().expect("non-empty");
+                    match (emitted_expressions(emits), last) {
+                        (Some(k), S::Return { value: Some(_) }) => {
+                            total += k;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                S::Return { value: Some(_) } => i + 1 == n,
+                _ => false,
+            };
+            if !ok || total > MAX_SPECULATED_EXPRESSIONS {
+                return Ok(None);
+            }
+        }
+        let mut inner = FnCtx {
+            func: callee,
+            finfo,
+            values: HashMap::new(),
+            locals: HashMap::new(),
+            args: args.to_vec(),
+            ret: NO_MASK,
+            result: None,
+            loops: Vec::new(),
+            is_entry: false,
+            depth: 0,
+            tail_return_only: true,
+        };
+        let span = self.span;
+        let mut early: Vec<(Reg, Vec<Reg>)> = Vec::new();
+        let mut result = Vec::new();
+        for (stmt, stmt_span) in callee.body.span_iter() {
+            self.span = *stmt_span;
+            match stmt {
+                S::If { condition, accept, .. } => {
+                    let c = self.scalar_of(&mut inner, *condition)?;
+                    let (last, emits) = accept.split_last().expect("non-empty");
+                    for e in emits {
+                        self.statement(&mut inner, e)?;
+                    }
+                    let S::Return { value: Some(v) } = last else { unreachable!("checked above") };
+                    early.push((c, self.regs_of(&mut inner, *v)?));
+                }
+                S::Return { value: Some(v) } => result = self.regs_of(&mut inner, *v)?,
+                other => self.statement(&mut inner, other)?,
+            }
+        }
+        for (c, v) in early.into_iter().rev() {
+            result = v
+                .iter()
+                .zip(&result)
+                .map(|(&t, &f)| self.select(c, t, f))
+                .collect();
+        }
+        self.span = span;
+        Ok(Some(result))
+    }
+
     fn join(&mut self, ctx: &FnCtx, saved: MaskSlot) {
-        let (a, b) = ctx.loops.last().copied().unwrap_or((NO_MASK, NO_MASK));
+        let (a, b) = ctx.loops.last().map_or((NO_MASK, NO_MASK), |l| (l.brk, l.cont));
         self.emit(Inst::Join { saved, a, b, c: ctx.ret });
     }
 
@@ -953,6 +1272,27 @@ impl<'m> Lowerer<'m> {
                 }
             }
             S::Block(b) => self.block(ctx, b)?,
+            S::If { condition, accept, reject } if self.try_loop_exit(ctx, *condition, accept, reject)? => {}
+            S::If { condition, accept, reject } if self.try_select_stores(ctx, *condition, accept, reject)? => {}
+            S::If { condition, accept, reject } if self.scalar_of(ctx, *condition)? & SCALAR != 0 => {
+                // A warp-uniform condition: a plain jump, no mask work.
+                let c = self.scalar_of(ctx, *condition)? & !SCALAR;
+                let skip = self.emit(Inst::JumpIfZeroS { c, to: 0 });
+                ctx.depth += 1;
+                self.block(ctx, accept)?;
+                if reject.is_empty() {
+                    let end = self.here();
+                    self.patch(skip, end);
+                } else {
+                    let jump = self.emit(Inst::Jump { to: 0 });
+                    let else_at = self.here();
+                    self.patch(skip, else_at);
+                    self.block(ctx, reject)?;
+                    let end = self.here();
+                    self.patch(jump, end);
+                }
+                ctx.depth -= 1;
+            }
             S::If { condition, accept, reject } => {
                 let c = self.scalar_of(ctx, *condition)?;
                 let saved = self.mask();
@@ -978,9 +1318,13 @@ impl<'m> Lowerer<'m> {
                 let cont = self.mask();
                 self.emit(Inst::ClearMask { m: brk });
                 let top = self.here();
-                ctx.loops.push((brk, cont));
                 ctx.depth += 1;
+                ctx.loops.push(LoopCtx { brk, cont, body_depth: ctx.depth, to_continuing: Vec::new() });
                 self.block(ctx, body)?;
+                let continuing_at = self.here();
+                for jump in std::mem::take(&mut ctx.loops.last_mut().expect("loop").to_continuing) {
+                    self.patch(jump, continuing_at);
+                }
                 self.emit(Inst::Rejoin { m: cont });
                 self.block(ctx, continuing)?;
                 if let Some(c) = break_if {
@@ -993,12 +1337,19 @@ impl<'m> Lowerer<'m> {
                 self.emit(Inst::ExecFrom { m: brk });
             }
             S::Break => {
-                let (brk, _) = *ctx.loops.last().expect("break outside a loop");
+                let brk = ctx.loops.last().expect("break outside a loop").brk;
                 self.emit(Inst::Leave { m: brk });
             }
             S::Continue => {
-                let (_, cont) = *ctx.loops.last().expect("continue outside a loop");
+                let cont = ctx.loops.last().expect("continue outside a loop").cont;
                 self.emit(Inst::Leave { m: cont });
+            }
+            S::Return { value } if ctx.tail_return_only => {
+                // The callee's last statement: its value becomes the call's result as is.
+                ctx.result = match value {
+                    Some(v) => Some(self.regs_of(ctx, *v)?),
+                    None => None,
+                };
             }
             S::Return { value } => {
                 if let Some(v) = value {
@@ -1026,6 +1377,36 @@ impl<'m> Lowerer<'m> {
                     args.push(self.val(ctx, a)?);
                 }
                 let callee = &self.module.functions[*function];
+                let info = self.info;
+                if let Some(result_regs) = self.try_inline_select(ctx, callee, &info[*function], &args)? {
+                    if let Some(h) = result {
+                        ctx.values.insert(*h, Val::Regs(result_regs));
+                    }
+                    return Ok(());
+                }
+                if returns_only_at_end(&callee.body) {
+                    // No early return: the exec mask needs no saving, the result no copy.
+                    let mut inner = FnCtx {
+                        func: callee,
+                        finfo: &info[*function],
+                        values: HashMap::new(),
+                        locals: HashMap::new(),
+                        args,
+                        ret: NO_MASK,
+                        result: None,
+                        loops: Vec::new(),
+                        is_entry: false,
+                        depth: 0,
+                        tail_return_only: true,
+                    };
+                    let span = self.span;
+                    self.function_body(&mut inner)?;
+                    self.span = span;
+                    if let (Some(h), Some(regs)) = (result, inner.result) {
+                        ctx.values.insert(*h, Val::Regs(regs));
+                    }
+                    return Ok(());
+                }
                 let result_regs = match &callee.result {
                     Some(r) => Some(self.regs(self.flat_len(&self.module.types[r.ty].inner)?)),
                     None => None,
@@ -1034,7 +1415,6 @@ impl<'m> Lowerer<'m> {
                 let ret = self.mask();
                 self.emit(Inst::SaveExec { m: saved });
                 self.emit(Inst::ClearMask { m: ret });
-                let info = self.info;
                 let mut inner = FnCtx {
                     func: callee,
                     finfo: &info[*function],
@@ -1046,6 +1426,7 @@ impl<'m> Lowerer<'m> {
                     loops: Vec::new(),
                     is_entry: false,
                     depth: 0,
+                    tail_return_only: false,
                 };
                 let span = self.span;
                 self.function_body(&mut inner)?;
@@ -1099,6 +1480,64 @@ impl<'m> Lowerer<'m> {
             other => return self.unsupported(format!("statement {}", statement_name(other))),
         }
         Ok(())
+    }
+}
+
+/// Tag of scalar registers while lowering (stripped in the emitted scalar instructions).
+const SCALAR: Reg = 1 << 31;
+
+fn commutes(op: BinOp) -> bool {
+    use BinOp::*;
+    matches!(op, IAdd | IMul | FAdd | FMul | And | Or | Xor | IEq | INe | FEq | FNe | UMin | UMax | SMin | SMax | FMin | FMax)
+}
+
+/// True when `body` has no `return` but (possibly) its last statement.
+fn returns_only_at_end(body: &naga::Block) -> bool {
+    let n = body.len();
+    body.iter().enumerate().all(|(i, stmt)| match stmt {
+        S::Return { .. } => i + 1 == n,
+        other => !contains_return(other),
+    })
+}
+
+fn contains_return(stmt: &S) -> bool {
+    let any = |b: &naga::Block| b.iter().any(contains_return);
+    match stmt {
+        S::Return { .. } => true,
+        S::Block(b) => any(b),
+        S::If { accept, reject, .. } => any(accept) || any(reject),
+        S::Loop { body, continuing, .. } => any(body) || any(continuing),
+        S::Switch { cases, .. } => cases.iter().any(|c| any(&c.body)),
+        _ => false,
+    }
+}
+
+/// Expressions a block of only `Emit`s evaluates, or None if it holds anything else.
+fn emitted_expressions(stmts: &[S]) -> Option<usize> {
+    stmts.iter().try_fold(0, |n, s| match s {
+        S::Emit(r) => Some(n + r.clone().count()),
+        _ => None,
+    })
+}
+
+/// A block of `Emit`s followed by stores to function variables at constant components:
+/// (the emits, the stores, expressions evaluated).
+fn split_emits_stores<'b>(func: &Function, b: &'b naga::Block) -> Option<(&'b [S], &'b [S], usize)> {
+    let first_store = b.iter().position(|s| !matches!(s, S::Emit(_))).unwrap_or(b.len());
+    let (emits, stores) = b.split_at(first_store);
+    let stores_ok = stores.iter().all(|s| matches!(s, S::Store { pointer, .. } if static_local(func, *pointer)));
+    if !stores_ok {
+        return None;
+    }
+    Some((emits, stores, emitted_expressions(emits)?))
+}
+
+/// A pointer into a function variable at a constant component (no dynamic index).
+fn static_local(func: &Function, h: Handle<naga::Expression>) -> bool {
+    match func.expressions[h] {
+        E::LocalVariable(_) => true,
+        E::AccessIndex { base, .. } => static_local(func, base),
+        _ => false,
     }
 }
 

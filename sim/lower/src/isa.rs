@@ -12,12 +12,17 @@ use serde::{Deserialize, Serialize};
 
 /// Index of a vector register (one word per lane).
 pub type Reg = u32;
+/// Index of a scalar register: one word for the whole warp, for values every lane shares
+/// (uniforms, workgroup ids, constants and what is computed from them only).
+pub type SReg = u32;
 /// Index of a mask slot.
 pub type MaskSlot = u16;
 /// "No slot" in `Join`.
 pub const NO_MASK: MaskSlot = u16::MAX;
 /// Register 0 is zero in every lane: the address register of accesses with constant addresses.
 pub const ZERO: Reg = 0;
+/// Scalar register 0 is zero.
+pub const SZERO: SReg = 0;
 
 /// Two-operand ALU ops, typed where the bits are interpreted (U = u32, S = i32, F = f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +180,26 @@ pub enum Inst {
     Gather { d: Reg, table: u32, len: u32, idx: Reg, off: u32 },
     /// `regs[table[idx + off]] = s` in active lanes (index clamped).
     ScatterMasked { table: u32, len: u32, idx: Reg, off: u32, s: Reg },
-    /// Superinstruction: `d = (a & mask) >> shift` ... kept general: `d = (a >> shift) & mask`.
+    /// Superinstruction (peephole of `>>` then `&`): `d = (a >> shift) & mask`.
     ShrAnd { d: Reg, a: Reg, shift: u32, mask: u32 },
+    /// Superinstruction (peephole of a nibble/byte unpack): `d = f32((a >> shift) & mask) - sub`
+    /// (`sub` is f32 bits); the u32 -> f32 -> subtract chain of the quant formats.
+    UnpackF { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32 },
+    /// Superinstruction: `d = f32((a >> s) & mask) - sub` with the shift per lane in register `s`.
+    UnpackFVar { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32 },
+
+    // ---- scalar unit (one word per warp; runs whatever the exec mask)
+    SMovi { d: SReg, imm: u32 },
+    SBin { op: BinOp, d: SReg, a: SReg, b: SReg },
+    SBinImm { op: BinOp, d: SReg, a: SReg, imm: u32 },
+    SUn { op: UnOp, d: SReg, a: SReg },
+    SSelect { d: SReg, c: SReg, t: SReg, f: SReg },
+    /// `d = uniform[a + off]` with a scalar address.
+    SLdUniform { d: SReg, addr: SReg, off: u32 },
+    /// Vector `d = s` in every lane.
+    Broadcast { d: Reg, s: SReg },
+    /// `d = a op s`: a vector and a scalar operand.
+    BinVS { op: BinOp, d: Reg, a: Reg, s: SReg },
 
     // ---- memory (word addresses: register + immediate)
     LdStorage { d: Reg, binding: u8, addr: Reg, off: u32 },
@@ -208,6 +231,11 @@ pub enum Inst {
     ExecFrom { m: MaskSlot },
     /// `masks[m] |= exec & c; exec &= !c`: `break if`.
     BreakIf { m: MaskSlot, c: Reg },
+    /// `masks[m] |= exec & !c; exec &= c`: the `if (c) {} else { break; }` of a `for` loop.
+    BreakUnless { m: MaskSlot, c: Reg },
+    /// Jumps on a scalar (warp-uniform) condition: uniform branches need no mask work.
+    JumpIfZeroS { c: SReg, to: u32 },
+    JumpIfNonZeroS { c: SReg, to: u32 },
     JumpIfNone { to: u32 },
     JumpIfAny { to: u32 },
     Jump { to: u32 },
@@ -223,6 +251,8 @@ pub struct EntryProgram {
     pub workgroup_size: [u32; 3],
     pub insts: Vec<Inst>,
     pub n_regs: u32,
+    /// Scalar registers (scalar register 0 is zero).
+    pub n_sregs: u32,
     pub n_masks: u16,
     /// Register lists of `Gather`/`ScatterMasked`.
     pub tables: Vec<Reg>,
@@ -230,6 +260,8 @@ pub struct EntryProgram {
     pub shared_words: u32,
     /// Registers preloaded with built-in values.
     pub builtins: Vec<(Builtin, Reg)>,
+    /// Scalar registers preloaded with warp-uniform built-in values (workgroup id, sizes).
+    pub scalar_builtins: Vec<(Builtin, SReg)>,
     /// Storage bindings the entry point uses (binding numbers).
     pub storage_bindings: Vec<u8>,
 }

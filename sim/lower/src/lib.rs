@@ -5,6 +5,8 @@
 pub mod isa;
 #[cfg(feature = "compile")]
 pub mod compile;
+#[cfg(feature = "compile")]
+pub mod peephole;
 
 /// Everything that can go wrong while lowering a kernel.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,197 @@
+//! Peephole superinstructions over the lowered bytecode. Patterns are found by the shape of the
+//! code (single-use temporaries in straight-line code), not by kernel name:
+//! - `(a >> k) & m` (immediates) → `ShrAnd`;
+//! - `f32((a >> k) & m)`, `f32((a >> s) & m)`, `f32(a & m)`, each optionally `- c` → `UnpackF` /
+//!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats.
+
+use crate::isa::*;
+
+/// Vector register written by `inst`, if any.
+fn dest(inst: &Inst) -> Option<Reg> {
+    Some(match *inst {
+        Inst::Movi { d, .. }
+        | Inst::Mov { d, .. }
+        | Inst::MovMasked { d, .. }
+        | Inst::Bin { d, .. }
+        | Inst::BinImm { d, .. }
+        | Inst::Un { d, .. }
+        | Inst::Fma { d, .. }
+        | Inst::Select { d, .. }
+        | Inst::ExtractBits { d, .. }
+        | Inst::InsertBits { d, .. }
+        | Inst::Gather { d, .. }
+        | Inst::ShrAnd { d, .. }
+        | Inst::UnpackF { d, .. }
+        | Inst::UnpackFVar { d, .. }
+        | Inst::Broadcast { d, .. }
+        | Inst::BinVS { d, .. }
+        | Inst::LdStorage { d, .. }
+        | Inst::LdUniform { d, .. }
+        | Inst::LdShared { d, .. }
+        | Inst::Atomic { d, .. }
+        | Inst::ArrayLength { d, .. } => d,
+        _ => return None,
+    })
+}
+
+/// Vector registers `inst` reads (its destination too where it keeps inactive lanes).
+fn sources(inst: &Inst, out: &mut Vec<Reg>) {
+    out.clear();
+    match *inst {
+        Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => out.push(s),
+        Inst::MovMasked { d, s } => out.extend([d, s]),
+        Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
+        Inst::Fma { a, b, c, .. } => out.extend([a, b, c]),
+        Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
+        Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
+        Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
+        Inst::Gather { idx, .. } => out.push(idx),
+        Inst::ScatterMasked { idx, s, .. } => out.extend([idx, s]),
+        Inst::BinVS { a, .. } => out.push(a),
+        Inst::LdStorage { d, addr, .. } | Inst::LdShared { d, addr, .. } => out.extend([d, addr]),
+        Inst::LdUniform { addr, .. } => out.push(addr),
+        Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => out.extend([s, addr]),
+        Inst::Atomic { d, addr, v, cmp, .. } => out.extend([d, addr, v, cmp]),
+        Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => out.push(c),
+        _ => {}
+    }
+}
+
+fn jump_target(inst: &Inst) -> Option<u32> {
+    match *inst {
+        Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => Some(to),
+        _ => None,
+    }
+}
+
+struct Uses {
+    reads: Vec<u32>,
+    writes: Vec<u32>,
+    def_at: Vec<usize>,
+    /// Instruction index starting a basic block (a jump target or right after a jump).
+    block_start: Vec<bool>,
+}
+
+impl Uses {
+    fn of(prog: &EntryProgram, insts: &[Inst]) -> Self {
+        let n = prog.n_regs as usize;
+        let mut u = Uses { reads: vec![0; n], writes: vec![0; n], def_at: vec![usize::MAX; n], block_start: vec![false; insts.len() + 1] };
+        // Preloaded and table registers are never single-use temporaries.
+        for &(_, r) in &prog.builtins {
+            u.writes[r as usize] += 2;
+        }
+        for &r in &prog.tables {
+            u.reads[r as usize] += 2;
+            u.writes[r as usize] += 2;
+        }
+        let mut src = Vec::new();
+        for (i, inst) in insts.iter().enumerate() {
+            sources(inst, &mut src);
+            for &r in &src {
+                u.reads[r as usize] += 1;
+            }
+            if let Some(d) = dest(inst) {
+                u.writes[d as usize] += 1;
+                u.def_at[d as usize] = i;
+            }
+            if let Some(to) = jump_target(inst) {
+                u.block_start[to as usize] = true;
+                u.block_start[i + 1] = true;
+            }
+            if matches!(inst, Inst::Barrier | Inst::Halt) {
+                u.block_start[i + 1] = true;
+            }
+        }
+        u
+    }
+
+    /// The instruction defining `r`, when `r` is written once and read once, by the instruction
+    /// at `user` in the same basic block.
+    fn single_use_def(&self, r: Reg, user: usize) -> Option<usize> {
+        let r = r as usize;
+        let i = self.def_at[r];
+        (self.writes[r] == 1 && self.reads[r] == 1 && i < user && !self.block_start[i + 1..=user].iter().any(|&b| b)).then_some(i)
+    }
+}
+
+/// True when no instruction strictly between `from` and `to` writes one of `regs`.
+fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[Reg]) -> bool {
+    (from + 1..to).all(|k| removed[k] || dest(&insts[k]).is_none_or(|d| !regs.contains(&d)))
+}
+
+/// Fuses the unpack patterns in `prog` and drops the instructions they replace.
+pub fn fuse(prog: &mut EntryProgram) {
+    let mut insts = std::mem::take(&mut prog.insts);
+    let uses = Uses::of(prog, &insts);
+    let mut removed = vec![false; insts.len()];
+    // `(a >> k) & m` → ShrAnd.
+    for j in 0..insts.len() {
+        let Inst::BinImm { op: BinOp::And, d, a: t, imm: mask } = insts[j] else { continue };
+        let Some(i) = uses.single_use_def(t, j) else { continue };
+        if let Inst::BinImm { op: BinOp::ShrU, a, imm: shift, .. } = insts[i] {
+            if unchanged(&insts, &removed, i, j, &[a]) {
+                insts[j] = Inst::ShrAnd { d, a, shift, mask };
+                removed[i] = true;
+            }
+        }
+    }
+    // f32(bit field) → UnpackF / UnpackFVar.
+    for j in 0..insts.len() {
+        let Inst::Un { op: UnOp::U2F, d, a: t } = insts[j] else { continue };
+        let Some(i) = uses.single_use_def(t, j) else { continue };
+        let fused = match insts[i] {
+            Inst::ShrAnd { a, shift, mask, .. } if unchanged(&insts, &removed, i, j, &[a]) => Some(Inst::UnpackF { d, a, shift, mask, sub: 0 }),
+            Inst::BinImm { op: BinOp::And, a: t1, imm: mask, .. } => match uses.single_use_def(t1, i).map(|h| (h, insts[h])) {
+                Some((h, Inst::Bin { op: BinOp::ShrU, a, b: s, .. })) if unchanged(&insts, &removed, h, j, &[a, s]) => {
+                    removed[h] = true;
+                    Some(Inst::UnpackFVar { d, a, s, mask, sub: 0 })
+                }
+                _ if unchanged(&insts, &removed, i, j, &[t1]) => Some(Inst::UnpackF { d, a: t1, shift: 0, mask, sub: 0 }),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(f) = fused {
+            insts[j] = f;
+            removed[i] = true;
+        }
+    }
+    // ... - c folds into the unpack.
+    for k in 0..insts.len() {
+        let Inst::BinImm { op: BinOp::FSub, d, a: t, imm } = insts[k] else { continue };
+        let Some(j) = uses.single_use_def(t, k) else { continue };
+        match insts[j] {
+            Inst::UnpackF { a, shift, mask, sub: 0, .. } if unchanged(&insts, &removed, j, k, &[a]) => {
+                insts[k] = Inst::UnpackF { d, a, shift, mask, sub: imm };
+                removed[j] = true;
+            }
+            Inst::UnpackFVar { a, s, mask, sub: 0, .. } if unchanged(&insts, &removed, j, k, &[a, s]) => {
+                insts[k] = Inst::UnpackFVar { d, a, s, mask, sub: imm };
+                removed[j] = true;
+            }
+            _ => {}
+        }
+    }
+    // Drop the fused-away instructions; jumps move to the next kept instruction.
+    let mut new_index = Vec::with_capacity(insts.len() + 1);
+    let mut kept = 0u32;
+    for &r in &removed {
+        new_index.push(kept);
+        kept += !r as u32;
+    }
+    new_index.push(kept);
+    prog.insts = insts
+        .into_iter()
+        .zip(&removed)
+        .filter(|(_, &r)| !r)
+        .map(|(mut inst, _)| {
+            match &mut inst {
+                Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
+                    *to = new_index[*to as usize]
+                }
+                _ => {}
+            }
+            inst
+        })
+        .collect();
+}
