@@ -16,10 +16,11 @@ use engine::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
-use crate::chrome::{from_js, js_error_text, to_js, Port};
+use crate::chrome::{from_js, js_error_text, runtime_send_message, to_js, Port};
 use crate::error::{ExtensionError, Result};
 use crate::protocol::{
-    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, LoadStage, Message, ModelRef, RequestId, ENGINE_PORT,
+    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, GenerationSnapshot, LoadStage, Message, ModelRef, RequestId,
+    ServiceWorkerRequest, ENGINE_PORT,
 };
 use crate::download::{download, DownloadCancel, FileSpec};
 use crate::protocol::{catalog_entry, BackendPreference, ModelManifest, ModelState};
@@ -51,6 +52,35 @@ struct HostState {
     store: RefCell<Option<Rc<ModelStore>>>,
     /// Running downloads, by model id.
     downloads: RefCell<HashMap<String, DownloadCancel>>,
+    /// The generation running now (one at a time).
+    generation: RefCell<Option<Rc<Generation>>>,
+}
+
+/// A running generation. It belongs to the host, not to the page that asked for it: it goes on
+/// when that page closes, and any page may follow it (`Attach`).
+struct Generation {
+    conversation: Option<String>,
+    cancel: CancelToken,
+    text: RefCell<String>,
+    token_ids: RefCell<Vec<u32>>,
+    /// The clients following it, each with the request id its events carry for that client.
+    watchers: RefCell<Vec<(Rc<Client>, RequestId)>>,
+}
+
+impl Generation {
+    fn send(&self, event: impl Fn(RequestId) -> EngineEvent) {
+        for (client, id) in self.watchers.borrow().iter() {
+            client.send(&event(*id));
+        }
+    }
+
+    fn snapshot(&self) -> GenerationSnapshot {
+        GenerationSnapshot {
+            conversation: self.conversation.clone(),
+            text: self.text.borrow().clone(),
+            token_ids: self.token_ids.borrow().clone(),
+        }
+    }
 }
 
 impl HostState {
@@ -85,12 +115,10 @@ impl Drop for BusyGuard<'_> {
 /// One connected client page.
 struct Client {
     port: Port,
-    /// Cancel tokens of this client's running generations, by request id.
-    generations: RefCell<HashMap<RequestId, CancelToken>>,
 }
 
 impl Client {
-    /// Sends an event; a client that went away is not an error (its generations get cancelled).
+    /// Sends an event; a client that went away is not an error (the generation goes on).
     fn send(&self, event: &EngineEvent) {
         match to_js(event) {
             Ok(value) => {
@@ -121,7 +149,7 @@ impl EngineHost {
         if port.name() != ENGINE_PORT {
             return Ok(());
         }
-        let client = Rc::new(Client { port, generations: RefCell::default() });
+        let client = Rc::new(Client { port });
 
         let state = self.state.clone();
         let on_request_client = client.clone();
@@ -134,12 +162,13 @@ impl EngineHost {
         });
         client.port.on_message().add_listener(on_request.as_ref().unchecked_ref());
 
-        // Nobody is listening any more: stop its generations (re-attaching to a running
-        // generation from a reopened popup is future work).
+        // A closed page stops following the generation; the generation itself goes on (its answer
+        // is saved when it ends, and a reopened popup re-attaches to it).
         let on_disconnect_client = client.clone();
+        let on_disconnect_state = self.state.clone();
         let on_disconnect = Closure::<dyn Fn()>::new(move || {
-            for cancel in on_disconnect_client.generations.borrow().values() {
-                cancel.cancel();
+            if let Some(generation) = on_disconnect_state.generation.borrow().as_ref() {
+                generation.watchers.borrow_mut().retain(|(c, _)| !Rc::ptr_eq(c, &on_disconnect_client));
             }
         });
         client.port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
@@ -179,9 +208,21 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
             Ok(())
         }
         EngineRequest::Stop { target, .. } => {
-            if let Some(cancel) = client.generations.borrow().get(&target) {
-                cancel.cancel();
+            if let Some(generation) = state.generation.borrow().as_ref() {
+                // Whoever follows the generation may stop it, under the id its events carry.
+                if generation.watchers.borrow().iter().any(|(c, id)| Rc::ptr_eq(c, &client) && *id == target) {
+                    generation.cancel.cancel();
+                }
             }
+            Ok(())
+        }
+        EngineRequest::Attach { id } => {
+            let snapshot = state.generation.borrow().as_ref().map(|generation| {
+                generation.watchers.borrow_mut().push((client.clone(), id));
+                generation.snapshot()
+            });
+            // Sent in the same task as the registration: the first Token after it is the next one.
+            client.send(&EngineEvent::Attached { id, generation: snapshot });
             Ok(())
         }
         EngineRequest::Load { id, model, backend } => load_only(&state, &client, id, model, backend).await,
@@ -194,7 +235,9 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
         }
         EngineRequest::ListModels { id } => send_models(&state, &client, id).await,
         EngineRequest::DeleteModel { id, model } => delete_model(&state, &client, id, &model).await,
-        EngineRequest::Chat { id, model, messages, options } => chat(&state, &client, id, model, messages, options).await,
+        EngineRequest::Chat { id, model, messages, options, conversation } => {
+            chat(&state, &client, id, model, messages, options, conversation).await
+        }
     };
     if let Err(e) = outcome {
         client.send(&EngineEvent::Error { id, message: e.to_string() });
@@ -208,32 +251,58 @@ async fn load_only(state: &HostState, client: &Client, id: RequestId, model: Mod
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn chat(
     state: &HostState,
-    client: &Client,
+    client: &Rc<Client>,
     id: RequestId,
     model: ModelRef,
     messages: Vec<Message>,
     options: ChatOptions,
+    conversation: Option<String>,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
     let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
-    let cancel = CancelToken::new();
-    client.generations.borrow_mut().insert(id, cancel.clone());
-    let result = answer(&mut loaded, client, id, &messages, &options, &cancel).await;
-    client.generations.borrow_mut().remove(&id);
+    let generation = Rc::new(Generation {
+        conversation,
+        cancel: CancelToken::new(),
+        text: RefCell::default(),
+        token_ids: RefCell::default(),
+        watchers: RefCell::new(vec![(client.clone(), id)]),
+    });
+    *state.generation.borrow_mut() = Some(generation.clone());
+    let result = answer(&mut loaded, &generation, &messages, &options).await;
+    *state.generation.borrow_mut() = None;
     *state.loaded.borrow_mut() = Some(loaded);
+    if let Err(e) = &result {
+        // The asking request gets the error from `handle`; pages that re-attached get it here.
+        let message = e.to_string();
+        for (watcher, watcher_id) in generation.watchers.borrow().iter() {
+            if !(Rc::ptr_eq(watcher, client) && *watcher_id == id) {
+                watcher.send(&EngineEvent::Error { id: *watcher_id, message: message.clone() });
+            }
+        }
+    }
+    if let Some(conversation) = &generation.conversation {
+        save_answer(conversation, &generation.text.borrow()).await;
+    }
     result
 }
 
-async fn answer(
-    loaded: &mut LoadedModel,
-    client: &Client,
-    id: RequestId,
-    messages: &[Message],
-    options: &ChatOptions,
-    cancel: &CancelToken,
-) -> Result<()> {
+/// Has the service worker write the answer into the stored conversation: the page that asked may
+/// be closed by now. A failure is logged, not returned: the answer itself succeeded.
+async fn save_answer(conversation: &str, text: &str) {
+    let request = ServiceWorkerRequest::SaveAnswer { id: 0, conversation: conversation.to_string(), text: text.to_string() };
+    let outcome = match to_js(&request) {
+        Ok(message) => runtime_send_message(&message).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        web_sys::console::error_1(&format!("cannot save the answer: {}", js_error_text(&e)).into());
+    }
+}
+
+async fn answer(loaded: &mut LoadedModel, generation: &Generation, messages: &[Message], options: &ChatOptions) -> Result<()> {
     let messages: Vec<ChatMessage> = messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
     let render = RenderOptions {
         add_generation_prompt: true,
@@ -250,22 +319,27 @@ async fn answer(
         stop_tokens: loaded.tokenizer.eos_ids().to_vec(),
         ..GenerateOptions::default()
     };
-    let generation = generate(
+    let result = generate(
         &mut loaded.session,
         &loaded.tokenizer,
         &prompt_ids,
         &generate_options,
-        Some(cancel),
-        &mut |token| client.send(&EngineEvent::Token { id, token_id: token.id, text: token.text.to_string() }),
+        Some(&generation.cancel),
+        &mut |token| {
+            generation.text.borrow_mut().push_str(token.text);
+            generation.token_ids.borrow_mut().push(token.id);
+            generation.send(|id| EngineEvent::Token { id, token_id: token.id, text: token.text.to_string() });
+        },
     )
     .await?;
-    let stop_reason = stop_reason_name(&generation.stop_reason);
-    client.send(&EngineEvent::Done {
+    let stop_reason = stop_reason_name(&result.stop_reason);
+    let decode_tok_per_s = result.timings.decode_tok_per_s();
+    generation.send(|id| EngineEvent::Done {
         id,
-        stop_reason,
-        generated_ids: generation.generated_ids,
-        prompt_tokens: generation.prompt_ids.len() as u32,
-        decode_tok_per_s: generation.timings.decode_tok_per_s(),
+        stop_reason: stop_reason.clone(),
+        generated_ids: result.generated_ids.clone(),
+        prompt_tokens: result.prompt_ids.len() as u32,
+        decode_tok_per_s,
     });
     Ok(())
 }
