@@ -22,8 +22,9 @@ use crate::protocol::{
     Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, GenerationSnapshot, LoadStage, Message, ModelRef, RequestId,
     ServiceWorkerRequest, ENGINE_PORT,
 };
-use crate::download::{download, DownloadCancel, FileSpec};
-use crate::protocol::{catalog_entry, BackendPreference, ModelManifest, ModelState};
+use crate::download::{download, sleep_ms, DownloadCancel, FileSpec};
+use crate::import::import_file;
+use crate::protocol::{catalog_entry, local_model_id, BackendPreference, ModelManifest, ModelState, IMPORT_CHANNEL};
 use crate::store::{storage_estimate, ModelStore, StoredGguf};
 use crate::yielding::YieldingDevice;
 
@@ -54,6 +55,10 @@ struct HostState {
     downloads: RefCell<HashMap<String, DownloadCancel>>,
     /// The generation running now (one at a time).
     generation: RefCell<Option<Rc<Generation>>>,
+    /// Files handed over for import on the `BroadcastChannel`, by token, until their request.
+    pending_imports: RefCell<HashMap<String, web_sys::Blob>>,
+    /// Kept open for the host's lifetime.
+    import_channel: RefCell<Option<web_sys::BroadcastChannel>>,
 }
 
 /// A running generation. It belongs to the host, not to the page that asked for it: it goes on
@@ -140,7 +145,11 @@ impl EngineHost {
     pub fn new() -> EngineHost {
         crate::install_panic_hook();
         engine::clock::set_host_clock(performance_now);
-        EngineHost { state: Rc::default() }
+        let state: Rc<HostState> = Rc::default();
+        if let Err(e) = listen_for_imports(&state) {
+            web_sys::console::error_1(&format!("qwglm: imports unavailable: {}", js_error_text(&e)).into());
+        }
+        EngineHost { state }
     }
 
     /// Serves a port from `runtime.onConnect`. The host speaks first (an unsolicited `Status` with
@@ -180,6 +189,25 @@ impl EngineHost {
         client.send(&EngineEvent::Status { id: 0, status: status(&self.state) });
         Ok(())
     }
+}
+
+/// Ports carry JSON only, so an imported file (a `Blob`) comes on a `BroadcastChannel`, keyed by
+/// the token its `Import` request names.
+fn listen_for_imports(state: &Rc<HostState>) -> Result<(), JsValue> {
+    let channel = web_sys::BroadcastChannel::new(IMPORT_CHANNEL)?;
+    let on_message_state = Rc::downgrade(state);
+    let on_message = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+        let data = event.data();
+        let token = js_sys::Reflect::get(&data, &"token".into()).ok().and_then(|t| t.as_string());
+        let file = js_sys::Reflect::get(&data, &"file".into()).ok().and_then(|f| f.dyn_into::<web_sys::Blob>().ok());
+        if let (Some(state), Some(token), Some(file)) = (on_message_state.upgrade(), token, file) {
+            state.pending_imports.borrow_mut().insert(token, file);
+        }
+    });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    *state.import_channel.borrow_mut() = Some(channel);
+    Ok(())
 }
 
 impl Default for EngineHost {
@@ -235,6 +263,7 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
         }
         EngineRequest::ListModels { id } => send_models(&state, &client, id).await,
         EngineRequest::DeleteModel { id, model } => delete_model(&state, &client, id, &model).await,
+        EngineRequest::Import { id, token, name, .. } => import_request(&state, &client, id, &token, &name).await,
         EngineRequest::Chat { id, model, messages, options, conversation } => {
             chat(&state, &client, id, model, messages, options, conversation).await
         }
@@ -423,6 +452,56 @@ async fn download_request(state: &HostState, client: &Client, id: RequestId, mod
     send_models(state, client, id).await
 }
 
+/// Imports the file handed over under `token` as model `local_model_id(name)`.
+async fn import_request(state: &HostState, client: &Client, id: RequestId, token: &str, name: &str) -> Result<()> {
+    // The file and the request travel separately: wait a little for the file.
+    let mut waited = 0.0;
+    let file = loop {
+        if let Some(file) = state.pending_imports.borrow_mut().remove(token) {
+            break file;
+        }
+        if waited > 30_000.0 {
+            return Err(ExtensionError::ImportRejected { file: name.to_string(), reason: "the file never reached the engine".into() });
+        }
+        sleep_ms(50.0).await;
+        waited += 50.0;
+    };
+    let model = local_model_id(name);
+    if state.loaded_id.borrow().as_deref() == Some(model.as_str()) {
+        return Err(ExtensionError::Store(format!("{model} is loaded; select another model before importing it again")));
+    }
+    let cancel = {
+        let mut downloads = state.downloads.borrow_mut();
+        if downloads.contains_key(&model) {
+            return Err(ExtensionError::Store(format!("{model} is already being stored")));
+        }
+        let cancel = DownloadCancel::default();
+        downloads.insert(model.clone(), cancel.clone());
+        cancel
+    };
+    let store = state.store().await;
+    let result = match store {
+        Ok(store) => {
+            import_file(&store, &file, &model, name, &cancel, &mut |p| {
+                client.send(&EngineEvent::DownloadProgress {
+                    id,
+                    model: model.clone(),
+                    file: p.file.to_string(),
+                    done: p.done,
+                    total: p.total,
+                    rate: p.rate,
+                    eta_s: p.eta_s,
+                });
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    state.downloads.borrow_mut().remove(&model);
+    result?;
+    send_models(state, client, id).await
+}
+
 /// The model's manifest once it is stored and verified, downloading it first when needed.
 /// `as_load` reports progress as `LoadProgress` (chat) rather than `DownloadProgress` (options).
 #[allow(clippy::too_many_arguments)]
@@ -481,8 +560,15 @@ async fn load(
 ) -> Result<(LoadedModel, Option<String>)> {
     let entry = catalog_entry(&model.id);
     let file = entry.map_or_else(|| model.url.rsplit('/').next().unwrap_or("model.gguf"), |e| e.file);
-    let manifest =
-        ensure_stored(state, client, id, &model.id, file, std::slice::from_ref(&model.url), entry.and_then(|e| e.sha256), true).await?;
+    let manifest = if model.url.is_empty() {
+        // An imported model: only the store has it.
+        let stored = state.store().await?.manifest(&model.id).await?;
+        stored.filter(|m| m.state == ModelState::Ready).ok_or_else(|| {
+            ExtensionError::Store(format!("{} is not in the model store; import it again on the options page", model.id))
+        })?
+    } else {
+        ensure_stored(state, client, id, &model.id, file, std::slice::from_ref(&model.url), entry.and_then(|e| e.sha256), true).await?
+    };
     let store = state.store().await?;
     let source = StoredGguf::open(&store, &manifest).await?;
     let total = manifest.size();

@@ -105,6 +105,25 @@ pub enum EngineRequest {
     /// The stored models and storage usage (answered with `Models`).
     ListModels { id: RequestId },
     DeleteModel { id: RequestId, model: String },
+    /// Import GGUF file `name` (`size` bytes) picked by the user as model [`local_model_id`]`(name)`.
+    /// The file itself (a `Blob`; ports carry JSON only) comes on the `BroadcastChannel`
+    /// [`IMPORT_CHANNEL`] as `{ token, file }`. Stored and verified like a download (sha256
+    /// computed, GGUF header validated); streams `DownloadProgress`, then `Models`.
+    Import { id: RequestId, token: String, name: String, size: u64 },
+}
+
+/// `BroadcastChannel` on which the options page hands an imported file to the engine host.
+pub const IMPORT_CHANNEL: &str = "qwglm-import";
+/// Ids of imported models start with this; they are not in the catalog and have no URL.
+pub const LOCAL_MODEL_PREFIX: &str = "local-";
+
+/// Store id of an imported file: `local-` and its name without `.gguf`, lowercased, other
+/// characters than letters, digits, `.` and `_` as `-`.
+pub fn local_model_id(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".gguf").or_else(|| file_name.strip_suffix(".GGUF")).unwrap_or(file_name);
+    let clean: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("{LOCAL_MODEL_PREFIX}{}", clean.trim_matches('-'))
 }
 
 impl EngineRequest {
@@ -118,6 +137,7 @@ impl EngineRequest {
             | Self::CancelDownload { id, .. }
             | Self::ListModels { id }
             | Self::Attach { id }
+            | Self::Import { id, .. }
             | Self::DeleteModel { id, .. } => *id,
         }
     }
@@ -429,9 +449,14 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The selected model, falling back to the first catalog entry for unknown ids.
+    /// The selected model: a catalog entry, an imported model (no URL: it is only in the store),
+    /// else the first catalog entry.
     pub fn model_ref(&self) -> ModelRef {
-        catalog_entry(&self.model_id).unwrap_or(&CATALOG[0]).model_ref(&self.hub_url)
+        match catalog_entry(&self.model_id) {
+            Some(entry) => entry.model_ref(&self.hub_url),
+            None if self.model_id.starts_with(LOCAL_MODEL_PREFIX) => ModelRef { id: self.model_id.clone(), url: String::new() },
+            None => CATALOG[0].model_ref(&self.hub_url),
+        }
     }
 
     /// Download hosts: the Hub URL first, then the mirrors (blank entries dropped).
@@ -515,6 +540,18 @@ mod tests {
         // A chat request without a conversation id (older clients) still parses.
         let old = r#"{"type":"chat","id":1,"model":{"id":"m","url":"u"},"messages":[],"options":{}}"#;
         assert!(matches!(serde_json::from_str(old).unwrap(), EngineRequest::Chat { conversation: None, .. }));
+    }
+
+    #[test]
+    fn imported_models_get_local_ids_and_no_url() {
+        assert_eq!(local_model_id("SmolLM2-135M-Instruct.Q4_1.gguf"), "local-smollm2-135m-instruct.q4_1");
+        assert_eq!(local_model_id("my model (1).gguf"), "local-my-model--1");
+        let s = Settings { model_id: local_model_id("a.gguf"), ..Settings::default() };
+        assert_eq!(s.model_ref(), ModelRef { id: "local-a".into(), url: String::new() });
+        let unknown = Settings { model_id: "nope".into(), ..Settings::default() };
+        assert_eq!(unknown.model_ref().id, CATALOG[0].id);
+        let req = EngineRequest::Import { id: 3, token: "t".into(), name: "a.gguf".into(), size: 9 };
+        assert_eq!(serde_json::from_value::<EngineRequest>(serde_json::to_value(&req).unwrap()).unwrap(), req);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //!   `dist/` with the manifest, pages, loaders and icons. Installs the exact wasm-bindgen CLI
 //!   (the version in Cargo.lock) and npm binaryen 132 (older wasm-opt cannot parse wasm-bindgen's
 //!   `table.fill`) when missing.
-//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs and
-//!   tests/browser/extension.mjs (playwright-core driving headless Chromium) against local
-//!   Hub-layout servers with the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
+//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs, extension.mjs and
+//!   import.mjs (playwright-core driving headless Chromium) against local Hub-layout servers with
+//!   the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
 //! - `run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT]`: the product:
 //!   `dist`, a local Hub-layout server for the cached models, Chromium with the extension loaded
 //!   (persistent profile `target/run-profile`), the default model downloaded into IndexedDB and
@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 const BINARYEN_VERSION: &str = "132.0.0";
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
 /// Browser test scripts, run in order; each prints `PASS:`/`FAIL:` lines per check.
-const BROWSER_TESTS: [&str; 2] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs"];
+const BROWSER_TESTS: [&str; 3] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs", "tests/browser/import.mjs"];
 const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
 
 type Result<T> = std::result::Result<T, String>;
@@ -179,6 +179,7 @@ fn optimize_cached(wasm_opt: &Path, module: &Path) -> Result<()> {
     let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.wasm");
     let cached = cache_dir.join(format!("{:016x}-{name}", hasher.finish()));
     if !cached.exists() {
+        fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
         run(Command::new(wasm_opt).arg("-Oz").arg(module).arg("-o").arg(&cached))?;
     } else {
         eprintln!("xtask: wasm-opt output of {name} unchanged (cached)");
