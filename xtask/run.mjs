@@ -11,7 +11,7 @@
 // QWGLM_HEADLESS; optional QWGLM_PROMPT, QWGLM_BACKEND (auto|webgpu|cpu), QWGLM_MODELS.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -34,8 +34,32 @@ function extensionId(manifest) {
   return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
 }
 
+// Identifies a build of dist/ (names, sizes and times of its files).
+function distStamp() {
+  const hash = createHash('sha256');
+  const walk = (dir) => {
+    for (const name of readdirSync(dir).sort()) {
+      const path = join(dir, name);
+      const info = statSync(path);
+      if (info.isDirectory()) walk(path); else hash.update(`${path} ${info.size} ${info.mtimeMs}\n`);
+    }
+  };
+  walk(dist);
+  return hash.digest('hex');
+}
+
 async function main() {
   const id = extensionId(JSON.parse(readFileSync(join(dist, 'manifest.json'), 'utf8')));
+  // A profile that ran an older build keeps that build's service-worker scripts (the manifest's
+  // version did not change), which then fail to link against the new wasm. So the profile lasts
+  // as long as the build; after a rebuild it starts fresh (the model download from the local
+  // server takes seconds).
+  const stampFile = join(profile, 'qwglm-dist-stamp');
+  const stamp = distStamp();
+  if (existsSync(profile) && (!existsSync(stampFile) || readFileSync(stampFile, 'utf8') !== stamp)) {
+    say('the extension was rebuilt since the profile last ran it: starting with a fresh profile');
+    rmSync(profile, { recursive: true, force: true });
+  }
   const hub = await startHub({ dir: modelsDir });
   mkdirSync(profile, { recursive: true });
   // A previous run killed mid-way leaves Chromium's profile lock behind.
@@ -57,6 +81,7 @@ async function main() {
   });
   try {
     say(`extension ${id}, models served from ${hub.url}, profile ${profile}`);
+    writeFileSync(stampFile, stamp);
     // Settings: download from the local server; the backend if one was asked for.
     const options = await context.newPage();
     await options.goto(`chrome-extension://${id}/options.html`);
@@ -68,8 +93,14 @@ async function main() {
     }, { hubUrl: hub.url, backend });
     await options.reload();
     const row = options.locator(`#models tr[data-model="${MODEL_ID}"]`);
-    await row.waitFor();
-    await options.locator(`#models tr[data-model="${MODEL_ID}"] button`).first().waitFor();
+    // Connected to the engine and the store listed: the row is ready or offers its download.
+    const known = `#models tr[data-model="${MODEL_ID}"][data-state=ready], #models tr[data-model="${MODEL_ID}"] button.download:not([disabled])`;
+    try {
+      await options.waitForSelector(known, { timeout: 120000 });
+    } catch {
+      throw new Error(`the options page did not reach the engine: ${(await options.textContent('#notice').catch(() => '')) || 'no message'}`);
+    }
+    await options.waitForTimeout(500); // the store's list follows the connection
     if ((await row.getAttribute('data-state')) === 'ready') {
       say('the model is already in the extension\'s store');
     } else {
