@@ -34,14 +34,14 @@ function extensionId(manifest) {
   return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
 }
 
-// Identifies a build of dist/ (names, sizes and times of its files).
+// Identifies a build of dist/ (its files' names and contents; `dist` rewrites them all).
 function distStamp() {
   const hash = createHash('sha256');
   const walk = (dir) => {
     for (const name of readdirSync(dir).sort()) {
       const path = join(dir, name);
       const info = statSync(path);
-      if (info.isDirectory()) walk(path); else hash.update(`${path} ${info.size} ${info.mtimeMs}\n`);
+      if (info.isDirectory()) walk(path); else hash.update(name).update(readFileSync(path));
     }
   };
   walk(dist);
