@@ -407,7 +407,12 @@ async fn take_or_load(
 /// no adapter/device is available; then the reference device on the CPU, and the reason.
 async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
     let mut fallback = None;
-    if preference != BackendPreference::Cpu {
+    if preference == BackendPreference::Simulator {
+        match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
+            Ok(device) => return (Box::new(YieldingDevice::new(device)), Backend::Simulator, None),
+            Err(e) => fallback = Some(format!("the GPU simulator did not start ({e}); running on the CPU")),
+        }
+    } else if preference != BackendPreference::Cpu {
         let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
             .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
             .is_ok_and(|g| !g.is_undefined() && !g.is_null());

@@ -147,9 +147,11 @@ impl EngineRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// The engine's plain-Rust reference device on the CPU (slow; used until WebGPU is wired).
+    /// The engine's plain-Rust reference device on the CPU.
     Cpu,
     WebGpu,
+    /// `qwglm-sim`: the WebGPU kernels (WGSL compiled to SIMT bytecode) on a warp interpreter.
+    Simulator,
 }
 
 impl Backend {
@@ -157,6 +159,7 @@ impl Backend {
         match self {
             Self::Cpu => "CPU (reference)",
             Self::WebGpu => "WebGPU",
+            Self::Simulator => "GPU simulator",
         }
     }
 }
@@ -429,8 +432,10 @@ pub enum BackendPreference {
     #[default]
     Auto,
     WebGpu,
-    /// The engine's CPU reference device (the simulator path).
+    /// The engine's CPU reference device.
     Cpu,
+    /// The GPU simulator (`qwglm-sim`): the WebGPU kernels interpreted on the CPU; slow for now.
+    Simulator,
 }
 
 pub const SETTINGS_KEY: &str = "settings";

@@ -278,6 +278,7 @@ pub fn options_app() -> Html {
             let pref = match e.target_unchecked_into::<HtmlSelectElement>().value().as_str() {
                 "webgpu" => BackendPreference::WebGpu,
                 "cpu" => BackendPreference::Cpu,
+                "simulator" => BackendPreference::Simulator,
                 _ => BackendPreference::Auto,
             };
             dispatch.dispatch(OptionsAction::SetBackend(pref));
@@ -484,7 +485,8 @@ pub fn options_app() -> Html {
                 <select id="backend" onchange={on_backend}>
                     <option value="auto" selected={current.backend == BackendPreference::Auto}>{ "Auto (WebGPU when available)" }</option>
                     <option value="webgpu" selected={current.backend == BackendPreference::WebGpu}>{ "WebGPU" }</option>
-                    <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU simulator (reference device)" }</option>
+                    <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU (reference device)" }</option>
+                    <option value="simulator" selected={current.backend == BackendPreference::Simulator}>{ "GPU simulator (the WebGPU kernels on the CPU; slow)" }</option>
                 </select>
             </label>
             <button id="save" onclick={on_save}>{ "Save" }</button>
