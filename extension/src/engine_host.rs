@@ -313,7 +313,8 @@ async fn chat(
         }
     }
     if let Some(conversation) = &generation.conversation {
-        save_answer(conversation, &generation.text.borrow()).await;
+        let text = generation.text.borrow().clone();
+        save_answer(conversation, &text).await;
     }
     result
 }
