@@ -35,7 +35,7 @@ impl DownloadCancel {
     pub fn cancel(&self) {
         self.0.set(true);
     }
-    fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.0.get()
     }
 }
@@ -62,7 +62,7 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-async fn sleep_ms(ms: f64) {
+pub(crate) async fn sleep_ms(ms: f64) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
         if let Ok(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) {
@@ -187,7 +187,7 @@ pub async fn download(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

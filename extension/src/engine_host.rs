@@ -16,13 +16,15 @@ use engine::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
-use crate::chrome::{from_js, js_error_text, to_js, Port};
+use crate::chrome::{from_js, js_error_text, runtime_send_message, to_js, Port};
 use crate::error::{ExtensionError, Result};
 use crate::protocol::{
-    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, LoadStage, Message, ModelRef, RequestId, ENGINE_PORT,
+    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, GenerationSnapshot, LoadStage, Message, ModelRef, RequestId,
+    ServiceWorkerRequest, ENGINE_PORT,
 };
-use crate::download::{download, DownloadCancel, FileSpec};
-use crate::protocol::{catalog_entry, BackendPreference, ModelManifest, ModelState};
+use crate::download::{download, sleep_ms, DownloadCancel, FileSpec};
+use crate::import::import_file;
+use crate::protocol::{catalog_entry, local_model_id, BackendPreference, ModelManifest, ModelState, IMPORT_CHANNEL};
 use crate::store::{storage_estimate, ModelStore, StoredGguf};
 use crate::yielding::YieldingDevice;
 
@@ -51,6 +53,39 @@ struct HostState {
     store: RefCell<Option<Rc<ModelStore>>>,
     /// Running downloads, by model id.
     downloads: RefCell<HashMap<String, DownloadCancel>>,
+    /// The generation running now (one at a time).
+    generation: RefCell<Option<Rc<Generation>>>,
+    /// Files handed over for import on the `BroadcastChannel`, by token, until their request.
+    pending_imports: RefCell<HashMap<String, web_sys::Blob>>,
+    /// Kept open for the host's lifetime.
+    import_channel: RefCell<Option<web_sys::BroadcastChannel>>,
+}
+
+/// A running generation. It belongs to the host, not to the page that asked for it: it goes on
+/// when that page closes, and any page may follow it (`Attach`).
+struct Generation {
+    conversation: Option<String>,
+    cancel: CancelToken,
+    text: RefCell<String>,
+    token_ids: RefCell<Vec<u32>>,
+    /// The clients following it, each with the request id its events carry for that client.
+    watchers: RefCell<Vec<(Rc<Client>, RequestId)>>,
+}
+
+impl Generation {
+    fn send(&self, event: impl Fn(RequestId) -> EngineEvent) {
+        for (client, id) in self.watchers.borrow().iter() {
+            client.send(&event(*id));
+        }
+    }
+
+    fn snapshot(&self) -> GenerationSnapshot {
+        GenerationSnapshot {
+            conversation: self.conversation.clone(),
+            text: self.text.borrow().clone(),
+            token_ids: self.token_ids.borrow().clone(),
+        }
+    }
 }
 
 impl HostState {
@@ -85,12 +120,10 @@ impl Drop for BusyGuard<'_> {
 /// One connected client page.
 struct Client {
     port: Port,
-    /// Cancel tokens of this client's running generations, by request id.
-    generations: RefCell<HashMap<RequestId, CancelToken>>,
 }
 
 impl Client {
-    /// Sends an event; a client that went away is not an error (its generations get cancelled).
+    /// Sends an event; a client that went away is not an error (the generation goes on).
     fn send(&self, event: &EngineEvent) {
         match to_js(event) {
             Ok(value) => {
@@ -112,7 +145,11 @@ impl EngineHost {
     pub fn new() -> EngineHost {
         crate::install_panic_hook();
         engine::clock::set_host_clock(performance_now);
-        EngineHost { state: Rc::default() }
+        let state: Rc<HostState> = Rc::default();
+        if let Err(e) = listen_for_imports(&state) {
+            web_sys::console::error_1(&format!("qwglm: imports unavailable: {}", js_error_text(&e)).into());
+        }
+        EngineHost { state }
     }
 
     /// Serves a port from `runtime.onConnect`. The host speaks first (an unsolicited `Status` with
@@ -121,7 +158,7 @@ impl EngineHost {
         if port.name() != ENGINE_PORT {
             return Ok(());
         }
-        let client = Rc::new(Client { port, generations: RefCell::default() });
+        let client = Rc::new(Client { port });
 
         let state = self.state.clone();
         let on_request_client = client.clone();
@@ -134,12 +171,13 @@ impl EngineHost {
         });
         client.port.on_message().add_listener(on_request.as_ref().unchecked_ref());
 
-        // Nobody is listening any more: stop its generations (re-attaching to a running
-        // generation from a reopened popup is future work).
+        // A closed page stops following the generation; the generation itself goes on (its answer
+        // is saved when it ends, and a reopened popup re-attaches to it).
         let on_disconnect_client = client.clone();
+        let on_disconnect_state = self.state.clone();
         let on_disconnect = Closure::<dyn Fn()>::new(move || {
-            for cancel in on_disconnect_client.generations.borrow().values() {
-                cancel.cancel();
+            if let Some(generation) = on_disconnect_state.generation.borrow().as_ref() {
+                generation.watchers.borrow_mut().retain(|(c, _)| !Rc::ptr_eq(c, &on_disconnect_client));
             }
         });
         client.port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
@@ -151,6 +189,25 @@ impl EngineHost {
         client.send(&EngineEvent::Status { id: 0, status: status(&self.state) });
         Ok(())
     }
+}
+
+/// Ports carry JSON only, so an imported file (a `Blob`) comes on a `BroadcastChannel`, keyed by
+/// the token its `Import` request names.
+fn listen_for_imports(state: &Rc<HostState>) -> Result<(), JsValue> {
+    let channel = web_sys::BroadcastChannel::new(IMPORT_CHANNEL)?;
+    let on_message_state = Rc::downgrade(state);
+    let on_message = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+        let data = event.data();
+        let token = js_sys::Reflect::get(&data, &"token".into()).ok().and_then(|t| t.as_string());
+        let file = js_sys::Reflect::get(&data, &"file".into()).ok().and_then(|f| f.dyn_into::<web_sys::Blob>().ok());
+        if let (Some(state), Some(token), Some(file)) = (on_message_state.upgrade(), token, file) {
+            state.pending_imports.borrow_mut().insert(token, file);
+        }
+    });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    *state.import_channel.borrow_mut() = Some(channel);
+    Ok(())
 }
 
 impl Default for EngineHost {
@@ -179,9 +236,21 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
             Ok(())
         }
         EngineRequest::Stop { target, .. } => {
-            if let Some(cancel) = client.generations.borrow().get(&target) {
-                cancel.cancel();
+            if let Some(generation) = state.generation.borrow().as_ref() {
+                // Whoever follows the generation may stop it, under the id its events carry.
+                if generation.watchers.borrow().iter().any(|(c, id)| Rc::ptr_eq(c, &client) && *id == target) {
+                    generation.cancel.cancel();
+                }
             }
+            Ok(())
+        }
+        EngineRequest::Attach { id } => {
+            let snapshot = state.generation.borrow().as_ref().map(|generation| {
+                generation.watchers.borrow_mut().push((client.clone(), id));
+                generation.snapshot()
+            });
+            // Sent in the same task as the registration: the first Token after it is the next one.
+            client.send(&EngineEvent::Attached { id, generation: snapshot });
             Ok(())
         }
         EngineRequest::Load { id, model, backend } => load_only(&state, &client, id, model, backend).await,
@@ -194,7 +263,10 @@ async fn handle(state: Rc<HostState>, client: Rc<Client>, request: EngineRequest
         }
         EngineRequest::ListModels { id } => send_models(&state, &client, id).await,
         EngineRequest::DeleteModel { id, model } => delete_model(&state, &client, id, &model).await,
-        EngineRequest::Chat { id, model, messages, options } => chat(&state, &client, id, model, messages, options).await,
+        EngineRequest::Import { id, token, name, .. } => import_request(&state, &client, id, &token, &name).await,
+        EngineRequest::Chat { id, model, messages, options, conversation } => {
+            chat(&state, &client, id, model, messages, options, conversation).await
+        }
     };
     if let Err(e) = outcome {
         client.send(&EngineEvent::Error { id, message: e.to_string() });
@@ -208,32 +280,59 @@ async fn load_only(state: &HostState, client: &Client, id: RequestId, model: Mod
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn chat(
     state: &HostState,
-    client: &Client,
+    client: &Rc<Client>,
     id: RequestId,
     model: ModelRef,
     messages: Vec<Message>,
     options: ChatOptions,
+    conversation: Option<String>,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
     let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
-    let cancel = CancelToken::new();
-    client.generations.borrow_mut().insert(id, cancel.clone());
-    let result = answer(&mut loaded, client, id, &messages, &options, &cancel).await;
-    client.generations.borrow_mut().remove(&id);
+    let generation = Rc::new(Generation {
+        conversation,
+        cancel: CancelToken::new(),
+        text: RefCell::default(),
+        token_ids: RefCell::default(),
+        watchers: RefCell::new(vec![(client.clone(), id)]),
+    });
+    *state.generation.borrow_mut() = Some(generation.clone());
+    let result = answer(&mut loaded, &generation, &messages, &options).await;
+    *state.generation.borrow_mut() = None;
     *state.loaded.borrow_mut() = Some(loaded);
+    if let Err(e) = &result {
+        // The asking request gets the error from `handle`; pages that re-attached get it here.
+        let message = e.to_string();
+        for (watcher, watcher_id) in generation.watchers.borrow().iter() {
+            if !(Rc::ptr_eq(watcher, client) && *watcher_id == id) {
+                watcher.send(&EngineEvent::Error { id: *watcher_id, message: message.clone() });
+            }
+        }
+    }
+    if let Some(conversation) = &generation.conversation {
+        let text = generation.text.borrow().clone();
+        save_answer(conversation, &text).await;
+    }
     result
 }
 
-async fn answer(
-    loaded: &mut LoadedModel,
-    client: &Client,
-    id: RequestId,
-    messages: &[Message],
-    options: &ChatOptions,
-    cancel: &CancelToken,
-) -> Result<()> {
+/// Has the service worker write the answer into the stored conversation: the page that asked may
+/// be closed by now. A failure is logged, not returned: the answer itself succeeded.
+async fn save_answer(conversation: &str, text: &str) {
+    let request = ServiceWorkerRequest::SaveAnswer { id: 0, conversation: conversation.to_string(), text: text.to_string() };
+    let outcome = match to_js(&request) {
+        Ok(message) => runtime_send_message(&message).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        web_sys::console::error_1(&format!("cannot save the answer: {}", js_error_text(&e)).into());
+    }
+}
+
+async fn answer(loaded: &mut LoadedModel, generation: &Generation, messages: &[Message], options: &ChatOptions) -> Result<()> {
     let messages: Vec<ChatMessage> = messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
     let render = RenderOptions {
         add_generation_prompt: true,
@@ -250,22 +349,27 @@ async fn answer(
         stop_tokens: loaded.tokenizer.eos_ids().to_vec(),
         ..GenerateOptions::default()
     };
-    let generation = generate(
+    let result = generate(
         &mut loaded.session,
         &loaded.tokenizer,
         &prompt_ids,
         &generate_options,
-        Some(cancel),
-        &mut |token| client.send(&EngineEvent::Token { id, token_id: token.id, text: token.text.to_string() }),
+        Some(&generation.cancel),
+        &mut |token| {
+            generation.text.borrow_mut().push_str(token.text);
+            generation.token_ids.borrow_mut().push(token.id);
+            generation.send(|id| EngineEvent::Token { id, token_id: token.id, text: token.text.to_string() });
+        },
     )
     .await?;
-    let stop_reason = stop_reason_name(&generation.stop_reason);
-    client.send(&EngineEvent::Done {
+    let stop_reason = stop_reason_name(&result.stop_reason);
+    let decode_tok_per_s = result.timings.decode_tok_per_s();
+    generation.send(|id| EngineEvent::Done {
         id,
-        stop_reason,
-        generated_ids: generation.generated_ids,
-        prompt_tokens: generation.prompt_ids.len() as u32,
-        decode_tok_per_s: generation.timings.decode_tok_per_s(),
+        stop_reason: stop_reason.clone(),
+        generated_ids: result.generated_ids.clone(),
+        prompt_tokens: result.prompt_ids.len() as u32,
+        decode_tok_per_s,
     });
     Ok(())
 }
@@ -304,7 +408,12 @@ async fn take_or_load(
 /// no adapter/device is available; then the reference device on the CPU, and the reason.
 async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
     let mut fallback = None;
-    if preference != BackendPreference::Cpu {
+    if preference == BackendPreference::Simulator {
+        match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
+            Ok(device) => return (Box::new(YieldingDevice::new(device)), Backend::Simulator, None),
+            Err(e) => fallback = Some(format!("the GPU simulator did not start ({e}); running on the CPU")),
+        }
+    } else if preference != BackendPreference::Cpu {
         let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
             .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
             .is_ok_and(|g| !g.is_undefined() && !g.is_null());
@@ -346,6 +455,56 @@ async fn download_request(state: &HostState, client: &Client, id: RequestId, mod
     let entry = catalog_entry(model).ok_or_else(|| ExtensionError::UnknownModel(model.to_string()))?;
     let urls: Vec<String> = hosts.iter().map(|h| entry.url(h)).collect();
     ensure_stored(state, client, id, model, entry.file, &urls, entry.sha256, false).await?;
+    send_models(state, client, id).await
+}
+
+/// Imports the file handed over under `token` as model `local_model_id(name)`.
+async fn import_request(state: &HostState, client: &Client, id: RequestId, token: &str, name: &str) -> Result<()> {
+    // The file and the request travel separately: wait a little for the file.
+    let mut waited = 0.0;
+    let file = loop {
+        if let Some(file) = state.pending_imports.borrow_mut().remove(token) {
+            break file;
+        }
+        if waited > 30_000.0 {
+            return Err(ExtensionError::ImportRejected { file: name.to_string(), reason: "the file never reached the engine".into() });
+        }
+        sleep_ms(50.0).await;
+        waited += 50.0;
+    };
+    let model = local_model_id(name);
+    if state.loaded_id.borrow().as_deref() == Some(model.as_str()) {
+        return Err(ExtensionError::Store(format!("{model} is loaded; select another model before importing it again")));
+    }
+    let cancel = {
+        let mut downloads = state.downloads.borrow_mut();
+        if downloads.contains_key(&model) {
+            return Err(ExtensionError::Store(format!("{model} is already being stored")));
+        }
+        let cancel = DownloadCancel::default();
+        downloads.insert(model.clone(), cancel.clone());
+        cancel
+    };
+    let store = state.store().await;
+    let result = match store {
+        Ok(store) => {
+            import_file(&store, &file, &model, name, &cancel, &mut |p| {
+                client.send(&EngineEvent::DownloadProgress {
+                    id,
+                    model: model.clone(),
+                    file: p.file.to_string(),
+                    done: p.done,
+                    total: p.total,
+                    rate: p.rate,
+                    eta_s: p.eta_s,
+                });
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    state.downloads.borrow_mut().remove(&model);
+    result?;
     send_models(state, client, id).await
 }
 
@@ -407,8 +566,15 @@ async fn load(
 ) -> Result<(LoadedModel, Option<String>)> {
     let entry = catalog_entry(&model.id);
     let file = entry.map_or_else(|| model.url.rsplit('/').next().unwrap_or("model.gguf"), |e| e.file);
-    let manifest =
-        ensure_stored(state, client, id, &model.id, file, std::slice::from_ref(&model.url), entry.and_then(|e| e.sha256), true).await?;
+    let manifest = if model.url.is_empty() {
+        // An imported model: only the store has it.
+        let stored = state.store().await?.manifest(&model.id).await?;
+        stored.filter(|m| m.state == ModelState::Ready).ok_or_else(|| {
+            ExtensionError::Store(format!("{} is not in the model store; import it again on the options page", model.id))
+        })?
+    } else {
+        ensure_stored(state, client, id, &model.id, file, std::slice::from_ref(&model.url), entry.and_then(|e| e.sha256), true).await?
+    };
     let store = state.store().await?;
     let source = StoredGguf::open(&store, &manifest).await?;
     let total = manifest.size();

@@ -25,6 +25,8 @@ pub enum ExtensionError {
     NoExpectedHash { file: String },
     #[error("download cancelled")]
     Cancelled,
+    #[error("{file} was not imported: {reason}. Nothing was marked ready.")]
+    ImportRejected { file: String, reason: String },
     #[error("{0} is not a catalog model")]
     UnknownModel(String),
 }

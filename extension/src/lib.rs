@@ -10,6 +10,8 @@ mod download;
 #[cfg(target_arch = "wasm32")]
 mod engine_host;
 #[cfg(target_arch = "wasm32")]
+mod import;
+#[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(target_arch = "wasm32")]
 mod error;

@@ -21,6 +21,10 @@ pub type RequestId = u32;
 pub enum ServiceWorkerRequest {
     /// Create the offscreen engine document unless it already exists.
     EnsureEngine { id: RequestId },
+    /// From the engine host when a generation ends: write `text` as the last assistant turn of
+    /// conversation `conversation` in `chrome.storage.local` (offscreen documents cannot reach
+    /// `chrome.storage`), so an answer finished after its popup closed is not lost.
+    SaveAnswer { id: RequestId, conversation: String, text: String },
 }
 
 /// Service worker → client (the `sendMessage` reply).
@@ -28,6 +32,7 @@ pub enum ServiceWorkerRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServiceWorkerReply {
     EngineReady { id: RequestId },
+    Saved { id: RequestId },
     Error { id: RequestId, message: String },
 }
 
@@ -77,7 +82,19 @@ pub enum EngineRequest {
         backend: BackendPreference,
     },
     /// Answer the conversation; loads `model` first if needed. Streams `Token`s, then `Done`.
-    Chat { id: RequestId, model: ModelRef, messages: Vec<Message>, options: ChatOptions },
+    Chat {
+        id: RequestId,
+        model: ModelRef,
+        messages: Vec<Message>,
+        options: ChatOptions,
+        /// The client's conversation id: the host saves the answer into it when the generation
+        /// ends (also when the page that asked has closed) and tells re-attaching pages.
+        #[serde(default)]
+        conversation: Option<String>,
+    },
+    /// Follow the generation running now, if any: answered by `Attached` with the text so far,
+    /// then that generation's `Token`s and `Done` carry this request's id (a reopened popup).
+    Attach { id: RequestId },
     /// Stop the generation started by request `target`.
     Stop { id: RequestId, target: RequestId },
     /// Download (or resume) a catalog model into the store from `hosts` (Hub layout), in order:
@@ -88,6 +105,25 @@ pub enum EngineRequest {
     /// The stored models and storage usage (answered with `Models`).
     ListModels { id: RequestId },
     DeleteModel { id: RequestId, model: String },
+    /// Import GGUF file `name` (`size` bytes) picked by the user as model [`local_model_id`]`(name)`.
+    /// The file itself (a `Blob`; ports carry JSON only) comes on the `BroadcastChannel`
+    /// [`IMPORT_CHANNEL`] as `{ token, file }`. Stored and verified like a download (sha256
+    /// computed, GGUF header validated); streams `DownloadProgress`, then `Models`.
+    Import { id: RequestId, token: String, name: String, size: u64 },
+}
+
+/// `BroadcastChannel` on which the options page hands an imported file to the engine host.
+pub const IMPORT_CHANNEL: &str = "qwglm-import";
+/// Ids of imported models start with this; they are not in the catalog and have no URL.
+pub const LOCAL_MODEL_PREFIX: &str = "local-";
+
+/// Store id of an imported file: `local-` and its name without `.gguf`, lowercased, other
+/// characters than letters, digits, `.` and `_` as `-`.
+pub fn local_model_id(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".gguf").or_else(|| file_name.strip_suffix(".GGUF")).unwrap_or(file_name);
+    let clean: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("{LOCAL_MODEL_PREFIX}{}", clean.trim_matches('-'))
 }
 
 impl EngineRequest {
@@ -100,6 +136,8 @@ impl EngineRequest {
             | Self::Download { id, .. }
             | Self::CancelDownload { id, .. }
             | Self::ListModels { id }
+            | Self::Attach { id }
+            | Self::Import { id, .. }
             | Self::DeleteModel { id, .. } => *id,
         }
     }
@@ -109,9 +147,11 @@ impl EngineRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// The engine's plain-Rust reference device on the CPU (slow; used until WebGPU is wired).
+    /// The engine's plain-Rust reference device on the CPU.
     Cpu,
     WebGpu,
+    /// `qwglm-sim`: the WebGPU kernels (WGSL compiled to SIMT bytecode) on a warp interpreter.
+    Simulator,
 }
 
 impl Backend {
@@ -119,6 +159,7 @@ impl Backend {
         match self {
             Self::Cpu => "CPU (reference)",
             Self::WebGpu => "WebGPU",
+            Self::Simulator => "GPU simulator",
         }
     }
 }
@@ -164,6 +205,49 @@ pub enum EngineEvent {
     DownloadProgress { id: RequestId, model: String, file: String, done: u64, total: u64, rate: f64, eta_s: f64 },
     /// The store's models and the origin's storage usage/quota in bytes (`navigator.storage.estimate`).
     Models { id: RequestId, models: Vec<ModelManifest>, usage: u64, quota: u64 },
+    /// Answer to `Attach`: the running generation (`None` when the engine is idle).
+    Attached { id: RequestId, generation: Option<GenerationSnapshot> },
+}
+
+/// A running generation as a re-attaching client first sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationSnapshot {
+    /// The conversation it answers (`Chat.conversation`).
+    pub conversation: Option<String>,
+    /// The answer so far.
+    pub text: String,
+    /// The tokens streamed so far.
+    pub token_ids: Vec<u32>,
+}
+
+/// Conversation history in `chrome.storage.local` under [`HISTORY_KEY`], newest last. Written by
+/// the popup, and by the service worker when a generation ends (`SaveAnswer`).
+pub const HISTORY_KEY: &str = "conversations";
+/// Older conversations beyond this are dropped.
+pub const MAX_CONVERSATIONS: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTurn {
+    pub role: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Creation time in ms since the epoch, as a string (unique enough per popup).
+    pub id: String,
+    pub title: String,
+    pub turns: Vec<StoredTurn>,
+}
+
+impl Conversation {
+    /// Sets the answer being generated: the last turn when it is the assistant's, else a new one.
+    pub fn set_answer(&mut self, text: &str) {
+        match self.turns.last_mut() {
+            Some(turn) if turn.role == "assistant" => turn.text = text.to_string(),
+            _ => self.turns.push(StoredTurn { role: "assistant".into(), text: text.to_string() }),
+        }
+    }
 }
 
 /// One model in the IndexedDB store.
@@ -220,7 +304,8 @@ impl EngineEvent {
             | Self::Done { id, .. }
             | Self::Error { id, .. }
             | Self::DownloadProgress { id, .. }
-            | Self::Models { id, .. } => *id,
+            | Self::Models { id, .. }
+            | Self::Attached { id, .. } => *id,
         }
     }
 }
@@ -347,8 +432,10 @@ pub enum BackendPreference {
     #[default]
     Auto,
     WebGpu,
-    /// The engine's CPU reference device (the simulator path).
+    /// The engine's CPU reference device.
     Cpu,
+    /// The GPU simulator (`qwglm-sim`): the WebGPU kernels interpreted on the CPU; slow for now.
+    Simulator,
 }
 
 pub const SETTINGS_KEY: &str = "settings";
@@ -367,9 +454,14 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The selected model, falling back to the first catalog entry for unknown ids.
+    /// The selected model: a catalog entry, an imported model (no URL: it is only in the store),
+    /// else the first catalog entry.
     pub fn model_ref(&self) -> ModelRef {
-        catalog_entry(&self.model_id).unwrap_or(&CATALOG[0]).model_ref(&self.hub_url)
+        match catalog_entry(&self.model_id) {
+            Some(entry) => entry.model_ref(&self.hub_url),
+            None if self.model_id.starts_with(LOCAL_MODEL_PREFIX) => ModelRef { id: self.model_id.clone(), url: String::new() },
+            None => CATALOG[0].model_ref(&self.hub_url),
+        }
     }
 
     /// Download hosts: the Hub URL first, then the mirrors (blank entries dropped).
@@ -393,6 +485,7 @@ mod tests {
             model: CATALOG[0].model_ref("http://127.0.0.1:8000"),
             messages: vec![Message { role: "user".into(), content: "hi".into() }],
             options: ChatOptions::default(),
+            conversation: Some("1700000000000".into()),
         };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["type"], "chat");
@@ -438,5 +531,40 @@ mod tests {
         assert_eq!(s.hub_url, "http://localhost:9");
         assert_eq!(s.model_id, CATALOG[0].id);
         assert_eq!(s.chat.max_tokens, 512);
+    }
+
+    #[test]
+    fn attach_round_trips_and_old_chat_requests_still_parse() {
+        let ev = EngineEvent::Attached {
+            id: 9,
+            generation: Some(GenerationSnapshot { conversation: Some("c".into()), text: "The".into(), token_ids: vec![504] }),
+        };
+        let back: EngineEvent = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!((back.id(), back), (9, ev));
+        assert_eq!(serde_json::to_value(EngineRequest::Attach { id: 2 }).unwrap()["type"], "attach");
+        // A chat request without a conversation id (older clients) still parses.
+        let old = r#"{"type":"chat","id":1,"model":{"id":"m","url":"u"},"messages":[],"options":{}}"#;
+        assert!(matches!(serde_json::from_str(old).unwrap(), EngineRequest::Chat { conversation: None, .. }));
+    }
+
+    #[test]
+    fn imported_models_get_local_ids_and_no_url() {
+        assert_eq!(local_model_id("SmolLM2-135M-Instruct.Q4_1.gguf"), "local-smollm2-135m-instruct.q4_1");
+        assert_eq!(local_model_id("my model (1).gguf"), "local-my-model--1");
+        let s = Settings { model_id: local_model_id("a.gguf"), ..Settings::default() };
+        assert_eq!(s.model_ref(), ModelRef { id: "local-a".into(), url: String::new() });
+        let unknown = Settings { model_id: "nope".into(), ..Settings::default() };
+        assert_eq!(unknown.model_ref().id, CATALOG[0].id);
+        let req = EngineRequest::Import { id: 3, token: "t".into(), name: "a.gguf".into(), size: 9 };
+        assert_eq!(serde_json::from_value::<EngineRequest>(serde_json::to_value(&req).unwrap()).unwrap(), req);
+    }
+
+    #[test]
+    fn an_answer_replaces_the_last_assistant_turn_or_follows_the_question() {
+        let mut c = Conversation { id: "c".into(), title: "t".into(), turns: vec![StoredTurn { role: "user".into(), text: "q".into() }] };
+        c.set_answer("a");
+        c.set_answer("ab");
+        assert_eq!(c.turns.len(), 2);
+        assert_eq!(c.turns[1], StoredTurn { role: "assistant".into(), text: "ab".into() });
     }
 }

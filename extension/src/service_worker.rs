@@ -9,9 +9,11 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
-use crate::chrome::{from_js, offscreen_create_document, runtime_get_contexts, runtime_get_url, to_js};
+use crate::chrome::{
+    from_js, js_error_text, offscreen_create_document, runtime_get_contexts, runtime_get_url, storage_local_get, storage_local_set, to_js,
+};
 use crate::error::{ExtensionError, Result};
-use crate::protocol::{ServiceWorkerReply, ServiceWorkerRequest};
+use crate::protocol::{Conversation, ServiceWorkerReply, ServiceWorkerRequest, HISTORY_KEY};
 
 const OFFSCREEN_PAGE: &str = "offscreen.html";
 
@@ -39,7 +41,11 @@ impl ServiceWorkerHost {
                     Ok(()) => ServiceWorkerReply::EngineReady { id },
                     Err(e) => ServiceWorkerReply::Error { id, message: e.to_string() },
                 },
-                Err(e) => ServiceWorkerReply::Error { id: 0, message: ExtensionError::Protocol(crate::chrome::js_error_text(&e)).to_string() },
+                Ok(ServiceWorkerRequest::SaveAnswer { id, conversation, text }) => match save_answer(&conversation, &text).await {
+                    Ok(()) => ServiceWorkerReply::Saved { id },
+                    Err(e) => ServiceWorkerReply::Error { id, message: e.to_string() },
+                },
+                Err(e) => ServiceWorkerReply::Error { id: 0, message: ExtensionError::Protocol(js_error_text(&e)).to_string() },
             };
             to_js(&reply)
         })
@@ -89,4 +95,22 @@ async fn ensure_offscreen(creating: &RefCell<Option<js_sys::Promise>>) -> Result
     let created = JsFuture::from(promise).await;
     creating.borrow_mut().take();
     created.map(|_| ()).map_err(ExtensionError::browser)
+}
+
+/// Writes `text` as the answer (last assistant turn) of stored conversation `id`.
+async fn save_answer(id: &str, text: &str) -> Result<()> {
+    let items = storage_local_get(HISTORY_KEY).await.map_err(ExtensionError::browser)?;
+    let stored = js_sys::Reflect::get(&items, &HISTORY_KEY.into()).map_err(ExtensionError::browser)?;
+    let mut conversations: Vec<Conversation> =
+        if stored.is_undefined() || stored.is_null() { Vec::new() } else { from_js(stored).map_err(ExtensionError::browser)? };
+    let conversation = conversations
+        .iter_mut()
+        .find(|c| c.id == id)
+        .ok_or_else(|| ExtensionError::Protocol(format!("no stored conversation {id} to save the answer into")))?;
+    conversation.set_answer(text);
+    let update = js_sys::Object::new();
+    let value = to_js(&conversations).map_err(ExtensionError::browser)?;
+    js_sys::Reflect::set(&update, &HISTORY_KEY.into(), &value).map_err(ExtensionError::browser)?;
+    storage_local_set(&update).await.map_err(ExtensionError::browser)?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
 // Browser end-to-end test: the built extension (dist/) in headless Chromium answers the reference
 // prompt with the same greedy token ids as transformers (tests/fixtures/real/smollm2-135m-instruct-q4_1.json).
+// Also: the first-run screen of a fresh profile (no model ready → the popup sends the user to the
+// options page), stop, and re-attaching a reopened popup to a generation that kept running.
 //
 // Run through `cargo xtask test-browser`, which builds dist/ and provides:
 //   QWGLM_NODE_MODULES  node_modules holding playwright-core
@@ -73,10 +75,22 @@ async function main() {
     const workerId = new URL(worker.url()).host;
     if (workerId !== id) throw new Error(`extension id ${workerId}, expected ${id} (manifest key)`);
 
+    // First run: no model is ready, so the popup shows a screen that opens the options page.
+    const welcome = await context.newPage();
+    await welcome.goto(`chrome-extension://${id}/popup.html`);
+    await welcome.waitForSelector('#first-run', { timeout: 60000 });
+    await welcome.screenshot({ path: join(artifacts, 'popup-first-run.png'), clip: { x: 0, y: 0, width: 420, height: 300 } });
+    const hasComposer = await welcome.locator('#prompt').count();
+    const [options] = await Promise.all([
+      context.waitForEvent('page', { predicate: (p) => p.url().includes('/options.html'), timeout: 30000 }),
+      welcome.click('#open-options'),
+    ]);
+    if (hasComposer) throw new Error('the first-run popup still shows the chat composer');
+    log('PASS: first run: the popup shows the first-run screen and its button opens the options page');
+    await welcome.close();
+
     // Settings through the options page: the local hub, the reference system prompt, a small budget.
-    const options = await context.newPage();
     options.on('console', (m) => log('options console:', m.text()));
-    await options.goto(`chrome-extension://${id}/options.html`);
     await options.waitForSelector('#models tr td');
     const system = fixture.messages.find((m) => m.role === 'system').content;
     await options.fill('#hub-url', hub.url);
@@ -92,6 +106,15 @@ async function main() {
     const stored = await options.evaluate(() => chrome.storage.local.get('settings'));
     if (stored.settings?.hub_url !== hub.url || stored.settings?.model_id !== MODEL_ID) {
       throw new Error(`settings not saved: ${JSON.stringify(stored)}`);
+    }
+    // The model is downloaded on the options page (the popup no longer offers a chat without one).
+    const row = options.locator(`#models tr[data-model="${MODEL_ID}"]`);
+    await row.locator('button.download').click();
+    const downloadDeadline = Date.now() + timeoutMs;
+    while ((await row.getAttribute('data-state')) !== 'ready') {
+      if (await row.locator('.row-error').count()) throw new Error(`download failed: ${await row.locator('.row-error').textContent()}`);
+      if (Date.now() > downloadDeadline) throw new Error('download did not finish');
+      await options.waitForTimeout(250);
     }
     await options.close();
 
@@ -126,9 +149,9 @@ async function main() {
 
     const expected = fixture.greedy_ids_until_eos;
     const eos = fixture.config.eos_token_id;
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
     const result = { streamed, generated, stopReason, answer, expected, expectedText: fixture.greedy_text_until_eos, hubRequests: hub.requests, seconds: (Date.now() - started) / 1000 };
     log('result', JSON.stringify(result));
-    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
     if (!same(streamed, expected)) throw new Error(`streamed ids ${streamed} != reference ${expected}`);
     if (stopReason !== 'stop_token' || !same(generated, [...expected, eos])) {
       throw new Error(`generation ended ${stopReason} with ${generated}, expected ${expected} then EOS ${eos}`);
@@ -157,6 +180,57 @@ async function main() {
     if (stopped !== 'cancelled' || stoppedIds.length >= 16) throw new Error(`stop ended ${stopped} after ${stoppedIds.length} tokens`);
     await popup.waitForSelector('#send:not([disabled])');
     log('PASS: stop cancels a running answer');
+
+    // Re-attach: an uninterrupted answer, then the same question in a new chat with the popup
+    // closed mid-answer and reopened; the generation goes on, the reopened popup shows the text
+    // so far, then the live tokens and Stop, and ends with the same ids and text.
+    await popup.evaluate(async () => {
+      const { settings } = await chrome.storage.local.get('settings');
+      await chrome.storage.local.set({ settings: { ...settings, chat: { ...settings.chat, max_tokens: 40 } } });
+    });
+    await popup.reload();
+    const story = 'Tell me a long story about a dragon.';
+    const ask = async (page) => {
+      await page.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+      await page.click('#new-chat');
+      await page.fill('#prompt', story);
+      await page.click('#send');
+    };
+    const finish = async (page) => {
+      await page.waitForSelector('#last-answer[data-state=done]', { state: 'attached', timeout: timeoutMs });
+      const attr = async (name) => (await page.getAttribute('#last-answer', name)) ?? '';
+      return { generated: (await attr('data-generated-ids')).split(',').filter(Boolean).map(Number), text: await attr('data-text'), stopReason: await attr('data-stop-reason') };
+    };
+    await ask(popup);
+    const whole = await finish(popup);
+    log('uninterrupted:', JSON.stringify(whole));
+    await ask(popup);
+    const closeDeadline = Date.now() + 120000;
+    while ((await ids('data-streamed-ids')).length < 3) {
+      if (Date.now() > closeDeadline) throw new Error('the re-attach answer did not start streaming');
+      await popup.waitForTimeout(100);
+    }
+    const closedAfter = (await ids('data-streamed-ids')).length;
+    await popup.close();
+    const reopened = await context.newPage();
+    reopened.on('pageerror', (e) => log('popup error:', e.message));
+    await reopened.goto(`chrome-extension://${id}/popup.html`);
+    await reopened.waitForSelector('#stop', { timeout: 60000 });
+    const atAttach = (await reopened.getAttribute('#last-answer', 'data-streamed-ids')).split(',').filter(Boolean).length;
+    await reopened.screenshot({ path: join(artifacts, 'popup-reattached.png') });
+    const resumed = await finish(reopened);
+    log(`closed after ${closedAfter} tokens, re-attached at ${atAttach}:`, JSON.stringify(resumed));
+    const savedAnswer = async () => {
+      const { conversations } = await reopened.evaluate(() => chrome.storage.local.get('conversations'));
+      return conversations.at(-1).turns.at(-1).text;
+    };
+    let saved = await savedAnswer();
+    for (let i = 0; i < 20 && saved !== whole.text; i++) { await reopened.waitForTimeout(250); saved = await savedAnswer(); }
+    if (whole.generated.length < 10) throw new Error(`the uninterrupted answer is too short for the test: ${whole.generated.length} tokens`);
+    if (atAttach < closedAfter || atAttach >= resumed.generated.length) throw new Error(`re-attached at token ${atAttach} (closed after ${closedAfter}, ${resumed.generated.length} in all): not mid-answer`);
+    if (!same(resumed.generated, whole.generated) || resumed.text !== whole.text) throw new Error(`re-attached answer ${resumed.generated} != uninterrupted ${whole.generated}`);
+    if (saved !== whole.text) throw new Error(`stored answer ${JSON.stringify(saved)} != ${JSON.stringify(whole.text)}`);
+    log('PASS: a reopened popup re-attaches to the running answer, which completes with the uninterrupted ids and is saved');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {

@@ -5,9 +5,14 @@
 //!   `dist/` with the manifest, pages, loaders and icons. Installs the exact wasm-bindgen CLI
 //!   (the version in Cargo.lock) and npm binaryen 132 (older wasm-opt cannot parse wasm-bindgen's
 //!   `table.fill`) when missing.
-//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs and
-//!   tests/browser/extension.mjs (playwright-core driving headless Chromium) against local
-//!   Hub-layout servers with the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
+//! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs, extension.mjs and
+//!   import.mjs (playwright-core driving headless Chromium) against local Hub-layout servers with
+//!   the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
+//! - `run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT]`: the product:
+//!   `dist`, a local Hub-layout server for the cached models, Chromium with the extension loaded
+//!   (persistent profile `target/run-profile`), the default model downloaded into IndexedDB and
+//!   the chat open (xtask/run.mjs). Headless (the default without `$DISPLAY`) it asks PROMPT in
+//!   the real popup, prints the streamed answer to stdout and exits.
 
 use std::env;
 use std::fs;
@@ -18,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 const BINARYEN_VERSION: &str = "132.0.0";
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
 /// Browser test scripts, run in order; each prints `PASS:`/`FAIL:` lines per check.
-const BROWSER_TESTS: [&str; 2] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs"];
+const BROWSER_TESTS: [&str; 3] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs", "tests/browser/import.mjs"];
 const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
 
 type Result<T> = std::result::Result<T, String>;
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("dist") => dist(flag("--fast")),
         Some("test-browser") => test_browser(flag("--fast"), flag("--no-build")),
-        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build]".into()),
+        Some("run") => run_product(&args[1..]),
+        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build] | run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT]".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,8 +157,7 @@ fn dist(fast: bool) -> Result<()> {
         let wasm = wasm_target_dir().join(format!("wasm32-unknown-unknown/release/{lib}.wasm"));
         run(Command::new("wasm-bindgen").args(["--target", "web", "--no-typescript", "--out-dir"]).arg(&out).arg(&wasm))?;
         if let Some(wasm_opt) = &wasm_opt {
-            let module = out.join(format!("{lib}_bg.wasm"));
-            run(Command::new(wasm_opt).arg("-Oz").arg(&module).arg("-o").arg(&module))?;
+            optimize_cached(wasm_opt, &out.join(format!("{lib}_bg.wasm")))?;
         }
     }
     for (_, lib) in WASM_CRATES {
@@ -163,14 +168,80 @@ fn dist(fast: bool) -> Result<()> {
     Ok(())
 }
 
-fn test_browser(fast: bool, no_build: bool) -> Result<()> {
-    if !no_build {
-        dist(fast)?;
+/// `wasm-opt -Oz` in place, reusing the previous output when the input is byte-identical: it
+/// takes minutes here, and `run` rebuilds dist/ every time.
+fn optimize_cached(wasm_opt: &Path, module: &Path) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let input = fs::read(module).map_err(|e| format!("{}: {e}", module.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    input.hash(&mut hasher);
+    let cache_dir = repo_root().join("target/wasm-opt-cache");
+    let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.wasm");
+    let cached = cache_dir.join(format!("{:016x}-{name}", hasher.finish()));
+    if !cached.exists() {
+        fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
+        run(Command::new(wasm_opt).arg("-Oz").arg(module).arg("-o").arg(&cached))?;
+    } else {
+        eprintln!("xtask: wasm-opt output of {name} unchanged (cached)");
     }
+    fs::copy(&cached, module).map_err(|e| format!("{}: {e}", module.display()))?;
+    Ok(())
+}
+
+fn chromium() -> Result<String> {
     let chromium = env::var("QWGLM_CHROMIUM").unwrap_or_else(|_| "/usr/lib/chromium/chromium".into());
     if !Path::new(&chromium).exists() {
         return Err(format!("no Chromium at {chromium}: apt-get install -y chromium (or set QWGLM_CHROMIUM)"));
     }
+    Ok(chromium)
+}
+
+/// The product: the extension in Chromium with the default model served locally (xtask/run.mjs).
+fn run_product(args: &[String]) -> Result<()> {
+    let mut headless = env::var_os("DISPLAY").is_none_or(|d| d.is_empty());
+    let (mut fast, mut no_build, mut backend, mut prompt) = (false, false, None, Vec::new());
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--headless" => headless = true,
+            "--headed" => headless = false,
+            "--fast" => fast = true,
+            "--no-build" => no_build = true,
+            "--backend" => backend = Some(rest.next().ok_or("--backend needs auto, webgpu or cpu")?.clone()),
+            "--prompt" => prompt.push(rest.next().ok_or("--prompt needs a text")?.clone()),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            text => prompt.push(text.to_string()),
+        }
+    }
+    if !no_build {
+        dist(fast)?;
+    }
+    let chromium = chromium()?;
+    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
+    let root = repo_root();
+    let mut command = Command::new("node");
+    command
+        .current_dir(&root)
+        .arg("xtask/run.mjs")
+        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
+        .env("QWGLM_CHROMIUM", &chromium)
+        .env("QWGLM_DIST", root.join("dist"))
+        .env("QWGLM_PROFILE", root.join("target/run-profile"))
+        .env("QWGLM_HEADLESS", if headless { "1" } else { "0" });
+    if !prompt.is_empty() {
+        command.env("QWGLM_PROMPT", prompt.join(" "));
+    }
+    if let Some(backend) = backend {
+        command.env("QWGLM_BACKEND", backend);
+    }
+    run(&mut command)
+}
+
+fn test_browser(fast: bool, no_build: bool) -> Result<()> {
+    if !no_build {
+        dist(fast)?;
+    }
+    let chromium = chromium()?;
     let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
     let root = repo_root();
     let (mut passed, mut failed) = (0u32, 0u32);

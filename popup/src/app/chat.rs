@@ -12,8 +12,8 @@ use super::chrome::{
     from_js, js_error_text, runtime_connect, runtime_open_options_page, runtime_send_message, to_js, Port,
 };
 use super::protocol::{
-    catalog_entry, ChatOptions, EngineEvent, EngineRequest, LoadStage, Message, RequestId, ServiceWorkerReply, ServiceWorkerRequest, Settings,
-    ENGINE_PORT,
+    catalog_entry, ChatOptions, EngineEvent, EngineRequest, GenerationSnapshot, LoadStage, Message, ModelState, RequestId,
+    ServiceWorkerReply, ServiceWorkerRequest, Settings, ENGINE_PORT,
 };
 use super::history::{self, Conversation, StoredTurn};
 use super::settings;
@@ -69,6 +69,9 @@ struct ChatState {
     unsaved: u32,
     /// Why WebGPU is not in use although it was wanted.
     fallback: Option<String>,
+    /// Whether the selected model is downloaded and verified (`None` until the store answers):
+    /// without it the popup shows the first-run screen instead of a chat that cannot answer.
+    model_ready: Option<bool>,
 }
 
 enum ChatAction {
@@ -76,7 +79,8 @@ enum ChatAction {
     Engine(EngineEvent),
     Disconnected,
     Failed(String),
-    Asked { id: RequestId, text: String },
+    /// Question `text` was sent as request `id`, in conversation `conversation`.
+    Asked { id: RequestId, text: String, conversation: String },
     HistoryLoaded(Vec<Conversation>),
     /// The last answer is being asked for again (request `id`).
     Regenerate { id: RequestId },
@@ -104,12 +108,15 @@ impl Reducible for ChatState {
                 next.running = None;
                 next.error = Some("The engine stopped (its page was closed or crashed). Reopen the popup.".into());
             }
-            ChatAction::Asked { id, text } => {
+            ChatAction::Asked { id, text, conversation } => {
+                next.current = conversation;
                 next.turns.push(Turn { role: Role::User, text });
                 next.turns.push(Turn { role: Role::Assistant, text: String::new() });
                 next.running = Some(id);
                 next.error = None;
                 next.answer = AnswerRecord::default();
+                // Saved now, so the engine host can fill in the answer even if the popup closes.
+                next.store_current();
             }
             ChatAction::Engine(event) => {
                 let finished = matches!(&event, EngineEvent::Done { id, .. } if next.running == Some(*id));
@@ -149,6 +156,7 @@ impl Reducible for ChatState {
                 next.running = Some(id);
                 next.error = None;
                 next.answer = AnswerRecord::default();
+                next.store_current();
             }
         }
         Rc::new(next)
@@ -216,8 +224,34 @@ impl ChatState {
                 self.error = Some(message);
             }
             EngineEvent::Token { .. } | EngineEvent::Done { .. } => {} // for an older request
-            EngineEvent::DownloadProgress { .. } | EngineEvent::Models { .. } => {} // options page events
+            EngineEvent::Attached { id, generation: Some(generation) } => self.attach(id, generation),
+            EngineEvent::Attached { generation: None, .. } => {}
+            EngineEvent::Models { models, .. } => {
+                let wanted = self.settings.as_ref().map(|s| s.model_id.clone()).unwrap_or_else(|| Settings::default().model_id);
+                self.model_ready = Some(models.iter().any(|m| m.id == wanted && m.state == ModelState::Ready));
+            }
+            EngineEvent::DownloadProgress { .. } => {} // options page events
         }
+    }
+
+    /// Shows a generation that was running before this popup opened (request `id` now follows
+    /// it): its conversation, the answer so far, then its live tokens.
+    fn attach(&mut self, id: RequestId, generation: GenerationSnapshot) {
+        if self.running.is_some() {
+            return;
+        }
+        let stored = generation.conversation.as_ref().and_then(|c| self.conversations.iter().find(|x| &x.id == c));
+        if let Some(conversation) = stored {
+            self.turns = restore(conversation);
+            self.current = conversation.id.clone();
+        }
+        match self.turns.last_mut() {
+            Some(turn) if turn.role == Role::Assistant => turn.text = generation.text,
+            _ => self.turns.push(Turn { role: Role::Assistant, text: generation.text }),
+        }
+        self.running = Some(id);
+        self.error = None;
+        self.answer = AnswerRecord { streamed_ids: generation.token_ids, ..AnswerRecord::default() };
     }
 
     /// The conversation as the model sees it: system prompt, then every finished turn.
@@ -271,7 +305,7 @@ async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<C
     let ensure = to_js(&ServiceWorkerRequest::EnsureEngine { id: 1 }).map_err(|e| js_error_text(&e))?;
     let reply = runtime_send_message(&ensure).await.map_err(|e| js_error_text(&e))?;
     match from_js::<ServiceWorkerReply>(reply).map_err(|e| js_error_text(&e))? {
-        ServiceWorkerReply::EngineReady { .. } => {}
+        ServiceWorkerReply::EngineReady { .. } | ServiceWorkerReply::Saved { .. } => {}
         ServiceWorkerReply::Error { message, .. } => return Err(message),
     }
 
@@ -279,8 +313,23 @@ async fn connect(link: Rc<RefCell<EngineLink>>, dispatch: UseReducerDispatcher<C
     js_sys::Reflect::set(&info, &"name".into(), &ENGINE_PORT.into()).map_err(|e| js_error_text(&e))?;
     let port = runtime_connect(&info);
     let on_event_dispatch = dispatch.clone();
+    let on_event_link = link.clone();
     let on_event = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| match from_js::<EngineEvent>(message) {
-        Ok(event) => on_event_dispatch.dispatch(ChatAction::Engine(event)),
+        Ok(event) => {
+            let greeting = matches!(event, EngineEvent::Status { id: 0, .. });
+            on_event_dispatch.dispatch(ChatAction::Engine(event));
+            if greeting {
+                // Re-attach to a generation still running (this popup was closed and reopened),
+                // and find out whether the selected model is ready (first run).
+                let mut link = on_event_link.borrow_mut();
+                let requests: [fn(RequestId) -> EngineRequest; 2] = [|id| EngineRequest::Attach { id }, |id| EngineRequest::ListModels { id }];
+                for request in requests {
+                    if let Err(message) = link.send(request) {
+                        on_event_dispatch.dispatch(ChatAction::Failed(message));
+                    }
+                }
+            }
+        }
         Err(e) => on_event_dispatch.dispatch(ChatAction::Failed(js_error_text(&e))),
     });
     port.on_message().add_listener(on_event.as_ref().unchecked_ref());
@@ -350,15 +399,17 @@ pub fn chat_app() -> Html {
                 return;
             }
             let messages = state.messages_with(&question);
+            let conversation = if state.current.is_empty() { now_id() } else { state.current.clone() };
             let sent = link.borrow_mut().send(|id| EngineRequest::Chat {
                 id,
                 model: settings.model_ref(),
                 messages,
                 options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
+                conversation: Some(conversation.clone()),
             });
             match sent {
                 Ok(id) => {
-                    state.dispatch(ChatAction::Asked { id, text: question });
+                    state.dispatch(ChatAction::Asked { id, text: question, conversation });
                     draft.set(String::new());
                 }
                 Err(message) => state.dispatch(ChatAction::Failed(message)),
@@ -384,6 +435,7 @@ pub fn chat_app() -> Html {
                 model: settings.model_ref(),
                 messages,
                 options: ChatOptions { backend: settings.backend, ..settings.chat.clone() },
+                conversation: Some(state.current.clone()),
             });
             match sent {
                 Ok(id) => state.dispatch(ChatAction::Regenerate { id }),
@@ -409,6 +461,18 @@ pub fn chat_app() -> Html {
             let _ = runtime_open_options_page().await;
         })
     });
+    let on_recheck = {
+        let state = state.clone();
+        let link = link.clone();
+        Callback::from(move |_: MouseEvent| {
+            if let Err(message) = link.borrow_mut().send(|id| EngineRequest::ListModels { id }) {
+                state.dispatch(ChatAction::Failed(message));
+            }
+        })
+    };
+    let first_run = state.model_ready == Some(false) && state.running.is_none();
+    let selected_model = model_name(state.settings.as_ref().map(|s| s.model_id.as_str()));
+    let answer_text = state.turns.last().filter(|t| t.role == Role::Assistant).map(|t| t.text.clone()).unwrap_or_default();
 
     let status_line = match (state.connected, state.activity.is_empty()) {
         (false, _) => "Starting the engine…".to_string(),
@@ -425,12 +489,21 @@ pub fn chat_app() -> Html {
     html! {
         <div class="chat">
             <div class={classes!("status", state.error.as_ref().map(|_| "error"))} id="status">
-                <button class="link" onclick={on_models}>{ "Models…" }</button>
+                <button class="link" onclick={on_models.clone()}>{ "Models…" }</button>
                 <span id="status-text">{ state.error.clone().unwrap_or(status_line) }</span>
                 if let Some(note) = &state.fallback {
                     <div id="backend-note" class="note">{ note }</div>
                 }
             </div>
+            if first_run {
+                <div class="first-run" id="first-run">
+                    <h2>{ "Welcome to QWGLM" }</h2>
+                    <p>{ "QWGLM answers with a language model that runs on this computer, so a model has to be downloaded once before the first chat." }</p>
+                    <p>{ format!("The selected model, {selected_model}, is not downloaded yet. Pick one on the options page and press Download (SmolLM2 135M is about 100 MB).") }</p>
+                    <button id="open-options" class="primary" onclick={on_models.clone()}>{ "Choose and download a model…" }</button>
+                    <button id="recheck" onclick={on_recheck}>{ "Check again" }</button>
+                </div>
+            } else { <>
             <div class="history">
                 <select id="conversations" onchange={on_open} disabled={state.running.is_some()}>
                     if !state.conversations.iter().any(|c| c.id == state.current) {
@@ -466,7 +539,8 @@ pub fn chat_app() -> Html {
                 data-state={answer_state}
                 data-stop-reason={state.answer.stop_reason.clone().unwrap_or_default()}
                 data-streamed-ids={ids(&state.answer.streamed_ids)}
-                data-generated-ids={ids(&state.answer.generated_ids)} />
+                data-generated-ids={ids(&state.answer.generated_ids)}
+                data-text={answer_text} />
             <div class="composer">
                 <textarea id="prompt" placeholder="Ask anything…" value={(*draft).clone()} oninput={on_input} />
                 if state.running.is_some() {
@@ -475,6 +549,7 @@ pub fn chat_app() -> Html {
                     <button id="send" onclick={on_send} disabled={!state.connected}>{ "Send" }</button>
                 }
             </div>
+            </> }
         </div>
     }
 }

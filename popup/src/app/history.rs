@@ -1,28 +1,11 @@
 //! Conversation history in `chrome.storage.local` (key `conversations`), newest last.
 
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
 use super::chrome::{from_js, js_error_text, storage_local_get, storage_local_set, to_js};
 use crate::PopupError;
 
-pub const HISTORY_KEY: &str = "conversations";
-/// Older conversations beyond this are dropped.
-pub const MAX_CONVERSATIONS: usize = 50;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredTurn {
-    pub role: String,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Conversation {
-    /// Creation time in ms since the epoch, as a string (unique enough per popup).
-    pub id: String,
-    pub title: String,
-    pub turns: Vec<StoredTurn>,
-}
+pub use super::protocol::{Conversation, StoredTurn, HISTORY_KEY, MAX_CONVERSATIONS};
 
 pub async fn load() -> Result<Vec<Conversation>, PopupError> {
     let items = storage_local_get(HISTORY_KEY).await.map_err(|e| PopupError::Browser(js_error_text(&e)))?;

@@ -1,5 +1,6 @@
 //! The options page: the model manager (download with per-file progress, resume, cancel,
-//! delete, storage usage) and the settings the popup uses (hosts, sampling, backend).
+//! delete, storage usage, import of a local GGUF file) and the settings the popup uses (hosts,
+//! sampling, backend).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,8 +13,8 @@ use yew::prelude::*;
 
 use super::chrome::{from_js, js_error_text, runtime_connect, runtime_send_message, to_js, Port};
 use super::protocol::{
-    BackendPreference, EngineEvent, EngineRequest, ModelManifest, ModelState, RequestId, ServiceWorkerReply, ServiceWorkerRequest,
-    Settings, CATALOG, ENGINE_PORT,
+    catalog_entry, local_model_id, BackendPreference, EngineEvent, EngineRequest, ModelManifest, ModelState, RequestId,
+    ServiceWorkerReply, ServiceWorkerRequest, Settings, CATALOG, ENGINE_PORT, IMPORT_CHANNEL,
 };
 use super::settings;
 
@@ -25,8 +26,28 @@ struct Transfer {
     eta_s: f64,
 }
 
+/// The import of a local GGUF file, as the page shows it.
+#[derive(Clone, PartialEq)]
+struct Import {
+    request: RequestId,
+    name: String,
+    model: String,
+    done: u64,
+    total: u64,
+    outcome: ImportOutcome,
+}
+
+#[derive(Clone, PartialEq)]
+enum ImportOutcome {
+    Running,
+    Done { sha256: String },
+    Failed(String),
+}
+
 #[derive(Clone, PartialEq, Default)]
 struct OptionsState {
+    /// The last import started on this page.
+    import: Option<Import>,
     /// `None` until the stored settings are read.
     settings: Option<Settings>,
     notice: Option<String>,
@@ -54,6 +75,7 @@ enum OptionsAction {
     Notice(String),
     Connected,
     Started { id: RequestId, model: String },
+    ImportStarted { id: RequestId, name: String, size: u64 },
     Engine(EngineEvent),
 }
 
@@ -70,6 +92,10 @@ impl Reducible for OptionsState {
                 next.errors.remove(&model);
                 next.transfers.insert(model.clone(), Transfer::default());
                 next.requests.insert(id, model);
+            }
+            OptionsAction::ImportStarted { id, name, size } => {
+                let model = local_model_id(&name);
+                next.import = Some(Import { request: id, name, model, done: 0, total: size, outcome: ImportOutcome::Running });
             }
             OptionsAction::Engine(event) => next.apply(event),
             edit => {
@@ -93,6 +119,24 @@ impl Reducible for OptionsState {
 
 impl OptionsState {
     fn apply(&mut self, event: EngineEvent) {
+        if let Some(import) = self.import.as_mut().filter(|i| i.request == event.id()) {
+            match &event {
+                EngineEvent::DownloadProgress { done, total, .. } => (import.done, import.total) = (*done, *total),
+                EngineEvent::Models { models, .. } => {
+                    let stored = models.iter().find(|m| m.id == import.model);
+                    let sha256 = stored.and_then(|m| m.files.first()).and_then(|f| f.sha256.clone()).unwrap_or_default();
+                    import.outcome = ImportOutcome::Done { sha256 };
+                }
+                EngineEvent::Error { message, .. } => {
+                    import.outcome = ImportOutcome::Failed(message.clone());
+                    return;
+                }
+                _ => {}
+            }
+            if matches!(event, EngineEvent::DownloadProgress { .. }) {
+                return;
+            }
+        }
         match event {
             EngineEvent::DownloadProgress { model, done, total, rate, eta_s, .. } => {
                 self.transfers.insert(model, Transfer { done, total, rate, eta_s });
@@ -234,6 +278,7 @@ pub fn options_app() -> Html {
             let pref = match e.target_unchecked_into::<HtmlSelectElement>().value().as_str() {
                 "webgpu" => BackendPreference::WebGpu,
                 "cpu" => BackendPreference::Cpu,
+                "simulator" => BackendPreference::Simulator,
                 _ => BackendPreference::Auto,
             };
             dispatch.dispatch(OptionsAction::SetBackend(pref));
@@ -254,6 +299,81 @@ pub fn options_app() -> Html {
             }
         }
     };
+
+    // Import: the file goes to the engine host on a BroadcastChannel (ports carry JSON only),
+    // the request on the port; a token pairs them.
+    let on_import = {
+        let link = link.clone();
+        let dispatch = state.dispatcher();
+        Callback::from(move |e: Event| {
+            let input = e.target_unchecked_into::<HtmlInputElement>();
+            let Some(file) = input.files().and_then(|files| files.get(0)) else { return };
+            let (name, size) = (file.name(), file.size() as u64);
+            let token = format!("{}-{}", js_sys::Date::now(), js_sys::Math::random());
+            let handed_over = web_sys::BroadcastChannel::new(IMPORT_CHANNEL).and_then(|channel| {
+                let message = js_sys::Object::new();
+                js_sys::Reflect::set(&message, &"token".into(), &token.clone().into())?;
+                js_sys::Reflect::set(&message, &"file".into(), &file)?;
+                channel.post_message(&message)?;
+                channel.close();
+                Ok(())
+            });
+            if let Err(e) = handed_over {
+                dispatch.dispatch(OptionsAction::Notice(format!("Cannot import: {}", js_error_text(&e))));
+                return;
+            }
+            match link.borrow_mut().send(|id| EngineRequest::Import { id, token, name: name.clone(), size }) {
+                Ok(id) => dispatch.dispatch(OptionsAction::ImportStarted { id, name, size }),
+                Err(message) => dispatch.dispatch(OptionsAction::Notice(message)),
+            }
+            // The same file may be picked again (after deleting it, say).
+            input.set_value("");
+        })
+    };
+    let import_status = state.import.as_ref().map(|import| {
+        let (status, text) = match &import.outcome {
+            ImportOutcome::Running => ("running", format!("Storing {}: {}%…", import.name, import.done * 100 / import.total.max(1))),
+            ImportOutcome::Done { .. } => ("done", format!("Imported {} as {}: stored, header checked. sha256 ", import.name, import.model)),
+            ImportOutcome::Failed(message) => ("failed", message.clone()),
+        };
+        let sha256 = match &import.outcome {
+            ImportOutcome::Done { sha256 } => Some(sha256.clone()),
+            _ => None,
+        };
+        html! {
+            <div id="import-status" data-state={status} class={classes!("import-status", (status == "failed").then_some("error"))}>
+                { text }
+                if let Some(sha256) = sha256 { <code id="import-sha256">{ sha256 }</code> }
+            </div>
+        }
+    });
+    // Imported models: in the store, not in the catalog.
+    let imported_rows = state.models.iter().filter(|m| catalog_entry(&m.id).is_none()).map(|m| {
+        let dispatch = state.dispatcher();
+        let id = m.id.clone();
+        let file = m.files.first();
+        let ready = m.state == ModelState::Ready;
+        let sha256 = file.and_then(|f| f.sha256.clone()).unwrap_or_default();
+        let delete = {
+            let send = send.clone();
+            let model = m.id.clone();
+            Callback::from(move |_: MouseEvent| {
+                let model = model.clone();
+                send(Box::new(move |id| EngineRequest::DeleteModel { id, model }), None)
+            })
+        };
+        html! {
+            <tr data-model={m.id.clone()} data-state={if ready { "ready" } else { "partial" }}>
+                <td><input type="radio" name="model" checked={current.model_id == m.id} disabled={!ready}
+                    onchange={Callback::from(move |_| dispatch.dispatch(OptionsAction::SelectModel(id.clone())))} /></td>
+                <td>{ file.map(|f| f.name.clone()).unwrap_or_default() }<br/><code class="path">{ format!("imported · sha256 {sha256}") }</code></td>
+                <td>{ "GGUF" }</td>
+                <td>{ megabytes(m.size()) }</td>
+                <td class="progress-cell"><span class="detail">{ if ready { "Ready (imported, header checked)" } else { "Incomplete import" } }</span></td>
+                <td class="actions"><button class="delete" onclick={delete}>{ "Delete" }</button></td>
+            </tr>
+        }
+    }).collect::<Html>();
 
     let storage = if state.quota > 0 {
         format!("Storage: {} used of {} available to the extension", megabytes(state.usage), megabytes(state.quota))
@@ -339,7 +459,12 @@ pub fn options_app() -> Html {
                         </tr>
                     }
                 }) }
+                { imported_rows }
             </table>
+            <h3>{ "Import a GGUF file" }</h3>
+            <p class="hint">{ "A model file from this computer is stored in the extension like a download: its sha256 is computed and its GGUF header checked before it can be used." }</p>
+            <input id="import-file" type="file" accept=".gguf" disabled={!state.connected} onchange={on_import} />
+            { for import_status }
             <label>{ "Download host (Hugging Face Hub or a mirror with the same layout)" }
                 <input id="hub-url" type="url" value={current.hub_url.clone()} oninput={on_hub} />
             </label>
@@ -360,7 +485,8 @@ pub fn options_app() -> Html {
                 <select id="backend" onchange={on_backend}>
                     <option value="auto" selected={current.backend == BackendPreference::Auto}>{ "Auto (WebGPU when available)" }</option>
                     <option value="webgpu" selected={current.backend == BackendPreference::WebGpu}>{ "WebGPU" }</option>
-                    <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU simulator (reference device)" }</option>
+                    <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU (reference device)" }</option>
+                    <option value="simulator" selected={current.backend == BackendPreference::Simulator}>{ "GPU simulator (the WebGPU kernels on the CPU; slow)" }</option>
                 </select>
             </label>
             <button id="save" onclick={on_save}>{ "Save" }</button>
