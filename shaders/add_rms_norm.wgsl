@@ -66,7 +66,28 @@ fn main(
     }
     let mean_square = workgroup_sum(squares, lid) / f32(p.n_cols);
     let inv = 1.0 / sqrt(mean_square + p.eps);
-    for (var c = lid; c < p.n_cols; c += 256u) {
-        out[base + c] = weight[c] * (residual[base + c] * inv);
+    // Same element-to-thread mapping as above, four loads of each array in flight per step.
+    for (var c0 = base + lid; c0 <= last; c0 += 1024u) {
+        let i1 = min(c0 + 256u, last);
+        let i2 = min(c0 + 512u, last);
+        let i3 = min(c0 + 768u, last);
+        let r0 = residual[c0];
+        let r1 = residual[i1];
+        let r2 = residual[i2];
+        let r3 = residual[i3];
+        let w0 = weight[c0 - base];
+        let w1 = weight[i1 - base];
+        let w2 = weight[i2 - base];
+        let w3 = weight[i3 - base];
+        out[c0] = w0 * (r0 * inv);
+        if (c0 + 256u <= last) {
+            out[i1] = w1 * (r1 * inv);
+        }
+        if (c0 + 512u <= last) {
+            out[i2] = w2 * (r2 * inv);
+        }
+        if (c0 + 768u <= last) {
+            out[i3] = w3 * (r3 * inv);
+        }
     }
 }

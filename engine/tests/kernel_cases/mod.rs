@@ -243,7 +243,7 @@ pub async fn matmul_every_format(mut pair: Pair) {
 
 pub async fn norms(mut pair: Pair) {
     let mut rng = Rng(4);
-    for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32)] {
+    for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32), (2, 4099)] {
         let x = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
         let w = pair.f32s(&rng.floats(cols as usize, 1.0));
         let out = pair.zeros((rows * cols) as usize);
