@@ -436,6 +436,7 @@ fn check_program(prog: &EntryProgram) {
             Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
+            Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -654,6 +655,17 @@ impl<'p> Worker<'p> {
                     });
                     c.words_loaded += exec.count_ones() as u64;
                 }
+                Inst::LdStorageBelow { d, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = view.len.min(sregs[u(bound)] as usize);
+                    op1(regs, u(d), u(addr), |o, a| {
+                        load_below(&view, o, a, off, limit);
+                        if let Some(cache) = self.cache.as_mut() {
+                            touch_lines(cache, c, binding, a, off, exec);
+                        }
+                    });
+                    c.words_loaded += exec.count_ones() as u64;
+                }
                 Inst::StStorage { s, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
                     let (a, v) = (&regs[u(addr)], &regs[u(s)]);
@@ -827,6 +839,31 @@ fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
                 o[l] = view.get(a[l].wrapping_add(off));
             }
         }
+    }
+}
+
+/// `o[l] = a[l] + off < limit ? storage[a[l] + off] : 0` in every lane (`limit` at most the
+/// buffer's length, so the clamped index is always inside it): branch-free, whatever the mask.
+fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
+    if limit == 0 {
+        *o = [0; W];
+        return;
+    }
+    if contiguous(a) {
+        let start = a[0].wrapping_add(off) as usize;
+        if start.checked_add(W).is_some_and(|end| end <= limit) {
+            // SAFETY: start..start+W is inside the buffer (limit <= len).
+            let src = unsafe { std::slice::from_raw_parts(view.ptr.add(start), W) };
+            o.copy_from_slice(src);
+            return;
+        }
+    }
+    for l in 0..W {
+        let i = a[l].wrapping_add(off) as usize;
+        let inside = i < limit;
+        // SAFETY: the index is `i` when below `limit` (<= len), else 0 (len > 0 here).
+        let v = unsafe { *view.ptr.add(if inside { i } else { 0 }) };
+        o[l] = v & (inside as u32).wrapping_neg();
     }
 }
 

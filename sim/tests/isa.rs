@@ -609,3 +609,49 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         assert_eq!(&bufs[1][i * 4..i * 4 + 4], &want, "lane {i}");
     }
 }
+
+#[test]
+fn guarded_reads_fuse_and_keep_bounds_masks_and_tails() {
+    // `i < limit ? x[i] : 0` with a warp-uniform limit becomes one `LdStorageBelow`; checked
+    // with contiguous and strided addresses, lanes masked off by a divergent branch, a limit
+    // inside the buffer, and addresses past the buffer's end (which read 0 whatever the limit).
+    let src = r#"
+struct Params { limit: u32, stride: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+fn x_at(i: u32, limit: u32) -> u32 {
+    if (i < limit) {
+        return x[i];
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    out[i * 3u] = 7u;
+    if (i % 3u != 1u) {
+        out[i * 3u] = x_at(i, p.limit);
+        out[i * 3u + 1u] = x_at(i * p.stride + 5u, p.limit);
+    }
+    out[i * 3u + 2u] = x_at(i + 2u, p.limit);
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelow { .. })));
+    assert!(!has(&program, |i| matches!(i, Inst::LdStorage { .. })), "every guarded read fused");
+    let n = 192usize;
+    let xv: Vec<u32> = (0..150u32).map(|v| v * 7 + 1).collect();
+    for (limit, stride) in [(100u32, 1u32), (1000, 2), (150, 1), (0, 1), (130, 3)] {
+        let mut bufs = vec![xv.clone(), vec![0u32; n * 3]];
+        run(src, "main", &mut bufs, &[limit, stride, 0, 0], [(n / 64) as u32, 1, 1], 1);
+        let at = |i: u32| if i < limit { xv.get(i as usize).copied().unwrap_or(0) } else { 0 };
+        for i in 0..n as u32 {
+            let got = &bufs[1][i as usize * 3..][..3];
+            let want = if i % 3 != 1 { [at(i), at(i * stride + 5), at(i + 2)] } else { [7, 0, at(i + 2)] };
+            assert_eq!(got, &want, "invocation {i}, limit {limit}, stride {stride}");
+        }
+    }
+}

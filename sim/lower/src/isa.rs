@@ -203,6 +203,10 @@ pub enum Inst {
 
     // ---- memory (word addresses: register + immediate)
     LdStorage { d: Reg, binding: u8, addr: Reg, off: u32 },
+    /// Superinstruction (peephole of a guarded read `i < bound ? a[i] : 0`): per lane
+    /// `i = addr + off` (wrapping), `d = i < sregs[bound] ? storage[i] : 0` (out of the buffer
+    /// reads 0 as always). Written in every lane; inactive lanes get values nobody reads.
+    LdStorageBelow { d: Reg, binding: u8, addr: Reg, off: u32, bound: SReg },
     StStorage { s: Reg, binding: u8, addr: Reg, off: u32 },
     LdUniform { d: Reg, addr: Reg, off: u32 },
     LdShared { d: Reg, addr: Reg, off: u32 },

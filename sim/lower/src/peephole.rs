@@ -2,7 +2,9 @@
 //! code (single-use temporaries in straight-line code), not by kernel name:
 //! - `(a >> k) & m` (immediates) → `ShrAnd`;
 //! - `f32((a >> k) & m)`, `f32((a >> s) & m)`, `f32(a & m)`, each optionally `- c` → `UnpackF` /
-//!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats.
+//!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats;
+//! - `i = a + k; c = i < bound; v = storage[i]; c ? v : 0` (bound warp-uniform) →
+//!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction.
 
 use crate::isa::*;
 
@@ -26,6 +28,7 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::Broadcast { d, .. }
         | Inst::BinVS { d, .. }
         | Inst::LdStorage { d, .. }
+        | Inst::LdStorageBelow { d, .. }
         | Inst::LdUniform { d, .. }
         | Inst::LdShared { d, .. }
         | Inst::Atomic { d, .. }
@@ -49,7 +52,7 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::ScatterMasked { idx, s, .. } => out.extend([idx, s]),
         Inst::BinVS { a, .. } => out.push(a),
         Inst::LdStorage { d, addr, .. } | Inst::LdShared { d, addr, .. } => out.extend([d, addr]),
-        Inst::LdUniform { addr, .. } => out.push(addr),
+        Inst::LdUniform { addr, .. } | Inst::LdStorageBelow { addr, .. } => out.push(addr),
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => out.extend([s, addr]),
         Inst::Atomic { d, addr, v, cmp, .. } => out.extend([d, addr, v, cmp]),
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => out.push(c),
@@ -114,6 +117,28 @@ impl Uses {
     }
 }
 
+/// Scalar register written by `inst`, if any.
+fn sdest(inst: &Inst) -> Option<SReg> {
+    match *inst {
+        Inst::SMovi { d, .. } | Inst::SBin { d, .. } | Inst::SBinImm { d, .. } | Inst::SUn { d, .. } | Inst::SSelect { d, .. } | Inst::SLdUniform { d, .. } => Some(d),
+        _ => None,
+    }
+}
+
+/// True when every instruction strictly between `from` and `to` only computes values (no exec
+/// mask change, no store or atomic, no control), so a load may move from `from` to `to`, and
+/// none writes scalar register `s`.
+fn pure_between(insts: &[Inst], removed: &[bool], from: usize, to: usize, s: SReg) -> bool {
+    (from + 1..to).all(|k| {
+        removed[k]
+            || match insts[k] {
+                Inst::Atomic { .. } => false,
+                ref i if dest(i).is_some() => true,
+                ref i => sdest(i).is_some_and(|d| d != s),
+            }
+    })
+}
+
 /// True when no instruction strictly between `from` and `to` writes one of `regs`.
 fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[Reg]) -> bool {
     (from + 1..to).all(|k| removed[k] || dest(&insts[k]).is_none_or(|d| !regs.contains(&d)))
@@ -171,6 +196,39 @@ pub fn fuse(prog: &mut EntryProgram) {
             }
             _ => {}
         }
+    }
+    // Guarded reads: `i = a + k; c = i < bound; v = storage[i]; d = c ? v : 0` → LdStorageBelow.
+    for k in 0..insts.len() {
+        let Inst::Select { d, c, t: v, f: ZERO } = insts[k] else { continue };
+        let Some(ic) = uses.single_use_def(c, k) else { continue };
+        let Inst::BinVS { op: BinOp::ULt, a: i_reg, s: bound, .. } = insts[ic] else { continue };
+        // The load also reads its destination (inactive lanes keep it): one write, two reads.
+        let iv = uses.def_at[v as usize];
+        if iv >= k || uses.writes[v as usize] != 1 || uses.reads[v as usize] != 2 || uses.block_start[iv + 1..=k].iter().any(|&b| b) {
+            continue;
+        }
+        let Inst::LdStorage { binding, addr, off: 0, .. } = insts[iv] else { continue };
+        if addr != i_reg || removed[iv] || removed[ic] {
+            continue;
+        }
+        let first = ic.min(iv);
+        if !pure_between(&insts, &removed, first, k, bound) || !unchanged(&insts, &removed, first, k, &[addr]) {
+            continue;
+        }
+        let mut fused = Inst::LdStorageBelow { d, binding, addr, off: 0, bound };
+        // The address `a + k`, read only by the compare and the load, folds in too.
+        let ia = uses.def_at[addr as usize];
+        if ia < first && uses.writes[addr as usize] == 1 && uses.reads[addr as usize] == 2 && !uses.block_start[ia + 1..=k].iter().any(|&b| b) {
+            if let Inst::BinImm { op: BinOp::IAdd, a, imm, .. } = insts[ia] {
+                if !removed[ia] && unchanged(&insts, &removed, ia, k, &[a]) {
+                    fused = Inst::LdStorageBelow { d, binding, addr: a, off: imm, bound };
+                    removed[ia] = true;
+                }
+            }
+        }
+        insts[k] = fused;
+        removed[ic] = true;
+        removed[iv] = true;
     }
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     let mut new_index = Vec::with_capacity(insts.len() + 1);
