@@ -424,7 +424,7 @@ fn check_program(prog: &EntryProgram) {
             Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
             Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
-            Inst::Fma { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
+            Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
             Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
             Inst::InsertBits { d, e, n, off, cnt } => (r(d), r(e), r(n), r(off), r(cnt)).4,
             Inst::Gather { d, table, len, idx, .. } => (r(d), r(idx), t(table, len)).2,
@@ -575,6 +575,11 @@ impl<'p> Worker<'p> {
                 Inst::Fma { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
+                    }
+                }),
+                Inst::MulAdd { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                    for l in 0..W {
+                        o[l] = (f(a[l]) * f(b[l]) + f(cc[l])).to_bits();
                     }
                 }),
                 Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {

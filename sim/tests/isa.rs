@@ -655,3 +655,44 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+#[test]
+fn multiply_adds_fuse_with_two_roundings() {
+    // `x + a * b` becomes `MulAdd`, rounded like the separate multiply and add (never an FMA).
+    let src = r#"
+@group(0) @binding(1) var<storage, read> v: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let a = v[i * 4u];
+    let b = v[i * 4u + 1u];
+    let c = v[i * 4u + 2u];
+    let e = v[i * 4u + 3u];
+    out[i * 2u] = c + a * b;
+    out[i * 2u + 1u] = dot(vec2<f32>(a, c), vec2<f32>(b, e)) + a * e;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::MulAdd { .. })));
+    let n = 128usize;
+    let mut seed = 0x1234_5679u32;
+    let vals: Vec<f32> = (0..n * 4)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed % 20001) as f32 / 1000.0 - 10.0 + 1.0 / 3.0
+        })
+        .collect();
+    let mut bufs = vec![vals.iter().map(|x| x.to_bits()).collect(), vec![0u32; n * 2]];
+    run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
+    for i in 0..n {
+        let [a, b, c, e] = [vals[i * 4], vals[i * 4 + 1], vals[i * 4 + 2], vals[i * 4 + 3]];
+        let p = a * b;
+        let q = e * c;
+        let want = [f(c + p), f((p + q) + a * e)];
+        assert_eq!(&bufs[1][i * 2..i * 2 + 2], &want, "invocation {i}");
+    }
+}

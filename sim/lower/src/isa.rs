@@ -170,6 +170,9 @@ pub enum Inst {
     Un { op: UnOp, d: Reg, a: Reg },
     /// `d = a * b + c` (f32, fused).
     Fma { d: Reg, a: Reg, b: Reg, c: Reg },
+    /// Superinstruction (peephole of `FMul` then `FAdd`): `d = (a * b) + c` in f32, rounded after
+    /// the multiply and after the add, exactly as the two instructions (not an FMA).
+    MulAdd { d: Reg, a: Reg, b: Reg, c: Reg },
     /// `d = c ? t : f`.
     Select { d: Reg, c: Reg, t: Reg, f: Reg },
     /// `extractBits(e, off, cnt)`, sign-extending when `signed`.

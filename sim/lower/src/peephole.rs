@@ -4,7 +4,9 @@
 //! - `f32((a >> k) & m)`, `f32((a >> s) & m)`, `f32(a & m)`, each optionally `- c` → `UnpackF` /
 //!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats;
 //! - `i = a + k; c = i < bound; v = storage[i]; c ? v : 0` (bound warp-uniform) →
-//!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction.
+//!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction;
+//! - `x + a * b` (f32, the product single-use) → `MulAdd` (two roundings, as before): dot
+//!   products and accumulations.
 
 use crate::isa::*;
 
@@ -18,6 +20,7 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::BinImm { d, .. }
         | Inst::Un { d, .. }
         | Inst::Fma { d, .. }
+        | Inst::MulAdd { d, .. }
         | Inst::Select { d, .. }
         | Inst::ExtractBits { d, .. }
         | Inst::InsertBits { d, .. }
@@ -44,7 +47,7 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
-        Inst::Fma { a, b, c, .. } => out.extend([a, b, c]),
+        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } => out.extend([a, b, c]),
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -229,6 +232,22 @@ pub fn fuse(prog: &mut EntryProgram) {
         insts[k] = fused;
         removed[ic] = true;
         removed[iv] = true;
+    }
+    // x + a * b → MulAdd (f32 addition commutes exactly, so either operand may be the product).
+    for k in 0..insts.len() {
+        let Inst::Bin { op: BinOp::FAdd, d, a: x, b: y } = insts[k] else { continue };
+        for (t, other) in [(y, x), (x, y)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if removed[j] {
+                continue;
+            }
+            let Inst::Bin { op: BinOp::FMul, a, b, .. } = insts[j] else { continue };
+            if unchanged(&insts, &removed, j, k, &[a, b]) {
+                insts[k] = Inst::MulAdd { d, a, b, c: other };
+                removed[j] = true;
+                break;
+            }
+        }
     }
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     let mut new_index = Vec::with_capacity(insts.len() + 1);
