@@ -577,11 +577,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let v = w[i];
     let s = (i % 2u) * 4u;
-    let o = i * 4u;
+    let o = i * 6u;
     out[o] = (v >> 8u) & 0xffu;
     out[o + 1u] = bitcast<u32>(f32((v >> 12u) & 0xfu) - 8.0);
     out[o + 2u] = bitcast<u32>(f32((v >> s) & 0xfu) - 8.0);
     out[o + 3u] = bitcast<u32>(f32(v & 0x3fu));
+    let scale = bitcast<f32>(w[(i + 1u) % 128u] & 0x3fffffffu);
+    out[o + 4u] = bitcast<u32>(scale * (f32((v >> 4u) & 0xfu) - 8.0));
+    out[o + 5u] = bitcast<u32>((f32((v >> s) & 0xfu) - 8.0) * scale);
 }
 "#;
     let program = compile(src);
@@ -589,6 +592,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     assert!(has(&program, |i| matches!(i, Inst::UnpackF { sub, .. } if *sub == 8f32.to_bits())));
     assert!(has(&program, |i| matches!(i, Inst::UnpackFVar { .. })));
     assert!(has(&program, |i| matches!(i, Inst::UnpackF { shift: 0, sub: 0, .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFMul { shift: 4, .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFVarMul { .. })));
     assert!(!has(&program, |i| matches!(i, Inst::Un { .. })), "every conversion fused");
     let n = 128usize;
     let mut seed = 0x9e37_79b9u32;
@@ -600,13 +605,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             seed
         })
         .collect();
-    let mut bufs = vec![wv.clone(), vec![0u32; n * 4]];
+    let mut bufs = vec![wv.clone(), vec![0u32; n * 6]];
     run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
     for i in 0..n {
         let v = wv[i];
         let s = (i as u32 % 2) * 4;
-        let want = [(v >> 8) & 0xff, f(((v >> 12) & 0xf) as f32 - 8.0), f(((v >> s) & 0xf) as f32 - 8.0), f((v & 0x3f) as f32)];
-        assert_eq!(&bufs[1][i * 4..i * 4 + 4], &want, "lane {i}");
+        let scale = f32::from_bits(wv[(i + 1) % 128] & 0x3fff_ffff);
+        let want = [
+            (v >> 8) & 0xff,
+            f(((v >> 12) & 0xf) as f32 - 8.0),
+            f(((v >> s) & 0xf) as f32 - 8.0),
+            f((v & 0x3f) as f32),
+            f(scale * (((v >> 4) & 0xf) as f32 - 8.0)),
+            f((((v >> s) & 0xf) as f32 - 8.0) * scale),
+        ];
+        assert_eq!(&bufs[1][i * 6..i * 6 + 6], &want, "lane {i}");
     }
 }
 

@@ -190,6 +190,11 @@ pub enum Inst {
     UnpackF { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32 },
     /// Superinstruction: `d = f32((a >> s) & mask) - sub` with the shift per lane in register `s`.
     UnpackFVar { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32 },
+    /// Superinstruction: `UnpackF` times a per-lane scale, `d = (f32((a >> shift) & mask) - sub) * m`
+    /// (rounded as the separate instructions): the `d * (q - c)` of the quant formats.
+    UnpackFMul { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32, m: Reg },
+    /// Superinstruction: `UnpackFVar` times a per-lane scale.
+    UnpackFVarMul { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32, m: Reg },
 
     // ---- scalar unit (one word per warp; runs whatever the exec mask)
     SMovi { d: SReg, imm: u32 },

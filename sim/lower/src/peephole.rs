@@ -5,6 +5,7 @@
 //!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats;
 //! - `i = a + k; c = i < bound; v = storage[i]; c ? v : 0` (bound warp-uniform) →
 //!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction;
+//! - `m * unpack` (f32) → `UnpackFMul` / `UnpackFVarMul`: the scale of the quant formats;
 //! - `x + a * b` (f32, the product single-use) → `MulAdd` (two roundings, as before): dot
 //!   products and accumulations.
 
@@ -28,6 +29,8 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::ShrAnd { d, .. }
         | Inst::UnpackF { d, .. }
         | Inst::UnpackFVar { d, .. }
+        | Inst::UnpackFMul { d, .. }
+        | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
         | Inst::BinVS { d, .. }
         | Inst::LdStorage { d, .. }
@@ -47,7 +50,8 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
-        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } => out.extend([a, b, c]),
+        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => out.extend([a, b, c]),
+        Inst::UnpackFMul { a, m, .. } => out.extend([a, m]),
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -232,6 +236,24 @@ pub fn fuse(prog: &mut EntryProgram) {
         insts[k] = fused;
         removed[ic] = true;
         removed[iv] = true;
+    }
+    // m * unpack → UnpackFMul / UnpackFVarMul (f32 multiplication commutes exactly).
+    for k in 0..insts.len() {
+        let Inst::Bin { op: BinOp::FMul, d, a: x, b: y } = insts[k] else { continue };
+        for (t, m) in [(y, x), (x, y)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if removed[j] {
+                continue;
+            }
+            let fused = match insts[j] {
+                Inst::UnpackF { a, shift, mask, sub, .. } if unchanged(&insts, &removed, j, k, &[a]) => Inst::UnpackFMul { d, a, shift, mask, sub, m },
+                Inst::UnpackFVar { a, s, mask, sub, .. } if unchanged(&insts, &removed, j, k, &[a, s]) => Inst::UnpackFVarMul { d, a, s, mask, sub, m },
+                _ => continue,
+            };
+            insts[k] = fused;
+            removed[j] = true;
+            break;
+        }
     }
     // x + a * b → MulAdd (f32 addition commutes exactly, so either operand may be the product).
     for k in 0..insts.len() {
