@@ -423,6 +423,8 @@ fn check_program(prog: &EntryProgram) {
             Inst::Movi { d, .. } => r(d),
             Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
             Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
+            Inst::UnpackFMul { d, a, m: b, .. } => (r(d), r(a), r(b)).2,
+            Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
             Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
@@ -598,6 +600,18 @@ impl<'p> Worker<'p> {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
+                    }
+                }),
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2(regs, u(d), u(a), u(m), |o, a, m| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
+                    }
+                }),
+                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = (((a[l].wrapping_shr(s[l]) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
                 Inst::UnpackFVar { d, a, s, mask, sub } => op2(regs, u(d), u(a), u(s), |o, a, s| {
