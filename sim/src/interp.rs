@@ -423,8 +423,10 @@ fn check_program(prog: &EntryProgram) {
             Inst::Movi { d, .. } => r(d),
             Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
             Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
+            Inst::UnpackFMul { d, a, m: b, .. } => (r(d), r(a), r(b)).2,
+            Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
-            Inst::Fma { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
+            Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
             Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
             Inst::InsertBits { d, e, n, off, cnt } => (r(d), r(e), r(n), r(off), r(cnt)).4,
             Inst::Gather { d, table, len, idx, .. } => (r(d), r(idx), t(table, len)).2,
@@ -436,6 +438,7 @@ fn check_program(prog: &EntryProgram) {
             Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
+            Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -576,6 +579,11 @@ impl<'p> Worker<'p> {
                         o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
                     }
                 }),
+                Inst::MulAdd { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                    for l in 0..W {
+                        o[l] = (f(a[l]) * f(b[l]) + f(cc[l])).to_bits();
+                    }
+                }),
                 Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
                     // Bitwise, so it vectorises (a branch per lane does not).
                     for l in 0..W {
@@ -592,6 +600,18 @@ impl<'p> Worker<'p> {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
+                    }
+                }),
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2(regs, u(d), u(a), u(m), |o, a, m| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
+                    }
+                }),
+                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = (((a[l].wrapping_shr(s[l]) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
                 Inst::UnpackFVar { d, a, s, mask, sub } => op2(regs, u(d), u(a), u(s), |o, a, s| {
@@ -648,6 +668,17 @@ impl<'p> Worker<'p> {
                     let view = mem.storage[binding as usize];
                     op1(regs, u(d), u(addr), |o, a| {
                         load_storage(&view, o, a, off, exec);
+                        if let Some(cache) = self.cache.as_mut() {
+                            touch_lines(cache, c, binding, a, off, exec);
+                        }
+                    });
+                    c.words_loaded += exec.count_ones() as u64;
+                }
+                Inst::LdStorageBelow { d, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = view.len.min(sregs[u(bound)] as usize);
+                    op1(regs, u(d), u(addr), |o, a| {
+                        load_below(&view, o, a, off, limit);
                         if let Some(cache) = self.cache.as_mut() {
                             touch_lines(cache, c, binding, a, off, exec);
                         }
@@ -827,6 +858,31 @@ fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
                 o[l] = view.get(a[l].wrapping_add(off));
             }
         }
+    }
+}
+
+/// `o[l] = a[l] + off < limit ? storage[a[l] + off] : 0` in every lane (`limit` at most the
+/// buffer's length, so the clamped index is always inside it): branch-free, whatever the mask.
+fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
+    if limit == 0 {
+        *o = [0; W];
+        return;
+    }
+    if contiguous(a) {
+        let start = a[0].wrapping_add(off) as usize;
+        if start.checked_add(W).is_some_and(|end| end <= limit) {
+            // SAFETY: start..start+W is inside the buffer (limit <= len).
+            let src = unsafe { std::slice::from_raw_parts(view.ptr.add(start), W) };
+            o.copy_from_slice(src);
+            return;
+        }
+    }
+    for l in 0..W {
+        let i = a[l].wrapping_add(off) as usize;
+        let inside = i < limit;
+        // SAFETY: the index is `i` when below `limit` (<= len), else 0 (len > 0 here).
+        let v = unsafe { *view.ptr.add(if inside { i } else { 0 }) };
+        o[l] = v & (inside as u32).wrapping_neg();
     }
 }
 

@@ -577,11 +577,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let v = w[i];
     let s = (i % 2u) * 4u;
-    let o = i * 4u;
+    let o = i * 6u;
     out[o] = (v >> 8u) & 0xffu;
     out[o + 1u] = bitcast<u32>(f32((v >> 12u) & 0xfu) - 8.0);
     out[o + 2u] = bitcast<u32>(f32((v >> s) & 0xfu) - 8.0);
     out[o + 3u] = bitcast<u32>(f32(v & 0x3fu));
+    let scale = bitcast<f32>(w[(i + 1u) % 128u] & 0x3fffffffu);
+    out[o + 4u] = bitcast<u32>(scale * (f32((v >> 4u) & 0xfu) - 8.0));
+    out[o + 5u] = bitcast<u32>((f32((v >> s) & 0xfu) - 8.0) * scale);
 }
 "#;
     let program = compile(src);
@@ -589,6 +592,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     assert!(has(&program, |i| matches!(i, Inst::UnpackF { sub, .. } if *sub == 8f32.to_bits())));
     assert!(has(&program, |i| matches!(i, Inst::UnpackFVar { .. })));
     assert!(has(&program, |i| matches!(i, Inst::UnpackF { shift: 0, sub: 0, .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFMul { shift: 4, .. })));
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFVarMul { .. })));
     assert!(!has(&program, |i| matches!(i, Inst::Un { .. })), "every conversion fused");
     let n = 128usize;
     let mut seed = 0x9e37_79b9u32;
@@ -600,12 +605,107 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             seed
         })
         .collect();
-    let mut bufs = vec![wv.clone(), vec![0u32; n * 4]];
+    let mut bufs = vec![wv.clone(), vec![0u32; n * 6]];
     run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
     for i in 0..n {
         let v = wv[i];
         let s = (i as u32 % 2) * 4;
-        let want = [(v >> 8) & 0xff, f(((v >> 12) & 0xf) as f32 - 8.0), f(((v >> s) & 0xf) as f32 - 8.0), f((v & 0x3f) as f32)];
-        assert_eq!(&bufs[1][i * 4..i * 4 + 4], &want, "lane {i}");
+        let scale = f32::from_bits(wv[(i + 1) % 128] & 0x3fff_ffff);
+        let want = [
+            (v >> 8) & 0xff,
+            f(((v >> 12) & 0xf) as f32 - 8.0),
+            f(((v >> s) & 0xf) as f32 - 8.0),
+            f((v & 0x3f) as f32),
+            f(scale * (((v >> 4) & 0xf) as f32 - 8.0)),
+            f((((v >> s) & 0xf) as f32 - 8.0) * scale),
+        ];
+        assert_eq!(&bufs[1][i * 6..i * 6 + 6], &want, "lane {i}");
+    }
+}
+
+#[test]
+fn guarded_reads_fuse_and_keep_bounds_masks_and_tails() {
+    // `i < limit ? x[i] : 0` with a warp-uniform limit becomes one `LdStorageBelow`; checked
+    // with contiguous and strided addresses, lanes masked off by a divergent branch, a limit
+    // inside the buffer, and addresses past the buffer's end (which read 0 whatever the limit).
+    let src = r#"
+struct Params { limit: u32, stride: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+fn x_at(i: u32, limit: u32) -> u32 {
+    if (i < limit) {
+        return x[i];
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    out[i * 3u] = 7u;
+    if (i % 3u != 1u) {
+        out[i * 3u] = x_at(i, p.limit);
+        out[i * 3u + 1u] = x_at(i * p.stride + 5u, p.limit);
+    }
+    out[i * 3u + 2u] = x_at(i + 2u, p.limit);
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelow { .. })));
+    assert!(!has(&program, |i| matches!(i, Inst::LdStorage { .. })), "every guarded read fused");
+    let n = 192usize;
+    let xv: Vec<u32> = (0..150u32).map(|v| v * 7 + 1).collect();
+    for (limit, stride) in [(100u32, 1u32), (1000, 2), (150, 1), (0, 1), (130, 3)] {
+        let mut bufs = vec![xv.clone(), vec![0u32; n * 3]];
+        run(src, "main", &mut bufs, &[limit, stride, 0, 0], [(n / 64) as u32, 1, 1], 1);
+        let at = |i: u32| if i < limit { xv.get(i as usize).copied().unwrap_or(0) } else { 0 };
+        for i in 0..n as u32 {
+            let got = &bufs[1][i as usize * 3..][..3];
+            let want = if i % 3 != 1 { [at(i), at(i * stride + 5), at(i + 2)] } else { [7, 0, at(i + 2)] };
+            assert_eq!(got, &want, "invocation {i}, limit {limit}, stride {stride}");
+        }
+    }
+}
+
+#[test]
+fn multiply_adds_fuse_with_two_roundings() {
+    // `x + a * b` becomes `MulAdd`, rounded like the separate multiply and add (never an FMA).
+    let src = r#"
+@group(0) @binding(1) var<storage, read> v: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let a = v[i * 4u];
+    let b = v[i * 4u + 1u];
+    let c = v[i * 4u + 2u];
+    let e = v[i * 4u + 3u];
+    out[i * 2u] = c + a * b;
+    out[i * 2u + 1u] = dot(vec2<f32>(a, c), vec2<f32>(b, e)) + a * e;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::MulAdd { .. })));
+    let n = 128usize;
+    let mut seed = 0x1234_5679u32;
+    let vals: Vec<f32> = (0..n * 4)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed % 20001) as f32 / 1000.0 - 10.0 + 1.0 / 3.0
+        })
+        .collect();
+    let mut bufs = vec![vals.iter().map(|x| x.to_bits()).collect(), vec![0u32; n * 2]];
+    run(src, "main", &mut bufs, &[], [(n / 64) as u32, 1, 1], 1);
+    for i in 0..n {
+        let [a, b, c, e] = [vals[i * 4], vals[i * 4 + 1], vals[i * 4 + 2], vals[i * 4 + 3]];
+        let p = a * b;
+        let q = e * c;
+        let want = [f(c + p), f((p + q) + a * e)];
+        assert_eq!(&bufs[1][i * 2..i * 2 + 2], &want, "invocation {i}");
     }
 }

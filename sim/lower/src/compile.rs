@@ -198,7 +198,7 @@ impl<'m> Lowerer<'m> {
             Inst::Gather { idx, .. } => v(idx),
             Inst::ScatterMasked { idx, s, .. } => (v(idx), v(s)).1,
             Inst::BinVS { a, .. } => v(a),
-            Inst::LdStorage { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdShared { addr, .. } => v(addr),
+            Inst::LdStorage { addr, .. } | Inst::LdStorageBelow { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdShared { addr, .. } => v(addr),
             Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (v(s), v(addr)).1,
             Inst::Atomic { addr, v: val, cmp, .. } => (v(addr), v(val), v(cmp)).2,
             Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => v(c),

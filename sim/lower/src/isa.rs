@@ -170,6 +170,9 @@ pub enum Inst {
     Un { op: UnOp, d: Reg, a: Reg },
     /// `d = a * b + c` (f32, fused).
     Fma { d: Reg, a: Reg, b: Reg, c: Reg },
+    /// Superinstruction (peephole of `FMul` then `FAdd`): `d = (a * b) + c` in f32, rounded after
+    /// the multiply and after the add, exactly as the two instructions (not an FMA).
+    MulAdd { d: Reg, a: Reg, b: Reg, c: Reg },
     /// `d = c ? t : f`.
     Select { d: Reg, c: Reg, t: Reg, f: Reg },
     /// `extractBits(e, off, cnt)`, sign-extending when `signed`.
@@ -187,6 +190,11 @@ pub enum Inst {
     UnpackF { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32 },
     /// Superinstruction: `d = f32((a >> s) & mask) - sub` with the shift per lane in register `s`.
     UnpackFVar { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32 },
+    /// Superinstruction: `UnpackF` times a per-lane scale, `d = (f32((a >> shift) & mask) - sub) * m`
+    /// (rounded as the separate instructions): the `d * (q - c)` of the quant formats.
+    UnpackFMul { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32, m: Reg },
+    /// Superinstruction: `UnpackFVar` times a per-lane scale.
+    UnpackFVarMul { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32, m: Reg },
 
     // ---- scalar unit (one word per warp; runs whatever the exec mask)
     SMovi { d: SReg, imm: u32 },
@@ -203,6 +211,10 @@ pub enum Inst {
 
     // ---- memory (word addresses: register + immediate)
     LdStorage { d: Reg, binding: u8, addr: Reg, off: u32 },
+    /// Superinstruction (peephole of a guarded read `i < bound ? a[i] : 0`): per lane
+    /// `i = addr + off` (wrapping), `d = i < sregs[bound] ? storage[i] : 0` (out of the buffer
+    /// reads 0 as always). Written in every lane; inactive lanes get values nobody reads.
+    LdStorageBelow { d: Reg, binding: u8, addr: Reg, off: u32, bound: SReg },
     StStorage { s: Reg, binding: u8, addr: Reg, off: u32 },
     LdUniform { d: Reg, addr: Reg, off: u32 },
     LdShared { d: Reg, addr: Reg, off: u32 },

@@ -2,7 +2,12 @@
 //! code (single-use temporaries in straight-line code), not by kernel name:
 //! - `(a >> k) & m` (immediates) → `ShrAnd`;
 //! - `f32((a >> k) & m)`, `f32((a >> s) & m)`, `f32(a & m)`, each optionally `- c` → `UnpackF` /
-//!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats.
+//!   `UnpackFVar`: the nibble and byte unpacking of the quantised formats;
+//! - `i = a + k; c = i < bound; v = storage[i]; c ? v : 0` (bound warp-uniform) →
+//!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction;
+//! - `m * unpack` (f32) → `UnpackFMul` / `UnpackFVarMul`: the scale of the quant formats;
+//! - `x + a * b` (f32, the product single-use) → `MulAdd` (two roundings, as before): dot
+//!   products and accumulations.
 
 use crate::isa::*;
 
@@ -16,6 +21,7 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::BinImm { d, .. }
         | Inst::Un { d, .. }
         | Inst::Fma { d, .. }
+        | Inst::MulAdd { d, .. }
         | Inst::Select { d, .. }
         | Inst::ExtractBits { d, .. }
         | Inst::InsertBits { d, .. }
@@ -23,9 +29,12 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::ShrAnd { d, .. }
         | Inst::UnpackF { d, .. }
         | Inst::UnpackFVar { d, .. }
+        | Inst::UnpackFMul { d, .. }
+        | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
         | Inst::BinVS { d, .. }
         | Inst::LdStorage { d, .. }
+        | Inst::LdStorageBelow { d, .. }
         | Inst::LdUniform { d, .. }
         | Inst::LdShared { d, .. }
         | Inst::Atomic { d, .. }
@@ -41,7 +50,8 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
-        Inst::Fma { a, b, c, .. } => out.extend([a, b, c]),
+        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => out.extend([a, b, c]),
+        Inst::UnpackFMul { a, m, .. } => out.extend([a, m]),
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -49,7 +59,7 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::ScatterMasked { idx, s, .. } => out.extend([idx, s]),
         Inst::BinVS { a, .. } => out.push(a),
         Inst::LdStorage { d, addr, .. } | Inst::LdShared { d, addr, .. } => out.extend([d, addr]),
-        Inst::LdUniform { addr, .. } => out.push(addr),
+        Inst::LdUniform { addr, .. } | Inst::LdStorageBelow { addr, .. } => out.push(addr),
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => out.extend([s, addr]),
         Inst::Atomic { d, addr, v, cmp, .. } => out.extend([d, addr, v, cmp]),
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => out.push(c),
@@ -114,6 +124,28 @@ impl Uses {
     }
 }
 
+/// Scalar register written by `inst`, if any.
+fn sdest(inst: &Inst) -> Option<SReg> {
+    match *inst {
+        Inst::SMovi { d, .. } | Inst::SBin { d, .. } | Inst::SBinImm { d, .. } | Inst::SUn { d, .. } | Inst::SSelect { d, .. } | Inst::SLdUniform { d, .. } => Some(d),
+        _ => None,
+    }
+}
+
+/// True when every instruction strictly between `from` and `to` only computes values (no exec
+/// mask change, no store or atomic, no control), so a load may move from `from` to `to`, and
+/// none writes scalar register `s`.
+fn pure_between(insts: &[Inst], removed: &[bool], from: usize, to: usize, s: SReg) -> bool {
+    (from + 1..to).all(|k| {
+        removed[k]
+            || match insts[k] {
+                Inst::Atomic { .. } => false,
+                ref i if dest(i).is_some() => true,
+                ref i => sdest(i).is_some_and(|d| d != s),
+            }
+    })
+}
+
 /// True when no instruction strictly between `from` and `to` writes one of `regs`.
 fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[Reg]) -> bool {
     (from + 1..to).all(|k| removed[k] || dest(&insts[k]).is_none_or(|d| !regs.contains(&d)))
@@ -170,6 +202,73 @@ pub fn fuse(prog: &mut EntryProgram) {
                 removed[j] = true;
             }
             _ => {}
+        }
+    }
+    // Guarded reads: `i = a + k; c = i < bound; v = storage[i]; d = c ? v : 0` → LdStorageBelow.
+    for k in 0..insts.len() {
+        let Inst::Select { d, c, t: v, f: ZERO } = insts[k] else { continue };
+        let Some(ic) = uses.single_use_def(c, k) else { continue };
+        let Inst::BinVS { op: BinOp::ULt, a: i_reg, s: bound, .. } = insts[ic] else { continue };
+        // The load also reads its destination (inactive lanes keep it): one write, two reads.
+        let iv = uses.def_at[v as usize];
+        if iv >= k || uses.writes[v as usize] != 1 || uses.reads[v as usize] != 2 || uses.block_start[iv + 1..=k].iter().any(|&b| b) {
+            continue;
+        }
+        let Inst::LdStorage { binding, addr, off: 0, .. } = insts[iv] else { continue };
+        if addr != i_reg || removed[iv] || removed[ic] {
+            continue;
+        }
+        let first = ic.min(iv);
+        if !pure_between(&insts, &removed, first, k, bound) || !unchanged(&insts, &removed, first, k, &[addr]) {
+            continue;
+        }
+        let mut fused = Inst::LdStorageBelow { d, binding, addr, off: 0, bound };
+        // The address `a + k`, read only by the compare and the load, folds in too.
+        let ia = uses.def_at[addr as usize];
+        if ia < first && uses.writes[addr as usize] == 1 && uses.reads[addr as usize] == 2 && !uses.block_start[ia + 1..=k].iter().any(|&b| b) {
+            if let Inst::BinImm { op: BinOp::IAdd, a, imm, .. } = insts[ia] {
+                if !removed[ia] && unchanged(&insts, &removed, ia, k, &[a]) {
+                    fused = Inst::LdStorageBelow { d, binding, addr: a, off: imm, bound };
+                    removed[ia] = true;
+                }
+            }
+        }
+        insts[k] = fused;
+        removed[ic] = true;
+        removed[iv] = true;
+    }
+    // m * unpack → UnpackFMul / UnpackFVarMul (f32 multiplication commutes exactly).
+    for k in 0..insts.len() {
+        let Inst::Bin { op: BinOp::FMul, d, a: x, b: y } = insts[k] else { continue };
+        for (t, m) in [(y, x), (x, y)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if removed[j] {
+                continue;
+            }
+            let fused = match insts[j] {
+                Inst::UnpackF { a, shift, mask, sub, .. } if unchanged(&insts, &removed, j, k, &[a]) => Inst::UnpackFMul { d, a, shift, mask, sub, m },
+                Inst::UnpackFVar { a, s, mask, sub, .. } if unchanged(&insts, &removed, j, k, &[a, s]) => Inst::UnpackFVarMul { d, a, s, mask, sub, m },
+                _ => continue,
+            };
+            insts[k] = fused;
+            removed[j] = true;
+            break;
+        }
+    }
+    // x + a * b → MulAdd (f32 addition commutes exactly, so either operand may be the product).
+    for k in 0..insts.len() {
+        let Inst::Bin { op: BinOp::FAdd, d, a: x, b: y } = insts[k] else { continue };
+        for (t, other) in [(y, x), (x, y)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if removed[j] {
+                continue;
+            }
+            let Inst::Bin { op: BinOp::FMul, a, b, .. } = insts[j] else { continue };
+            if unchanged(&insts, &removed, j, k, &[a, b]) {
+                insts[k] = Inst::MulAdd { d, a, b, c: other };
+                removed[j] = true;
+                break;
+            }
         }
     }
     // Drop the fused-away instructions; jumps move to the next kept instruction.
