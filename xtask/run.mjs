@@ -12,27 +12,18 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { startHub } from '../tests/browser/hub.mjs';
+import { chromium, dist, extensionId, modelsDir } from '../tests/browser/harness.mjs';
 
-const { chromium } = createRequire(join(process.env.QWGLM_NODE_MODULES, 'x.js'))('playwright-core');
-const dist = process.env.QWGLM_DIST;
 const profile = process.env.QWGLM_PROFILE;
 const headless = process.env.QWGLM_HEADLESS !== '0';
 const backend = process.env.QWGLM_BACKEND;
 const prompt = process.env.QWGLM_PROMPT ?? (headless ? 'What is the capital of France? Answer in one sentence.' : '');
-const modelsDir = process.env.QWGLM_MODELS ?? join(homedir(), '.cache/qwglm/models');
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const TIMEOUT_MS = 15 * 60 * 1000;
 
 const say = (...args) => console.error('qwglm:', ...args);
-
-function extensionId(manifest) {
-  const hex = createHash('sha256').update(Buffer.from(manifest.key, 'base64')).digest('hex').slice(0, 32);
-  return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
-}
 
 // Identifies a build of dist/ (its files' names and contents; `dist` rewrites them all).
 function distStamp() {

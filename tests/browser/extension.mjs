@@ -12,35 +12,17 @@
 //     host; during the second (chat only), none.
 // Run by `cargo xtask test-browser` (same environment as chat.mjs).
 
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, mkdirSync, rmSync, statSync, existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHub } from './hub.mjs';
+import { chromium, dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, checker } from './harness.mjs';
 
-const { chromium } = createRequire(join(process.env.QWGLM_NODE_MODULES, 'x.js'))('playwright-core');
-const dist = process.env.QWGLM_DIST;
-const modelsDir = process.env.QWGLM_MODELS ?? join(homedir(), '.cache/qwglm/models');
-const artifacts = process.env.QWGLM_ARTIFACTS ?? 'target/browser-test';
-const timeoutMs = Number(process.env.QWGLM_TEST_TIMEOUT_S ?? 900) * 1000;
-const fixture = JSON.parse(readFileSync('tests/fixtures/real/smollm2-135m-instruct-q4_1.json', 'utf8'));
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const BIG_ID = 'qwen2.5-coder-0.5b-instruct-q4_k_m';
 
-const log = (...args) => console.log(`[${(performance.now() / 1000).toFixed(1)}s]`, ...args);
-const results = [];
-const check = (name, ok, detail = '') => {
-  results.push({ name, ok });
-  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
-  if (!ok) throw new Error(`${name} ${detail}`);
-};
-
-function extensionId(manifest) {
-  const hex = createHash('sha256').update(Buffer.from(manifest.key, 'base64')).digest('hex').slice(0, 32);
-  return [...hex].map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
-}
+const { results, check } = checker();
 
 async function launch(profile, netlog, { webgpu = true } = {}) {
   return chromium.launchPersistentContext(profile, {
