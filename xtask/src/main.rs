@@ -13,6 +13,10 @@
 //!   (persistent profile `target/run-profile`), the default model downloaded into IndexedDB and
 //!   the chat open (xtask/run.mjs). Headless (the default without `$DISPLAY`) it asks PROMPT in
 //!   the real popup, prints the streamed answer to stdout and exits.
+//! - `bench-browser [--no-build] [--fast] [--tokens N] [--json FILE]`: a benchmark, not a test
+//!   (not in scripts/test.sh): `dist`, then xtask/bench-browser.mjs, one headless Chromium run
+//!   timing SmolLM2-135M-Instruct prefill and decode in the extension on the GPU simulator and in
+//!   wllama (npm @wllama/wllama, CPU, 1 and 2 threads) on the same GGUF; prints a table and ratios.
 
 use std::env;
 use std::fs;
@@ -22,6 +26,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 const BINARYEN_VERSION: &str = "132.0.0";
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
+/// The wllama release `bench-browser` compares against.
+const WLLAMA_VERSION: &str = "3.8.1";
 /// Browser test scripts, run in order; each prints `PASS:`/`FAIL:` lines per check.
 const BROWSER_TESTS: [&str; 3] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs", "tests/browser/import.mjs"];
 const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
@@ -35,7 +41,8 @@ fn main() -> ExitCode {
         Some("dist") => dist(flag("--fast")),
         Some("test-browser") => test_browser(flag("--fast"), flag("--no-build")),
         Some("run") => run_product(&args[1..]),
-        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build] | run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT]".into()),
+        Some("bench-browser") => bench_browser(&args[1..]),
+        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build] | run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT] | bench-browser [--no-build] [--fast] [--tokens N] [--json FILE]".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -233,6 +240,42 @@ fn run_product(args: &[String]) -> Result<()> {
     }
     if let Some(backend) = backend {
         command.env("QWGLM_BACKEND", backend);
+    }
+    run(&mut command)
+}
+
+/// The browser benchmark: our extension on the GPU simulator vs wllama (xtask/bench-browser.mjs).
+fn bench_browser(args: &[String]) -> Result<()> {
+    let (mut fast, mut no_build, mut tokens, mut json) = (false, false, None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--fast" => fast = true,
+            "--no-build" => no_build = true,
+            "--tokens" => tokens = Some(rest.next().ok_or("--tokens needs a number")?.clone()),
+            "--json" => json = Some(rest.next().ok_or("--json needs a file")?.clone()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if !no_build {
+        dist(fast)?;
+    }
+    let chromium = chromium()?;
+    npm_package("@wllama/wllama", WLLAMA_VERSION)?;
+    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
+    let root = repo_root();
+    let mut command = Command::new("node");
+    command
+        .current_dir(&root)
+        .arg("xtask/bench-browser.mjs")
+        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
+        .env("QWGLM_CHROMIUM", &chromium)
+        .env("QWGLM_DIST", root.join("dist"));
+    if let Some(tokens) = tokens {
+        command.env("QWGLM_BENCH_TOKENS", tokens);
+    }
+    if let Some(json) = json {
+        command.env("QWGLM_BENCH_JSON", json);
     }
     run(&mut command)
 }
