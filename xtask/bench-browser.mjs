@@ -170,6 +170,8 @@ function machine() {
 
 async function main() {
   if (!Number.isInteger(TOKENS) || TOKENS < 2) throw new Error('QWGLM_BENCH_TOKENS must be an integer >= 2');
+  const modelFile = join(modelsDir, MODEL_FILE);
+  try { statSync(modelFile); } catch { throw new Error(`no ${modelFile}: run scripts/fetch-models.sh (or set QWGLM_MODELS)`); }
   const id = extensionId(JSON.parse(readFileSync(join(dist, 'manifest.json'), 'utf8')));
   const chromiumVersion = execFileSync(process.env.QWGLM_CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
   log(`${chromiumVersion}; wllama ${wllamaVersion}; ${machine()}`);
