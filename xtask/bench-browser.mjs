@@ -6,11 +6,13 @@
 //       the extension's engine port (the protocol the popup speaks), and
 //   (b) wllama (@wllama/wllama, llama.cpp in wasm), CPU only (n_gpu_layers 0, no WebGPU flag), on
 //       the same GGUF file, in a page served with COOP/COEP headers so its multi-thread build can
-//       run: once with 1 thread, once with 2 (when the page is cross-origin isolated).
+//       run: 1 thread, 2 threads (when the page is cross-origin isolated), then, after ours,
+//       1 thread again, so that the machine's load during ours is bracketed.
 // Prints a table of prefill and decode tok/s, measured the same way for both from the arrival
 // times of the streamed tokens in the page (prefill = prompt tokens / time to the first token;
 // decode = (n - 1) / time from the first to the last token), next to what each engine reports
-// itself, and the ratios. Exits non-zero when either engine errors or generates short.
+// itself, and the ratios against wllama on 1 thread (mean of the two runs; our engine runs on one
+// thread) and on 2. Exits non-zero when either engine errors or generates short.
 //
 // Environment (set by xtask): QWGLM_NODE_MODULES (playwright-core and @wllama/wllama),
 // QWGLM_CHROMIUM, QWGLM_DIST; optional QWGLM_MODELS, QWGLM_BENCH_TOKENS (default 16),
