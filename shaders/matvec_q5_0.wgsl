@@ -7,11 +7,11 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 128, 4 output rows per workgroup (common/matvec_rows.wgsl);
-//   ceil(n / 4) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128, 8 output rows per workgroup (PAIR_ROWS, common/matvec_rows.wgsl);
+//   ceil(n / 8) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
-// Work split: 32 threads per row (thread t works on row t / 32), each taking whole 32-element
-// blocks: the 16 qs bytes (one 16-byte load) hold elements 0..15 in the low nibbles and 16..31 in
+// Work split: 32 threads per pair of rows (thread t works on rows 2(t / 32) and the next), each
+// taking whole 32-element blocks of both rows, the activations loaded once: the 16 qs bytes (one 16-byte load) hold elements 0..15 in the low nibbles and 16..31 in
 // the high ones; bit j of the qh word is element j's fifth bit. x = d * (q - 16), so a block's dot
 // is d * (dot(q, x) - 16 sum(x)).
 
@@ -24,13 +24,25 @@ fn q5_quad(word: u32, nibble_shift: u32, high: u32, i: u32) -> vec4<f32> {
     return small_to_f32(byte_fields(word, nibble_shift, 0xfu) | fifth);
 }
 
+// sum(q x) - 16 sum(x) of one weight row's block (q its 4-bit quads, qh its fifth bits), with the
+// activation vec4s xl0..3 (elements 0..15) and xh0..3 (16..31) and their sum.
+fn block_dot(q: vec4<u32>, qh: u32, xl0: vec4<f32>, xl1: vec4<f32>, xl2: vec4<f32>, xl3: vec4<f32>,
+             xh0: vec4<f32>, xh1: vec4<f32>, xh2: vec4<f32>, xh3: vec4<f32>, x_sum: f32) -> f32 {
+    let hi = qh >> 16u;
+    let dot_lo = (dot(q5_quad(q.x, 0u, qh, 0u), xl0) + dot(q5_quad(q.y, 0u, qh, 1u), xl1))
+        + (dot(q5_quad(q.z, 0u, qh, 2u), xl2) + dot(q5_quad(q.w, 0u, qh, 3u), xl3));
+    let dot_hi = (dot(q5_quad(q.x, 4u, hi, 0u), xh0) + dot(q5_quad(q.y, 4u, hi, 1u), xh1))
+        + (dot(q5_quad(q.z, 4u, hi, 2u), xh2) + dot(q5_quad(q.w, 4u, hi, 3u), xh3));
+    return (dot_lo + dot_hi) - 16.0 * x_sum;
+}
+
 @compute @workgroup_size(128)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let row0 = first_row(wid, nwg);
+    let row0 = linear_workgroup(wid, nwg) * PAIR_ROWS;
     if (row0 >= p.n) {
         return;
     }
@@ -40,14 +52,17 @@ fn main(
     let qh_seg = ((n_blocks * 2u + 15u) / 16u) * 4u;
     let qs_seg4 = qh_seg / 4u + (n_blocks * 4u + 15u) / 16u;
     let x_row4 = p.x_row * (p.k / 4u);
-    let r = tid / 32u;
-    let row_blocks = clamped_row(row0, r) * blocks_per_row;
-    var sum = 0.0;
+    // Two rows per thread: the activations are loaded once for both.
+    let blocks_a = clamped_row(row0, 2u * (tid / 32u)) * blocks_per_row;
+    let blocks_b = clamped_row(row0, 2u * (tid / 32u) + 1u) * blocks_per_row;
+    var sum_a = 0.0;
+    var sum_b = 0.0;
     for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
-        let block = row_blocks + b;
-        let q = weights[qs_seg4 + block];
-        let qh = word_at(qh_seg + block);
-        let d = unpack2x16float(word_at(block / 2u))[block % 2u];
+        let block_a = blocks_a + b;
+        let block_b = blocks_b + b;
+        let qa = weights[qs_seg4 + block_a];
+        let qha = word_at(qh_seg + block_a);
+        let da = unpack2x16float(word_at(block_a / 2u))[block_a % 2u];
         let xi = x_row4 + b * 8u;
         let xl0 = x[xi];
         let xl1 = x[xi + 1u];
@@ -58,12 +73,11 @@ fn main(
         let xh2 = x[xi + 6u];
         let xh3 = x[xi + 7u];
         let x_sum = horizontal_sum(((xl0 + xl1) + (xl2 + xl3)) + ((xh0 + xh1) + (xh2 + xh3)));
-        let hi = qh >> 16u;
-        let dot_lo = (dot(q5_quad(q.x, 0u, qh, 0u), xl0) + dot(q5_quad(q.y, 0u, qh, 1u), xl1))
-            + (dot(q5_quad(q.z, 0u, qh, 2u), xl2) + dot(q5_quad(q.w, 0u, qh, 3u), xl3));
-        let dot_hi = (dot(q5_quad(q.x, 4u, hi, 0u), xh0) + dot(q5_quad(q.y, 4u, hi, 1u), xh1))
-            + (dot(q5_quad(q.z, 4u, hi, 2u), xh2) + dot(q5_quad(q.w, 4u, hi, 3u), xh3));
-        sum += d * ((dot_lo + dot_hi) - 16.0 * x_sum);
+        sum_a += da * block_dot(qa, qha, xl0, xl1, xl2, xl3, xh0, xh1, xh2, xh3, x_sum);
+        let qb = weights[qs_seg4 + block_b];
+        let qhb = word_at(qh_seg + block_b);
+        let db = unpack2x16float(word_at(block_b / 2u))[block_b % 2u];
+        sum_b += db * block_dot(qb, qhb, xl0, xl1, xl2, xl3, xh0, xh1, xh2, xh3, x_sum);
     }
-    finish_row_lanes(tid, row0, sum);
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b);
 }

@@ -7,16 +7,26 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 128, 4 output rows per workgroup (common/matvec_rows.wgsl);
-//   ceil(n / 4) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128, 8 output rows per workgroup (PAIR_ROWS, common/matvec_rows.wgsl);
+//   ceil(n / 8) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
-// Work split: 32 threads per row (thread t works on row t / 32), each taking whole 32-element
-// blocks (two 16-byte loads of signed bytes): at k = 896 a row is 28 blocks, one per thread.
+// Work split: 32 threads per pair of rows (thread t works on rows 2(t / 32) and 2(t / 32) + 1),
+// each taking whole 32-element blocks of both rows (two 16-byte loads of signed bytes per row,
+// the activations loaded once): at k = 896 a row is 28 blocks, one per thread.
 
 #include "common/matvec_rows.wgsl"
 
 fn signed_bytes(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// The block dot product of one weight row's block (q0, q1 = its 32 signed bytes, d its scale)
+// with activation vec4s x0 .. x7.
+fn block_dot(q0: vec4<u32>, q1: vec4<u32>, d: f32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+             x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+    let lo = (dot(signed_bytes(q0.x), x0) + dot(signed_bytes(q0.y), x1)) + (dot(signed_bytes(q0.z), x2) + dot(signed_bytes(q0.w), x3));
+    let hi = (dot(signed_bytes(q1.x), x4) + dot(signed_bytes(q1.y), x5)) + (dot(signed_bytes(q1.z), x6) + dot(signed_bytes(q1.w), x7));
+    return d * (lo + hi);
 }
 
 @compute @workgroup_size(128)
@@ -25,7 +35,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let row0 = first_row(wid, nwg);
+    let row0 = linear_workgroup(wid, nwg) * PAIR_ROWS;
     if (row0 >= p.n) {
         return;
     }
@@ -34,20 +44,32 @@ fn main(
     // d: one f16 per block (two per word); qs: 2 vec4 per block, after the 16-byte aligned d segment.
     let qs_seg4 = (n_blocks * 2u + 15u) / 16u;
     let x_row4 = p.x_row * (p.k / 4u);
-    let r = tid / 32u;
-    let row_blocks = clamped_row(row0, r) * blocks_per_row;
-    var sum = 0.0;
+    // Each thread works on two rows at once: the activations are loaded once for both (the
+    // matvecs are bound by these loads more than by the weight bytes), four weight loads in flight.
+    let blocks_a = clamped_row(row0, 2u * (tid / 32u)) * blocks_per_row;
+    let blocks_b = clamped_row(row0, 2u * (tid / 32u) + 1u) * blocks_per_row;
+    var sum_a = 0.0;
+    var sum_b = 0.0;
     for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
-        let block = row_blocks + b;
+        let block_a = blocks_a + b;
+        let block_b = blocks_b + b;
         let xi = x_row4 + b * 8u;
-        let q0 = weights[qs_seg4 + block * 2u];
-        let q1 = weights[qs_seg4 + block * 2u + 1u];
-        let d = unpack2x16float(word_at(block / 2u))[block % 2u];
-        let lo = (dot(signed_bytes(q0.x), x[xi]) + dot(signed_bytes(q0.y), x[xi + 1u]))
-            + (dot(signed_bytes(q0.z), x[xi + 2u]) + dot(signed_bytes(q0.w), x[xi + 3u]));
-        let hi = (dot(signed_bytes(q1.x), x[xi + 4u]) + dot(signed_bytes(q1.y), x[xi + 5u]))
-            + (dot(signed_bytes(q1.z), x[xi + 6u]) + dot(signed_bytes(q1.w), x[xi + 7u]));
-        sum += d * (lo + hi);
+        let qa0 = weights[qs_seg4 + block_a * 2u];
+        let qa1 = weights[qs_seg4 + block_a * 2u + 1u];
+        let da = unpack2x16float(word_at(block_a / 2u))[block_a % 2u];
+        let x0 = x[xi];
+        let x1 = x[xi + 1u];
+        let x2 = x[xi + 2u];
+        let x3 = x[xi + 3u];
+        let x4 = x[xi + 4u];
+        let x5 = x[xi + 5u];
+        let x6 = x[xi + 6u];
+        let x7 = x[xi + 7u];
+        let qb0 = weights[qs_seg4 + block_b * 2u];
+        let qb1 = weights[qs_seg4 + block_b * 2u + 1u];
+        let db = unpack2x16float(word_at(block_b / 2u))[block_b % 2u];
+        sum_a += block_dot(qa0, qa1, da, x0, x1, x2, x3, x4, x5, x6, x7);
+        sum_b += block_dot(qb0, qb1, db, x0, x1, x2, x3, x4, x5, x6, x7);
     }
-    finish_row_lanes(tid, row0, sum);
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b);
 }

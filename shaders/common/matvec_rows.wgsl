@@ -3,7 +3,7 @@
 // walks the k dimension of all ROWS rows at once, so it loads its activations (16-byte loads) once
 // and reuses them from registers for every row, and it has ROWS independent 16-byte weight loads
 // in flight per step. The rows' partial sums meet in workgroup memory at the end.
-// ROWS must match engine::shaders::matvec_rows_per_workgroup.
+// ROWS (PAIR_ROWS for the pair kernels) must match engine::shaders::matvec_rows_per_workgroup.
 #include "common/dq8.wgsl"
 #include "common/grid.wgsl"
 #include "common/matmul_struct.wgsl"
@@ -16,6 +16,8 @@
 
 const THREADS: u32 = 128u;
 const ROWS: u32 = 4u;
+// Rows per workgroup of the kernels that give each pair of rows 32 threads (finish_row_pair_lanes).
+const PAIR_ROWS: u32 = 8u;
 
 var<workgroup> partial: array<f32, 512>; // ROWS * THREADS
 
@@ -79,24 +81,31 @@ fn finish_rows(tid: u32, row0: u32, acc: array<f32, 4>) {
     }
 }
 
-// For kernels that give each row its own 32 threads (thread t works on row t / 32): reduces the
-// 32 partial sums of each row and writes the ROWS outputs (+ bias).
-fn finish_row_lanes(tid: u32, row0: u32, sum: f32) {
+// For kernels that give each pair of rows its own 32 threads (thread t works on rows
+// row0 + 2(t / 32) and the next): reduces the 32 partial sums of both rows and writes the
+// PAIR_ROWS outputs (+ bias).
+fn finish_row_pair_lanes(tid: u32, row0: u32, sum_a: f32, sum_b: f32) {
     let lane = tid % 32u;
-    partial[tid] = sum;
+    partial[tid] = sum_a;
+    partial[THREADS + tid] = sum_b;
     workgroupBarrier();
     for (var stride = 16u; stride > 0u; stride /= 2u) {
         if (lane < stride) {
             partial[tid] += partial[tid + stride];
+            partial[THREADS + tid] += partial[THREADS + tid + stride];
         }
         workgroupBarrier();
     }
-    let row = row0 + tid / 32u;
-    if (lane == 0u && row < p.n) {
-        var y = partial[tid];
-        if (p.has_bias != 0u) {
-            y += bias[row];
+    let row = row0 + 2u * (tid / 32u);
+    if (lane == 0u) {
+        for (var j = 0u; j < 2u; j++) {
+            if (row + j < p.n) {
+                var y = partial[j * THREADS + tid];
+                if (p.has_bias != 0u) {
+                    y += bias[row + j];
+                }
+                out[p.out_col + row + j] = y;
+            }
         }
-        out[p.out_col + row] = y;
     }
 }

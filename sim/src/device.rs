@@ -114,11 +114,9 @@ impl SimDevice {
             return Ok(());
         }
         let file = shaders::kernel_file(kernel)?;
-        if let Op::Attention { p, .. } = op {
-            let words = (shaders::attention_scratch_bytes(p) / 4) as usize;
-            if self.scratch.len() < words {
-                self.scratch.resize(words, 0);
-            }
+        let words = (shaders::scratch_bytes(op) / 4) as usize;
+        if self.scratch.len() < words {
+            self.scratch.resize(words, 0);
         }
         let params = op.params_bytes();
         let mut uniform = vec![0u32; params.len().div_ceil(4)];
@@ -137,7 +135,7 @@ impl SimDevice {
                     View::new(buf)
                 }
                 Slot::Dummy => View::new(&mut self.dummy),
-                Slot::AttentionScratch => View::new(&mut self.scratch),
+                Slot::Scratch => View::new(&mut self.scratch),
             };
         }
         let program = self.programs.get(&file).ok_or_else(|| SimError::MissingKernel(file.clone()))?;

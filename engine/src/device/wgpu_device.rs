@@ -475,7 +475,7 @@ impl WgpuDevice {
             let buffer = match slot {
                 Slot::Buffer(id) => &self.buffer(*id)?.buffer,
                 Slot::Dummy => &self.dummy,
-                Slot::AttentionScratch => &self.scratch.buffer,
+                Slot::Scratch => &self.scratch.buffer,
             };
             entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: buffer.as_entire_binding() });
         }
@@ -790,9 +790,7 @@ impl WgpuDevice {
         for op in pass {
             self.check_op(op)?;
             plans.push(shaders::plan(op)?);
-            if let Op::Attention { p, .. } = op {
-                scratch_bytes = scratch_bytes.max(shaders::attention_scratch_bytes(p));
-            }
+            scratch_bytes = scratch_bytes.max(shaders::scratch_bytes(op));
         }
         // 2. One params slot per op, all written with one queue write.
         let stride = self.params_stride;

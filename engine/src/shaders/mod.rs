@@ -152,6 +152,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode"],
+        KernelId::Argmax => &["partial", "finish"],
         _ => &["main"],
     }
 }
@@ -163,8 +164,10 @@ pub enum Slot {
     Buffer(crate::device::BufferId),
     /// A small read-only placeholder, for MatMul without bias (one layout for both cases).
     Dummy,
-    /// Device-owned scratch of `attention_scratch_bytes`, for the attention partials.
-    AttentionScratch,
+    /// Device-owned scratch of `scratch_bytes(op)` bytes, for the partial results of ops that run
+    /// in two dispatches (attention splits, argmax chunks). Ops of one pass run in order, so they
+    /// share it.
+    Scratch,
 }
 
 /// Storage bindings of an op in binding order (binding 0, the params uniform, excluded).
@@ -176,7 +179,7 @@ pub fn slots(op: &Op) -> Vec<Slot> {
             slots.insert(2, Slot::Dummy);
             slots.insert(3, Slot::Dummy);
         }
-        Op::Attention { .. } => slots.push(Slot::AttentionScratch),
+        Op::Attention { .. } | Op::Argmax { .. } => slots.push(Slot::Scratch),
         _ => {}
     }
     slots
@@ -190,17 +193,19 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
         KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
         KernelId::Attention => (5, 2),
-        KernelId::SwiGlu | KernelId::Add | KernelId::Argmax => (2, 1),
+        KernelId::SwiGlu | KernelId::Add => (2, 1),
+        KernelId::Argmax => (3, 2),
     }
 }
 
-/// Output rows per workgroup of the matvec kernel for `format`: `ROWS` of
+/// Output rows per workgroup of the matvec kernel for `format`: `PAIR_ROWS` or `ROWS` of
 /// shaders/common/matvec_rows.wgsl for the formats with a multi-row kernel, else
 /// `ROWS_PER_WORKGROUP` of shaders/common/matvec_body.wgsl.
 pub fn matvec_rows_per_workgroup(format: WeightFormat) -> u64 {
     use crate::quant::GgmlType::*;
     match format {
-        Q4_K | Q6_K | Q8_0 | Q5_0 => 4,
+        Q8_0 | Q5_0 => 8,
+        Q4_K | Q6_K => 4,
         _ => 2,
     }
 }
@@ -230,9 +235,19 @@ fn attention_rows(head_dim: u32) -> u32 {
     (1024 / head_dim.max(1)).min(16)
 }
 
-/// Bytes of the device scratch an attention op needs for its partial results.
-pub fn attention_scratch_bytes(p: &crate::kernels::AttentionParams) -> u64 {
-    p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
+/// Logits per workgroup of the argmax `partial` entry point (`CHUNK` of shaders/argmax.wgsl).
+pub const ARGMAX_CHUNK: u32 = 1024;
+
+/// Bytes of the device scratch (`Slot::Scratch`) an op needs for its partial results.
+pub fn scratch_bytes(op: &Op) -> u64 {
+    match op {
+        Op::Attention { p, .. } => {
+            p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
+        }
+        // (value bits, index) per chunk.
+        Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
+        _ => 0,
+    }
 }
 
 /// The dispatches that run `op`, in order; empty when the op has nothing to do. Shapes that the
@@ -267,7 +282,13 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
         }
         Op::SwiGlu { p, .. } => one(folded((p.n_tokens as u64 * p.width as u64).div_ceil(256))?),
         Op::Add { p, .. } => one(folded((p.n as u64).div_ceil(256))?),
-        Op::Argmax { p, .. } => one([(p.n > 0) as u32, 1, 1]),
+        Op::Argmax { p, .. } => {
+            if p.n == 0 {
+                return Ok(Vec::new());
+            }
+            let partial = folded(p.n.div_ceil(ARGMAX_CHUNK) as u64)?;
+            Ok(vec![Dispatch { entry: 0, workgroups: partial }, Dispatch { entry: 1, workgroups: [1, 1, 1] }])
+        }
         Op::Attention { p, .. } => {
             if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {
                 return Err(kernel_err(kernel, "n_heads must be a multiple of n_kv_heads"));

@@ -220,10 +220,13 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false).await;
     }
-    // Q8_0 / Q5_0: 32 threads per row, whole blocks per thread: rows of 28 blocks (k = 896, a
-    // thread idle) and 152 blocks (several per thread), 1..3 rows left in the last workgroup.
+    // Q8_0 / Q5_0: 32 threads per pair of rows, whole blocks per thread: rows of 28 blocks
+    // (k = 896, a thread idle) and 152 blocks (several per thread); 1..7 rows left in the last
+    // 8-row workgroup, a pair cut in half.
     for format in [GgmlType::Q8_0, GgmlType::Q5_0] {
         matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 2347, 896, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 437, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false).await;
     }
@@ -398,6 +401,18 @@ pub async fn argmax_exact(mut pair: Pair) {
     nan[900] = 5.0;
     cases.push((nan, 0));
     cases.push((vec![f32::NEG_INFINITY; 300], 0));
+    // Chunks with nothing but -inf / NaN before the chunk that holds the only real value (the
+    // GPU reduces 1024-logit chunks, then the chunks' winners).
+    let mut sparse = vec![f32::NEG_INFINITY; 3000];
+    sparse[5] = f32::NAN;
+    sparse[2048] = f32::NAN;
+    sparse[2500] = -3.0;
+    cases.push((sparse, 1));
+    // A vocabulary-sized row whose maximum sits at the very end, tied with an earlier chunk.
+    let mut vocab = rng.floats(151_936, 4.0);
+    vocab[151_935] = 9.0;
+    vocab[70_001] = 9.0;
+    cases.push((vocab, 0));
     let mut last = vec![-1.0f32; 777];
     last[776] = 0.0;
     cases.push((last, 0));
