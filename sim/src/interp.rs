@@ -411,6 +411,11 @@ fn check_program(prog: &EntryProgram) {
         prog.tables[at as usize..][..len as usize].iter().for_each(|&x| r(x));
     };
     let to = |x: u32| assert!((x as usize) < prog.insts.len(), "jump target {x} out of range");
+    // Multi-word loads write through their table's registers at once: no register twice.
+    let distinct = |at: u32, len: u32| {
+        let regs = &prog.tables[at as usize..][..len as usize];
+        assert!(regs.iter().enumerate().all(|(i, x)| !regs[..i].contains(x)), "table {at}+{len} repeats a register");
+    };
     assert!(matches!(prog.insts.last(), Some(Inst::Halt | Inst::Jump { .. })), "program must end in Halt");
     for &(_, x) in &prog.builtins {
         r(x);
@@ -439,6 +444,8 @@ fn check_program(prog: &EntryProgram) {
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
             Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
+            Inst::LdStorageN { table, n, addr, .. } => (r(addr), t(table, n), distinct(table, n)).2,
+            Inst::LdStorageBelowN { table, n, addr, bound, .. } => (r(addr), s(bound), t(table, n), distinct(table, n)).3,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -685,6 +692,31 @@ impl<'p> Worker<'p> {
                     });
                     c.words_loaded += exec.count_ones() as u64;
                 }
+                Inst::LdStorageN { table, n, binding, addr, off } => {
+                    let view = mem.storage[binding as usize];
+                    let a = regs[u(addr)];
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    load_words(&view, regs, dst, &a, off, view.len, exec, false);
+                    if let Some(cache) = self.cache.as_mut() {
+                        for j in 0..n {
+                            touch_lines(cache, c, binding, &a, off.wrapping_add(j), exec);
+                        }
+                    }
+                    c.words_loaded += exec.count_ones() as u64 * n as u64;
+                }
+                Inst::LdStorageBelowN { table, n, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = view.len.min(sregs[u(bound)] as usize);
+                    let a = regs[u(addr)];
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    load_words(&view, regs, dst, &a, off, limit, exec, true);
+                    if let Some(cache) = self.cache.as_mut() {
+                        for j in 0..n {
+                            touch_lines(cache, c, binding, &a, off.wrapping_add(j), exec);
+                        }
+                    }
+                    c.words_loaded += exec.count_ones() as u64 * n as u64;
+                }
                 Inst::StStorage { s, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
                     let (a, v) = (&regs[u(addr)], &regs[u(s)]);
@@ -883,6 +915,64 @@ fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
         // SAFETY: the index is `i` when below `limit` (<= len), else 0 (len > 0 here).
         let v = unsafe { *view.ptr.add(if inside { i } else { 0 }) };
         o[l] = v & (inside as u32).wrapping_neg();
+    }
+}
+
+/// `regs[dst[j]][l] = storage[a[l] + off + j]` for every `j`: `n = dst.len()` loads at
+/// consecutive offsets. `below`: every lane, words at or past `limit` (at most the buffer's
+/// length) read 0 (`LdStorageBelow`); else the lanes of `exec`, past the buffer reading 0
+/// (`LdStorage`, `limit` = the length). When every lane's words lie below `limit` (one range
+/// check for the warp), each lane copies its `n` words without a check.
+#[allow(clippy::too_many_arguments)]
+fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32, limit: usize, exec: u64, below: bool) {
+    let base = regs.as_mut_ptr();
+    if below || exec == ALL_LANES {
+        let mut hi = 0u32;
+        for l in 0..W {
+            hi = hi.max(a[l].wrapping_add(off));
+        }
+        if hi as usize + dst.len() <= limit {
+            // SAFETY: `check_program` verified the table's registers (distinct, by the
+            // peephole's construction) lie in the register file; every word read is below
+            // `limit` <= the buffer's length.
+            unsafe {
+                macro_rules! copy {
+                    ($n:literal) => {{
+                        let d: [*mut u32; $n] = std::array::from_fn(|j| base.add(dst[j] as usize) as *mut u32);
+                        for l in 0..W {
+                            let src = view.ptr.add(a[l].wrapping_add(off) as usize);
+                            for j in 0..$n {
+                                *d[j].add(l) = *src.add(j);
+                            }
+                        }
+                    }};
+                }
+                match dst.len() {
+                    2 => copy!(2),
+                    4 => copy!(4),
+                    8 => copy!(8),
+                    n => {
+                        for l in 0..W {
+                            let src = view.ptr.add(a[l].wrapping_add(off) as usize);
+                            for j in 0..n {
+                                *(base.add(dst[j] as usize) as *mut u32).add(l) = *src.add(j);
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
+    }
+    for (j, &d) in dst.iter().enumerate() {
+        // SAFETY: as above (a register of the file).
+        let o = unsafe { &mut *base.add(d as usize) };
+        let o_off = off.wrapping_add(j as u32);
+        if below {
+            load_below(view, o, a, o_off, limit);
+        } else {
+            load_storage(view, o, a, o_off, exec);
+        }
     }
 }
 

@@ -7,7 +7,10 @@
 //!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction;
 //! - `m * unpack` (f32) → `UnpackFMul` / `UnpackFVarMul`: the scale of the quant formats;
 //! - `x + a * b` (f32, the product single-use) → `MulAdd` (two roundings, as before): dot
-//!   products and accumulations.
+//!   products and accumulations;
+//! - `storage[(a + k) + off]` → `storage[a + (k + off)]` (single-use address), then loads from
+//!   one address register at consecutive offsets → `LdStorageN` / `LdStorageBelowN`: the
+//!   activation and weight words a lane reads side by side, as one multi-word load.
 
 use crate::isa::*;
 
@@ -271,6 +274,93 @@ pub fn fuse(prog: &mut EntryProgram) {
             }
         }
     }
+    // A load's address `a + k` (single use) folds into its offset: the wrapping sums agree.
+    for k in 0..insts.len() {
+        let (Inst::LdStorage { addr, .. } | Inst::LdStorageBelow { addr, .. }) = insts[k] else { continue };
+        let Some(ia) = uses.single_use_def(addr, k) else { continue };
+        let Inst::BinImm { op: BinOp::IAdd, a, imm, .. } = insts[ia] else { continue };
+        if removed[k] || removed[ia] || !unchanged(&insts, &removed, ia, k, &[a]) {
+            continue;
+        }
+        if let Inst::LdStorage { addr, off, .. } | Inst::LdStorageBelow { addr, off, .. } = &mut insts[k] {
+            *addr = a;
+            *off = off.wrapping_add(imm);
+        }
+        removed[ia] = true;
+    }
+    // Loads from one address register at consecutive offsets → LdStorageN / LdStorageBelowN,
+    // at the first load's place. The later loads move up over pure instructions only (no
+    // store, atomic, barrier or mask change), none of which writes the address or the bound
+    // or reads a moved load's destination; each destination is written only by its load.
+    // (Runs last: `dest`/`sources` do not know the multi-destination loads.)
+    const MAX_WORDS: usize = 8;
+    let mut src = Vec::new();
+    let mut new_tables: Vec<Reg> = Vec::new();
+    for i0 in 0..insts.len() {
+        let (binding, addr, off, bound) = match insts[i0] {
+            Inst::LdStorage { binding, addr, off, .. } => (binding, addr, off, None),
+            Inst::LdStorageBelow { binding, addr, off, bound, .. } => (binding, addr, off, Some(bound)),
+            _ => continue,
+        };
+        let first = dest(&insts[i0]).expect("a load has a destination");
+        if removed[i0] || first == addr {
+            continue;
+        }
+        let mut group = vec![(i0, first)];
+        let mut k = i0 + 1;
+        while k < insts.len() && !uses.block_start[k] && group.len() < MAX_WORDS {
+            if removed[k] {
+                k += 1;
+                continue;
+            }
+            let next = off.wrapping_add(group.len() as u32);
+            let matching = match insts[k] {
+                Inst::LdStorage { binding: b, addr: a, off: o, .. } => bound.is_none() && (b, a, o) == (binding, addr, next),
+                Inst::LdStorageBelow { binding: b, addr: a, off: o, bound: s, .. } => bound == Some(s) && (b, a, o) == (binding, addr, next),
+                _ => false,
+            };
+            if matching {
+                let d = dest(&insts[k]).expect("a load has a destination");
+                let clean = uses.writes[d as usize] == 1
+                    && d != addr
+                    && !group.iter().any(|&(_, g)| g == d)
+                    && (i0 + 1..k).all(|m| {
+                        removed[m] || {
+                            sources(&insts[m], &mut src);
+                            !src.contains(&d)
+                        }
+                    });
+                if !clean {
+                    break;
+                }
+                group.push((k, d));
+            } else {
+                let pure = match insts[k] {
+                    Inst::Atomic { .. } => false,
+                    ref x if dest(x).is_some() => dest(x) != Some(addr),
+                    ref x => sdest(x).is_some_and(|s| Some(s) != bound),
+                };
+                if !pure {
+                    break;
+                }
+            }
+            k += 1;
+        }
+        if group.len() < 2 {
+            continue;
+        }
+        let table = (prog.tables.len() + new_tables.len()) as u32;
+        new_tables.extend(group.iter().map(|&(_, d)| d));
+        let n = group.len() as u32;
+        insts[i0] = match bound {
+            None => Inst::LdStorageN { table, n, binding, addr, off },
+            Some(bound) => Inst::LdStorageBelowN { table, n, binding, addr, off, bound },
+        };
+        for &(k, _) in &group[1..] {
+            removed[k] = true;
+        }
+    }
+    prog.tables.extend(new_tables);
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     let mut new_index = Vec::with_capacity(insts.len() + 1);
     let mut kept = 0u32;

@@ -73,6 +73,19 @@ mod native {
     }
 
     pub fn main() {
+        let argv: Vec<String> = std::env::args().collect();
+        if let Some(at) = argv.iter().position(|a| a == "--dump") {
+            // `--dump FILE [ENTRY]`: the bytecode of a kernel entry point, one instruction a line.
+            let file = argv.get(at + 1).expect("--dump FILE [ENTRY]");
+            let entry = argv.get(at + 2).map(String::as_str).unwrap_or("main");
+            let programs = qwglm_sim::kernel_programs().expect("kernels");
+            let prog = programs.iter().find(|p| &p.file == file).expect("no such kernel").entry(entry).expect("no such entry");
+            for (i, inst) in prog.insts.iter().enumerate() {
+                println!("{i:4} {inst:?}");
+            }
+            println!("{} registers, {} scalar registers, {} mask slots", prog.n_regs, prog.n_sregs, prog.n_masks);
+            return;
+        }
         if std::env::args().any(|a| a == "--smollm2") {
             for threads in [1, 0] {
                 smollm2_decode(threads, 4);
