@@ -139,6 +139,9 @@ struct Worker<'p> {
     shared: Vec<u32>,
     counters: Counters,
     cache: Option<Cache>,
+    /// The host has AVX2 (x86-64): `run_warp` runs a copy of the interpreter loop compiled for
+    /// it, so the lane loops work on 8 words at a time (and variable shifts are one instruction).
+    avx2: bool,
 }
 
 /// Right operand of a two-operand op: a vector register, or one word for every lane (an
@@ -483,6 +486,7 @@ impl<'p> Worker<'p> {
             shared: vec![0; prog.shared_words as usize],
             counters: Counters::default(),
             cache: cache_model.then(Cache::new),
+            avx2: host_has_avx2(),
         }
     }
 
@@ -540,6 +544,24 @@ impl<'p> Worker<'p> {
     }
 
     fn run_warp(&mut self, w: usize, mem: &Bindings) -> Stop {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: the CPU has AVX2 (`host_has_avx2`).
+            return unsafe { self.run_warp_avx2(w, mem) };
+        }
+        self.run_warp_body(w, mem)
+    }
+
+    /// The same loop compiled with AVX2 enabled: the arithmetic is IEEE f32 and integer ops
+    /// either way (no fast-math, no FMA contraction), so the results are bit-identical.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn run_warp_avx2(&mut self, w: usize, mem: &Bindings) -> Stop {
+        self.run_warp_body(w, mem)
+    }
+
+    #[inline(always)]
+    fn run_warp_body(&mut self, w: usize, mem: &Bindings) -> Stop {
         let prog = self.prog;
         let warp = &mut self.warps[w];
         let shared = &mut self.shared;
@@ -895,6 +917,7 @@ fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
 
 /// `o[l] = a[l] + off < limit ? storage[a[l] + off] : 0` in every lane (`limit` at most the
 /// buffer's length, so the clamped index is always inside it): branch-free, whatever the mask.
+#[inline(always)]
 fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
     if limit == 0 {
         *o = [0; W];
@@ -924,6 +947,7 @@ fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
 /// (`LdStorage`, `limit` = the length). When every lane's words lie below `limit` (one range
 /// check for the warp), each lane copies its `n` words without a check.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32, limit: usize, exec: u64, below: bool) {
     let base = regs.as_mut_ptr();
     if below || exec == ALL_LANES {
@@ -936,13 +960,17 @@ fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32,
             // peephole's construction) lie in the register file; every word read is below
             // `limit` <= the buffer's length.
             unsafe {
+                // Four lanes at a time: their rows of words in, transposed, four-lane columns
+                // out (so the compiler can use vector shuffles and stores).
                 macro_rules! copy {
                     ($n:literal) => {{
                         let d: [*mut u32; $n] = std::array::from_fn(|j| base.add(dst[j] as usize) as *mut u32);
-                        for l in 0..W {
-                            let src = view.ptr.add(a[l].wrapping_add(off) as usize);
+                        for q in (0..W).step_by(4) {
+                            let rows: [[u32; $n]; 4] = std::array::from_fn(|k| {
+                                std::ptr::read_unaligned(view.ptr.add(a[q + k].wrapping_add(off) as usize) as *const [u32; $n])
+                            });
                             for j in 0..$n {
-                                *d[j].add(l) = *src.add(j);
+                                std::ptr::write_unaligned(d[j].add(q) as *mut [u32; 4], [rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
                             }
                         }
                     }};
@@ -1024,6 +1052,20 @@ fn atomic_rmw(cell: &AtomicU32, op: AtomicOp, v: u32, cmp: u32) -> u32 {
             cell.store(v, o);
             0
         }
+    }
+}
+
+/// AVX2 on this (x86-64) host, checked once.
+fn host_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // QWGLM_SIM_NO_AVX2 (any value) keeps the baseline loop, for comparisons.
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") && std::env::var_os("QWGLM_SIM_NO_AVX2").is_none())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

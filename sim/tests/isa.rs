@@ -733,14 +733,15 @@ fn x_at(i: u32, limit: u32) -> u32 {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let b = i * p.stride;
-    let g0 = x_at(b, p.limit);
-    let g1 = x_at(b + 1u, p.limit);
-    let g2 = x_at(b + 2u, p.limit);
-    let g3 = x_at(b + 3u, p.limit);
-    let g4 = x_at(b + 4u, p.limit);
-    let g5 = x_at(b + 5u, p.limit);
-    let g6 = x_at(b + 6u, p.limit);
-    let g7 = x_at(b + 7u, p.limit);
+    let limit = p.limit;
+    let g0 = x_at(b, limit);
+    let g1 = x_at(b + 1u, limit);
+    let g2 = x_at(b + 2u, limit);
+    let g3 = x_at(b + 3u, limit);
+    let g4 = x_at(b + 4u, limit);
+    let g5 = x_at(b + 5u, limit);
+    let g6 = x_at(b + 6u, limit);
+    let g7 = x_at(b + 7u, limit);
     var w = vec3<u32>(7u, 7u, 7u);
     if (i % 3u != 1u) {
         let c = b + 2u;
@@ -764,8 +765,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
     let program = compile(src);
-    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowN { n: 8, .. })), "the eight guarded reads fused");
-    assert!(has(&program, |i| matches!(i, Inst::LdStorageN { n: 3, .. })), "the three plain reads fused");
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowN { n: 8, .. })), "the eight guarded reads fused: {:?}", program.entries[0].insts);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageN { n: 3, .. })), "the three plain reads fused: {:?}", program.entries[0].insts);
     let n = 192usize;
     let xv: Vec<u32> = (0..300u32).map(|v| v * 7 + 1).collect();
     for (limit, stride) in [(1000u32, 1u32), (100, 1), (1000, 2), (250, 2), (0, 1), (130, 3), (u32::MAX, 1)] {
