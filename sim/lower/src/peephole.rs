@@ -70,6 +70,100 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
     }
 }
 
+/// Applies `f` to every vector register `inst` reads, except a destination it also reads (the
+/// inactive lanes it keeps).
+fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
+    let g = |r: &mut Reg| *r = f(*r);
+    match inst {
+        Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => g(s),
+        Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } | Inst::UnpackFMul { a, m: b, .. } => (g(a), g(b)).1,
+        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => (g(a), g(b), g(c)).2,
+        Inst::Select { c, t, f, .. } => (g(c), g(t), g(f)).2,
+        Inst::ExtractBits { e, off, cnt, .. } => (g(e), g(off), g(cnt)).2,
+        Inst::InsertBits { e, n, off, cnt, .. } => (g(e), g(n), g(off), g(cnt)).3,
+        Inst::Gather { idx, .. } | Inst::BinVS { a: idx, .. } => g(idx),
+        Inst::ScatterMasked { idx, s, .. } => (g(idx), g(s)).1,
+        Inst::LdStorage { addr, .. } | Inst::LdShared { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdStorageBelow { addr, .. } => g(addr),
+        Inst::LdStorageN { addr, .. } | Inst::LdStorageBelowN { addr, .. } => g(addr),
+        Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (g(s), g(addr)).1,
+        Inst::Atomic { addr, v, cmp, .. } => (g(addr), g(v), g(cmp)).2,
+        Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => g(c),
+        _ => {}
+    }
+}
+
+/// Copy propagation: `d = s` (`Mov`) where `d` is written once and all its reads follow in the
+/// same basic block while `s` is unchanged: the readers read `s`, and the copy goes (the loads
+/// of function variables, e.g. a loop counter read several times per iteration).
+fn propagate_copies(prog: &mut EntryProgram) {
+    let mut insts = std::mem::take(&mut prog.insts);
+    let uses = Uses::of(prog, &insts);
+    let mut removed = vec![false; insts.len()];
+    let mut src = Vec::new();
+    for i in 0..insts.len() {
+        let Inst::Mov { d, s } = insts[i] else { continue };
+        // (Registers of dynamically indexed tables change through `ScatterMasked`, which
+        // `dest` does not name: never propagated.)
+        if d == s || d == ZERO || uses.writes[d as usize] != 1 || uses.def_at[d as usize] != i || prog.tables.contains(&s) {
+            continue;
+        }
+        let (mut left, mut readers, mut k) = (uses.reads[d as usize] as usize, Vec::new(), i + 1);
+        let ok = loop {
+            if left == 0 {
+                break true;
+            }
+            if k >= insts.len() || uses.block_start[k] {
+                break false;
+            }
+            sources(&insts[k], &mut src);
+            let n = src.iter().filter(|&&r| r == d).count();
+            if n > 0 {
+                readers.push(k);
+                left = left.saturating_sub(n);
+            }
+            // `s` may change only at (or after) the last read: a reader reads before it writes.
+            if dest(&insts[k]) == Some(s) && left > 0 {
+                break false;
+            }
+            k += 1;
+        };
+        // A reader that also keeps its destination's lanes must not read `d` that way.
+        if !ok || readers.iter().any(|&k| dest(&insts[k]) == Some(d)) {
+            continue;
+        }
+        for &k in &readers {
+            map_sources(&mut insts[k], |r| if r == d { s } else { r });
+        }
+        removed[i] = true;
+    }
+    prog.insts = compact(insts, &removed);
+}
+
+/// `insts` without the `removed` ones; jumps move to the next kept instruction.
+fn compact(insts: Vec<Inst>, removed: &[bool]) -> Vec<Inst> {
+    let mut new_index = Vec::with_capacity(insts.len() + 1);
+    let mut kept = 0u32;
+    for &r in removed {
+        new_index.push(kept);
+        kept += !r as u32;
+    }
+    new_index.push(kept);
+    insts
+        .into_iter()
+        .zip(removed)
+        .filter(|(_, &r)| !r)
+        .map(|(mut inst, _)| {
+            match &mut inst {
+                Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
+                    *to = new_index[*to as usize]
+                }
+                _ => {}
+            }
+            inst
+        })
+        .collect()
+}
+
 fn jump_target(inst: &Inst) -> Option<u32> {
     match *inst {
         Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => Some(to),
@@ -156,6 +250,7 @@ fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[R
 
 /// Fuses the unpack patterns in `prog` and drops the instructions they replace.
 pub fn fuse(prog: &mut EntryProgram) {
+    propagate_copies(prog);
     let mut insts = std::mem::take(&mut prog.insts);
     let uses = Uses::of(prog, &insts);
     let mut removed = vec![false; insts.len()];
@@ -362,25 +457,5 @@ pub fn fuse(prog: &mut EntryProgram) {
     }
     prog.tables.extend(new_tables);
     // Drop the fused-away instructions; jumps move to the next kept instruction.
-    let mut new_index = Vec::with_capacity(insts.len() + 1);
-    let mut kept = 0u32;
-    for &r in &removed {
-        new_index.push(kept);
-        kept += !r as u32;
-    }
-    new_index.push(kept);
-    prog.insts = insts
-        .into_iter()
-        .zip(&removed)
-        .filter(|(_, &r)| !r)
-        .map(|(mut inst, _)| {
-            match &mut inst {
-                Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
-                    *to = new_index[*to as usize]
-                }
-                _ => {}
-            }
-            inst
-        })
-        .collect();
+    prog.insts = compact(insts, &removed);
 }
