@@ -166,41 +166,62 @@ impl Rhs for u32 {
 
 /// Register operands are used in place (no copies): the destination is borrowed mutably and
 /// the sources shared, which needs the destination distinct from the sources. The compiler
-/// writes fresh registers, so the copy below is a rare fallback.
-#[inline(always)]
-fn op1(regs: &mut [Lanes], d: usize, a: usize, f: impl FnOnce(&mut Lanes, &Lanes)) {
-    if d == a {
-        let t = regs[a];
-        f(&mut regs[d], &t)
-    } else {
+/// writes fresh registers, so the copy below is a rare fallback. Macros, not functions taking
+/// closures: the op's lane loop is then always inlined into the interpreter loop (and so
+/// compiled for AVX2 in its AVX2 copy; a closure left out of line would be baseline code).
+macro_rules! op1 {
+    ($regs:expr, $d:expr, $a:expr, |$o:ident, $x:ident| $body:expr) => {{
+        let (d, a): (usize, usize) = ($d, $a);
+        let regs: &mut [Lanes] = $regs;
+        let ta: Lanes;
         let base = regs.as_mut_ptr();
-        // SAFETY: d != a, and `check_program` verified both are inside the register file.
-        unsafe { f(&mut *base.add(d), &*base.add(a)) }
-    }
+        // SAFETY: `check_program` verified both indices are inside the register file; the
+        // destination is a distinct register or the source was copied first.
+        let $x: &Lanes = if d == a {
+            ta = unsafe { *base.add(a) };
+            &ta
+        } else {
+            unsafe { &*base.add(a) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
-#[inline(always)]
-fn op2(regs: &mut [Lanes], d: usize, a: usize, b: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes)) {
-    if d == a || d == b {
-        let (ta, tb) = (regs[a], regs[b]);
-        f(&mut regs[d], &ta, &tb)
-    } else {
+macro_rules! op2 {
+    ($regs:expr, $d:expr, $a:expr, $b:expr, |$o:ident, $x:ident, $y:ident| $body:expr) => {{
+        let (d, a, b): (usize, usize, usize) = ($d, $a, $b);
+        let regs: &mut [Lanes] = $regs;
+        let (ta, tb): (Lanes, Lanes);
         let base = regs.as_mut_ptr();
-        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
-        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b)) }
-    }
+        // SAFETY: as in `op1`.
+        let ($x, $y): (&Lanes, &Lanes) = if d == a || d == b {
+            (ta, tb) = unsafe { (*base.add(a), *base.add(b)) };
+            (&ta, &tb)
+        } else {
+            unsafe { (&*base.add(a), &*base.add(b)) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
-#[inline(always)]
-fn op3(regs: &mut [Lanes], d: usize, a: usize, b: usize, c: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes, &Lanes)) {
-    if d == a || d == b || d == c {
-        let (ta, tb, tc) = (regs[a], regs[b], regs[c]);
-        f(&mut regs[d], &ta, &tb, &tc)
-    } else {
+macro_rules! op3 {
+    ($regs:expr, $d:expr, $a:expr, $b:expr, $c:expr, |$o:ident, $x:ident, $y:ident, $z:ident| $body:expr) => {{
+        let (d, a, b, c): (usize, usize, usize, usize) = ($d, $a, $b, $c);
+        let regs: &mut [Lanes] = $regs;
+        let (ta, tb, tc): (Lanes, Lanes, Lanes);
         let base = regs.as_mut_ptr();
-        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
-        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b), &*base.add(c)) }
-    }
+        // SAFETY: as in `op1`.
+        let ($x, $y, $z): (&Lanes, &Lanes, &Lanes) = if d == a || d == b || d == c {
+            (ta, tb, tc) = unsafe { (*base.add(a), *base.add(b), *base.add(c)) };
+            (&ta, &tb, &tc)
+        } else {
+            unsafe { (&*base.add(a), &*base.add(b), &*base.add(c)) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
@@ -586,8 +607,8 @@ impl<'p> Worker<'p> {
             match inst {
                 Inst::Movi { d, imm } => regs[u(d)] = [imm; W],
                 Inst::Mov { d, s } => regs[u(d)] = regs[u(s)],
-                Inst::MovMasked { d, s } => op1(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
-                Inst::Bin { op, d, a, b } => op2(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
+                Inst::MovMasked { d, s } => op1!(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
+                Inst::Bin { op, d, a, b } => op2!(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
                 Inst::BinImm { op, d, a, imm } => {
                     // Hardware division costs ~25 cycles a lane: powers of two become shifts.
                     let (op, imm) = match op {
@@ -595,61 +616,61 @@ impl<'p> Worker<'p> {
                         BinOp::URem if imm.is_power_of_two() => (BinOp::And, imm - 1),
                         _ => (op, imm),
                     };
-                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, imm))
+                    op1!(regs, u(d), u(a), |o, x| bin(op, o, x, imm))
                 }
                 Inst::BinVS { op, d, a, s } => {
                     let y = sregs[u(s)];
-                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, y))
+                    op1!(regs, u(d), u(a), |o, x| bin(op, o, x, y))
                 }
                 Inst::Broadcast { d, s } => regs[u(d)] = [sregs[u(s)]; W],
-                Inst::Un { op, d, a } => op1(regs, u(d), u(a), |o, x| un(op, o, x)),
-                Inst::Fma { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                Inst::Un { op, d, a } => op1!(regs, u(d), u(a), |o, x| un(op, o, x)),
+                Inst::Fma { d, a, b, c: cc } => op3!(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
                     }
                 }),
-                Inst::MulAdd { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                Inst::MulAdd { d, a, b, c: cc } => op3!(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = (f(a[l]) * f(b[l]) + f(cc[l])).to_bits();
                     }
                 }),
-                Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
+                Inst::Select { d, c: cond, t, f: fv } => op3!(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
                     // Bitwise, so it vectorises (a branch per lane does not).
                     for l in 0..W {
                         let m = ((cond[l] != 0) as u32).wrapping_neg();
                         o[l] = (t[l] & m) | (fv[l] & !m);
                     }
                 }),
-                Inst::ShrAnd { d, a, shift, mask } => op1(regs, u(d), u(a), |o, a| {
+                Inst::ShrAnd { d, a, shift, mask } => op1!(regs, u(d), u(a), |o, a| {
                     for l in 0..W {
                         o[l] = a[l].wrapping_shr(shift) & mask;
                     }
                 }),
-                Inst::UnpackF { d, a, shift, mask, sub } => op1(regs, u(d), u(a), |o, a| {
+                Inst::UnpackF { d, a, shift, mask, sub } => op1!(regs, u(d), u(a), |o, a| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
                     }
                 }),
-                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2(regs, u(d), u(a), u(m), |o, a, m| {
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2!(regs, u(d), u(a), u(m), |o, a, m| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
-                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
+                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3!(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = (((a[l].wrapping_shr(s[l]) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
-                Inst::UnpackFVar { d, a, s, mask, sub } => op2(regs, u(d), u(a), u(s), |o, a, s| {
+                Inst::UnpackFVar { d, a, s, mask, sub } => op2!(regs, u(d), u(a), u(s), |o, a, s| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(s[l]) & mask) as f32 - sub).to_bits();
                     }
                 }),
-                Inst::ExtractBits { signed, d, e, off, cnt } => op3(regs, u(d), u(e), u(off), u(cnt), |o, e, off, cnt| {
+                Inst::ExtractBits { signed, d, e, off, cnt } => op3!(regs, u(d), u(e), u(off), u(cnt), |o, e, off, cnt| {
                     for l in 0..W {
                         o[l] = extract_bits(e[l], off[l], cnt[l], signed);
                     }
@@ -695,7 +716,7 @@ impl<'p> Worker<'p> {
                 }
                 Inst::LdStorage { d, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
-                    op1(regs, u(d), u(addr), |o, a| {
+                    op1!(regs, u(d), u(addr), |o, a| {
                         load_storage(&view, o, a, off, exec);
                         if let Some(cache) = self.cache.as_mut() {
                             touch_lines(cache, c, binding, a, off, exec);
@@ -706,7 +727,7 @@ impl<'p> Worker<'p> {
                 Inst::LdStorageBelow { d, binding, addr, off, bound } => {
                     let view = mem.storage[binding as usize];
                     let limit = view.len.min(sregs[u(bound)] as usize);
-                    op1(regs, u(d), u(addr), |o, a| {
+                    op1!(regs, u(d), u(addr), |o, a| {
                         load_below(&view, o, a, off, limit);
                         if let Some(cache) = self.cache.as_mut() {
                             touch_lines(cache, c, binding, a, off, exec);
@@ -763,14 +784,14 @@ impl<'p> Worker<'p> {
                     if addr == qwglm_sim_lower::isa::ZERO {
                         regs[u(d)] = [get(off); W];
                     } else {
-                        op1(regs, u(d), u(addr), |o, a| {
+                        op1!(regs, u(d), u(addr), |o, a| {
                             for l in 0..W {
                                 o[l] = get(a[l].wrapping_add(off));
                             }
                         });
                     }
                 }
-                Inst::LdShared { d, addr, off } => op1(regs, u(d), u(addr), |o, a| {
+                Inst::LdShared { d, addr, off } => op1!(regs, u(d), u(addr), |o, a| {
                     for l in 0..W {
                         if exec >> l & 1 == 1 {
                             o[l] = shared.get(a[l].wrapping_add(off) as usize).copied().unwrap_or(0);
