@@ -141,6 +141,7 @@ struct Worker<'p> {
     cache: Option<Cache>,
     /// The host has AVX2 (x86-64): `run_warp` runs a copy of the interpreter loop compiled for
     /// it, so the lane loops work on 8 words at a time (and variable shifts are one instruction).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     avx2: bool,
 }
 
