@@ -973,10 +973,7 @@ fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
 fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32, limit: usize, exec: u64, below: bool) {
     let base = regs.as_mut_ptr();
     if below || exec == ALL_LANES {
-        let mut hi = 0u32;
-        for l in 0..W {
-            hi = hi.max(a[l].wrapping_add(off));
-        }
+        let hi = a.iter().fold(0u32, |hi, &x| hi.max(x.wrapping_add(off)));
         if hi as usize + dst.len() <= limit {
             // SAFETY: `check_program` verified the table's registers (distinct, by the
             // peephole's construction) lie in the register file; every word read is below
@@ -1001,11 +998,11 @@ fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32,
                     2 => copy!(2),
                     4 => copy!(4),
                     8 => copy!(8),
-                    n => {
-                        for l in 0..W {
-                            let src = view.ptr.add(a[l].wrapping_add(off) as usize);
-                            for j in 0..n {
-                                *(base.add(dst[j] as usize) as *mut u32).add(l) = *src.add(j);
+                    _ => {
+                        for (l, &x) in a.iter().enumerate() {
+                            let src = view.ptr.add(x.wrapping_add(off) as usize);
+                            for (j, &d) in dst.iter().enumerate() {
+                                *(base.add(d as usize) as *mut u32).add(l) = *src.add(j);
                             }
                         }
                     }
