@@ -139,6 +139,10 @@ struct Worker<'p> {
     shared: Vec<u32>,
     counters: Counters,
     cache: Option<Cache>,
+    /// The host has AVX2 (x86-64): `run_warp` runs a copy of the interpreter loop compiled for
+    /// it, so the lane loops work on 8 words at a time (and variable shifts are one instruction).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    avx2: bool,
 }
 
 /// Right operand of a two-operand op: a vector register, or one word for every lane (an
@@ -163,41 +167,62 @@ impl Rhs for u32 {
 
 /// Register operands are used in place (no copies): the destination is borrowed mutably and
 /// the sources shared, which needs the destination distinct from the sources. The compiler
-/// writes fresh registers, so the copy below is a rare fallback.
-#[inline(always)]
-fn op1(regs: &mut [Lanes], d: usize, a: usize, f: impl FnOnce(&mut Lanes, &Lanes)) {
-    if d == a {
-        let t = regs[a];
-        f(&mut regs[d], &t)
-    } else {
+/// writes fresh registers, so the copy below is a rare fallback. Macros, not functions taking
+/// closures: the op's lane loop is then always inlined into the interpreter loop (and so
+/// compiled for AVX2 in its AVX2 copy; a closure left out of line would be baseline code).
+macro_rules! op1 {
+    ($regs:expr, $d:expr, $a:expr, |$o:ident, $x:ident| $body:expr) => {{
+        let (d, a): (usize, usize) = ($d, $a);
+        let regs: &mut [Lanes] = $regs;
+        let ta: Lanes;
         let base = regs.as_mut_ptr();
-        // SAFETY: d != a, and `check_program` verified both are inside the register file.
-        unsafe { f(&mut *base.add(d), &*base.add(a)) }
-    }
+        // SAFETY: `check_program` verified both indices are inside the register file; the
+        // destination is a distinct register or the source was copied first.
+        let $x: &Lanes = if d == a {
+            ta = unsafe { *base.add(a) };
+            &ta
+        } else {
+            unsafe { &*base.add(a) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
-#[inline(always)]
-fn op2(regs: &mut [Lanes], d: usize, a: usize, b: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes)) {
-    if d == a || d == b {
-        let (ta, tb) = (regs[a], regs[b]);
-        f(&mut regs[d], &ta, &tb)
-    } else {
+macro_rules! op2 {
+    ($regs:expr, $d:expr, $a:expr, $b:expr, |$o:ident, $x:ident, $y:ident| $body:expr) => {{
+        let (d, a, b): (usize, usize, usize) = ($d, $a, $b);
+        let regs: &mut [Lanes] = $regs;
+        let (ta, tb): (Lanes, Lanes);
         let base = regs.as_mut_ptr();
-        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
-        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b)) }
-    }
+        // SAFETY: as in `op1`.
+        let ($x, $y): (&Lanes, &Lanes) = if d == a || d == b {
+            (ta, tb) = unsafe { (*base.add(a), *base.add(b)) };
+            (&ta, &tb)
+        } else {
+            unsafe { (&*base.add(a), &*base.add(b)) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
-#[inline(always)]
-fn op3(regs: &mut [Lanes], d: usize, a: usize, b: usize, c: usize, f: impl FnOnce(&mut Lanes, &Lanes, &Lanes, &Lanes)) {
-    if d == a || d == b || d == c {
-        let (ta, tb, tc) = (regs[a], regs[b], regs[c]);
-        f(&mut regs[d], &ta, &tb, &tc)
-    } else {
+macro_rules! op3 {
+    ($regs:expr, $d:expr, $a:expr, $b:expr, $c:expr, |$o:ident, $x:ident, $y:ident, $z:ident| $body:expr) => {{
+        let (d, a, b, c): (usize, usize, usize, usize) = ($d, $a, $b, $c);
+        let regs: &mut [Lanes] = $regs;
+        let (ta, tb, tc): (Lanes, Lanes, Lanes);
         let base = regs.as_mut_ptr();
-        // SAFETY: d differs from the sources; all inside the register file (`check_program`).
-        unsafe { f(&mut *base.add(d), &*base.add(a), &*base.add(b), &*base.add(c)) }
-    }
+        // SAFETY: as in `op1`.
+        let ($x, $y, $z): (&Lanes, &Lanes, &Lanes) = if d == a || d == b || d == c {
+            (ta, tb, tc) = unsafe { (*base.add(a), *base.add(b), *base.add(c)) };
+            (&ta, &tb, &tc)
+        } else {
+            unsafe { (&*base.add(a), &*base.add(b), &*base.add(c)) }
+        };
+        let $o: &mut Lanes = unsafe { &mut *base.add(d) };
+        $body
+    }};
 }
 
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
@@ -411,6 +436,11 @@ fn check_program(prog: &EntryProgram) {
         prog.tables[at as usize..][..len as usize].iter().for_each(|&x| r(x));
     };
     let to = |x: u32| assert!((x as usize) < prog.insts.len(), "jump target {x} out of range");
+    // Multi-word loads write through their table's registers at once: no register twice.
+    let distinct = |at: u32, len: u32| {
+        let regs = &prog.tables[at as usize..][..len as usize];
+        assert!(regs.iter().enumerate().all(|(i, x)| !regs[..i].contains(x)), "table {at}+{len} repeats a register");
+    };
     assert!(matches!(prog.insts.last(), Some(Inst::Halt | Inst::Jump { .. })), "program must end in Halt");
     for &(_, x) in &prog.builtins {
         r(x);
@@ -439,6 +469,8 @@ fn check_program(prog: &EntryProgram) {
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
             Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
+            Inst::LdStorageN { table, n, addr, .. } => (r(addr), t(table, n), distinct(table, n)).2,
+            Inst::LdStorageBelowN { table, n, addr, bound, .. } => (r(addr), s(bound), t(table, n), distinct(table, n)).3,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -476,6 +508,7 @@ impl<'p> Worker<'p> {
             shared: vec![0; prog.shared_words as usize],
             counters: Counters::default(),
             cache: cache_model.then(Cache::new),
+            avx2: host_has_avx2(),
         }
     }
 
@@ -533,6 +566,24 @@ impl<'p> Worker<'p> {
     }
 
     fn run_warp(&mut self, w: usize, mem: &Bindings) -> Stop {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: the CPU has AVX2 (`host_has_avx2`).
+            return unsafe { self.run_warp_avx2(w, mem) };
+        }
+        self.run_warp_body(w, mem)
+    }
+
+    /// The same loop compiled with AVX2 enabled: the arithmetic is IEEE f32 and integer ops
+    /// either way (no fast-math, no FMA contraction), so the results are bit-identical.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn run_warp_avx2(&mut self, w: usize, mem: &Bindings) -> Stop {
+        self.run_warp_body(w, mem)
+    }
+
+    #[inline(always)]
+    fn run_warp_body(&mut self, w: usize, mem: &Bindings) -> Stop {
         let prog = self.prog;
         let warp = &mut self.warps[w];
         let shared = &mut self.shared;
@@ -557,8 +608,8 @@ impl<'p> Worker<'p> {
             match inst {
                 Inst::Movi { d, imm } => regs[u(d)] = [imm; W],
                 Inst::Mov { d, s } => regs[u(d)] = regs[u(s)],
-                Inst::MovMasked { d, s } => op1(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
-                Inst::Bin { op, d, a, b } => op2(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
+                Inst::MovMasked { d, s } => op1!(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
+                Inst::Bin { op, d, a, b } => op2!(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
                 Inst::BinImm { op, d, a, imm } => {
                     // Hardware division costs ~25 cycles a lane: powers of two become shifts.
                     let (op, imm) = match op {
@@ -566,61 +617,61 @@ impl<'p> Worker<'p> {
                         BinOp::URem if imm.is_power_of_two() => (BinOp::And, imm - 1),
                         _ => (op, imm),
                     };
-                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, imm))
+                    op1!(regs, u(d), u(a), |o, x| bin(op, o, x, imm))
                 }
                 Inst::BinVS { op, d, a, s } => {
                     let y = sregs[u(s)];
-                    op1(regs, u(d), u(a), |o, x| bin(op, o, x, y))
+                    op1!(regs, u(d), u(a), |o, x| bin(op, o, x, y))
                 }
                 Inst::Broadcast { d, s } => regs[u(d)] = [sregs[u(s)]; W],
-                Inst::Un { op, d, a } => op1(regs, u(d), u(a), |o, x| un(op, o, x)),
-                Inst::Fma { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                Inst::Un { op, d, a } => op1!(regs, u(d), u(a), |o, x| un(op, o, x)),
+                Inst::Fma { d, a, b, c: cc } => op3!(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = f(a[l]).mul_add(f(b[l]), f(cc[l])).to_bits();
                     }
                 }),
-                Inst::MulAdd { d, a, b, c: cc } => op3(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
+                Inst::MulAdd { d, a, b, c: cc } => op3!(regs, u(d), u(a), u(b), u(cc), |o, a, b, cc| {
                     for l in 0..W {
                         o[l] = (f(a[l]) * f(b[l]) + f(cc[l])).to_bits();
                     }
                 }),
-                Inst::Select { d, c: cond, t, f: fv } => op3(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
+                Inst::Select { d, c: cond, t, f: fv } => op3!(regs, u(d), u(cond), u(t), u(fv), |o, cond, t, fv| {
                     // Bitwise, so it vectorises (a branch per lane does not).
                     for l in 0..W {
                         let m = ((cond[l] != 0) as u32).wrapping_neg();
                         o[l] = (t[l] & m) | (fv[l] & !m);
                     }
                 }),
-                Inst::ShrAnd { d, a, shift, mask } => op1(regs, u(d), u(a), |o, a| {
+                Inst::ShrAnd { d, a, shift, mask } => op1!(regs, u(d), u(a), |o, a| {
                     for l in 0..W {
                         o[l] = a[l].wrapping_shr(shift) & mask;
                     }
                 }),
-                Inst::UnpackF { d, a, shift, mask, sub } => op1(regs, u(d), u(a), |o, a| {
+                Inst::UnpackF { d, a, shift, mask, sub } => op1!(regs, u(d), u(a), |o, a| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
                     }
                 }),
-                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2(regs, u(d), u(a), u(m), |o, a, m| {
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2!(regs, u(d), u(a), u(m), |o, a, m| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
-                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
+                Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3!(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = (((a[l].wrapping_shr(s[l]) & mask) as f32 - sub) * f(m[l])).to_bits();
                     }
                 }),
-                Inst::UnpackFVar { d, a, s, mask, sub } => op2(regs, u(d), u(a), u(s), |o, a, s| {
+                Inst::UnpackFVar { d, a, s, mask, sub } => op2!(regs, u(d), u(a), u(s), |o, a, s| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(s[l]) & mask) as f32 - sub).to_bits();
                     }
                 }),
-                Inst::ExtractBits { signed, d, e, off, cnt } => op3(regs, u(d), u(e), u(off), u(cnt), |o, e, off, cnt| {
+                Inst::ExtractBits { signed, d, e, off, cnt } => op3!(regs, u(d), u(e), u(off), u(cnt), |o, e, off, cnt| {
                     for l in 0..W {
                         o[l] = extract_bits(e[l], off[l], cnt[l], signed);
                     }
@@ -666,7 +717,7 @@ impl<'p> Worker<'p> {
                 }
                 Inst::LdStorage { d, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
-                    op1(regs, u(d), u(addr), |o, a| {
+                    op1!(regs, u(d), u(addr), |o, a| {
                         load_storage(&view, o, a, off, exec);
                         if let Some(cache) = self.cache.as_mut() {
                             touch_lines(cache, c, binding, a, off, exec);
@@ -677,13 +728,38 @@ impl<'p> Worker<'p> {
                 Inst::LdStorageBelow { d, binding, addr, off, bound } => {
                     let view = mem.storage[binding as usize];
                     let limit = view.len.min(sregs[u(bound)] as usize);
-                    op1(regs, u(d), u(addr), |o, a| {
+                    op1!(regs, u(d), u(addr), |o, a| {
                         load_below(&view, o, a, off, limit);
                         if let Some(cache) = self.cache.as_mut() {
                             touch_lines(cache, c, binding, a, off, exec);
                         }
                     });
                     c.words_loaded += exec.count_ones() as u64;
+                }
+                Inst::LdStorageN { table, n, binding, addr, off } => {
+                    let view = mem.storage[binding as usize];
+                    let a = regs[u(addr)];
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    load_words(&view, regs, dst, &a, off, view.len, exec, false);
+                    if let Some(cache) = self.cache.as_mut() {
+                        for j in 0..n {
+                            touch_lines(cache, c, binding, &a, off.wrapping_add(j), exec);
+                        }
+                    }
+                    c.words_loaded += exec.count_ones() as u64 * n as u64;
+                }
+                Inst::LdStorageBelowN { table, n, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = view.len.min(sregs[u(bound)] as usize);
+                    let a = regs[u(addr)];
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    load_words(&view, regs, dst, &a, off, limit, exec, true);
+                    if let Some(cache) = self.cache.as_mut() {
+                        for j in 0..n {
+                            touch_lines(cache, c, binding, &a, off.wrapping_add(j), exec);
+                        }
+                    }
+                    c.words_loaded += exec.count_ones() as u64 * n as u64;
                 }
                 Inst::StStorage { s, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
@@ -709,14 +785,14 @@ impl<'p> Worker<'p> {
                     if addr == qwglm_sim_lower::isa::ZERO {
                         regs[u(d)] = [get(off); W];
                     } else {
-                        op1(regs, u(d), u(addr), |o, a| {
+                        op1!(regs, u(d), u(addr), |o, a| {
                             for l in 0..W {
                                 o[l] = get(a[l].wrapping_add(off));
                             }
                         });
                     }
                 }
-                Inst::LdShared { d, addr, off } => op1(regs, u(d), u(addr), |o, a| {
+                Inst::LdShared { d, addr, off } => op1!(regs, u(d), u(addr), |o, a| {
                     for l in 0..W {
                         if exec >> l & 1 == 1 {
                             o[l] = shared.get(a[l].wrapping_add(off) as usize).copied().unwrap_or(0);
@@ -863,6 +939,7 @@ fn load_storage(view: &View, o: &mut Lanes, a: &Lanes, off: u32, exec: u64) {
 
 /// `o[l] = a[l] + off < limit ? storage[a[l] + off] : 0` in every lane (`limit` at most the
 /// buffer's length, so the clamped index is always inside it): branch-free, whatever the mask.
+#[inline(always)]
 fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
     if limit == 0 {
         *o = [0; W];
@@ -883,6 +960,66 @@ fn load_below(view: &View, o: &mut Lanes, a: &Lanes, off: u32, limit: usize) {
         // SAFETY: the index is `i` when below `limit` (<= len), else 0 (len > 0 here).
         let v = unsafe { *view.ptr.add(if inside { i } else { 0 }) };
         o[l] = v & (inside as u32).wrapping_neg();
+    }
+}
+
+/// `regs[dst[j]][l] = storage[a[l] + off + j]` for every `j`: `n = dst.len()` loads at
+/// consecutive offsets. `below`: every lane, words at or past `limit` (at most the buffer's
+/// length) read 0 (`LdStorageBelow`); else the lanes of `exec`, past the buffer reading 0
+/// (`LdStorage`, `limit` = the length). When every lane's words lie below `limit` (one range
+/// check for the warp), each lane copies its `n` words without a check.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32, limit: usize, exec: u64, below: bool) {
+    let base = regs.as_mut_ptr();
+    if below || exec == ALL_LANES {
+        let hi = a.iter().fold(0u32, |hi, &x| hi.max(x.wrapping_add(off)));
+        if hi as usize + dst.len() <= limit {
+            // SAFETY: `check_program` verified the table's registers (distinct, by the
+            // peephole's construction) lie in the register file; every word read is below
+            // `limit` <= the buffer's length.
+            unsafe {
+                // Four lanes at a time: their rows of words in, transposed, four-lane columns
+                // out (so the compiler can use vector shuffles and stores).
+                macro_rules! copy {
+                    ($n:literal) => {{
+                        let d: [*mut u32; $n] = std::array::from_fn(|j| base.add(dst[j] as usize) as *mut u32);
+                        for q in (0..W).step_by(4) {
+                            let rows: [[u32; $n]; 4] = std::array::from_fn(|k| {
+                                std::ptr::read_unaligned(view.ptr.add(a[q + k].wrapping_add(off) as usize) as *const [u32; $n])
+                            });
+                            for j in 0..$n {
+                                std::ptr::write_unaligned(d[j].add(q) as *mut [u32; 4], [rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                            }
+                        }
+                    }};
+                }
+                match dst.len() {
+                    2 => copy!(2),
+                    4 => copy!(4),
+                    8 => copy!(8),
+                    _ => {
+                        for (l, &x) in a.iter().enumerate() {
+                            let src = view.ptr.add(x.wrapping_add(off) as usize);
+                            for (j, &d) in dst.iter().enumerate() {
+                                *(base.add(d as usize) as *mut u32).add(l) = *src.add(j);
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
+    }
+    for (j, &d) in dst.iter().enumerate() {
+        // SAFETY: as above (a register of the file).
+        let o = unsafe { &mut *base.add(d as usize) };
+        let o_off = off.wrapping_add(j as u32);
+        if below {
+            load_below(view, o, a, o_off, limit);
+        } else {
+            load_storage(view, o, a, o_off, exec);
+        }
     }
 }
 
@@ -934,6 +1071,20 @@ fn atomic_rmw(cell: &AtomicU32, op: AtomicOp, v: u32, cmp: u32) -> u32 {
             cell.store(v, o);
             0
         }
+    }
+}
+
+/// AVX2 on this (x86-64) host, checked once.
+fn host_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // QWGLM_SIM_NO_AVX2 (any value) keeps the baseline loop, for comparisons.
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") && std::env::var_os("QWGLM_SIM_NO_AVX2").is_none())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

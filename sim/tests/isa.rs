@@ -709,3 +709,81 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         assert_eq!(&bufs[1][i * 2..i * 2 + 2], &want, "invocation {i}");
     }
 }
+
+#[test]
+fn loads_at_consecutive_offsets_fuse_and_keep_bounds_and_masks() {
+    // Loads from one address at consecutive offsets become one multi-word load: guarded reads
+    // (`LdStorageBelowN`, every lane) and plain reads in a divergent branch (`LdStorageN`, the
+    // active lanes only; the others keep their value). Checked with warps wholly inside the
+    // buffer and the limit (the one-range-check path) and warps that cross either.
+    let src = r#"
+struct Params { limit: u32, stride: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+fn x_at(i: u32, limit: u32) -> u32 {
+    if (i < limit) {
+        return x[i];
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let b = i * p.stride;
+    let limit = p.limit;
+    let g0 = x_at(b, limit);
+    let g1 = x_at(b + 1u, limit);
+    let g2 = x_at(b + 2u, limit);
+    let g3 = x_at(b + 3u, limit);
+    let g4 = x_at(b + 4u, limit);
+    let g5 = x_at(b + 5u, limit);
+    let g6 = x_at(b + 6u, limit);
+    let g7 = x_at(b + 7u, limit);
+    var w = vec3<u32>(7u, 7u, 7u);
+    if (i % 3u != 1u) {
+        let c = b + 2u;
+        let w0 = x[c];
+        let w1 = x[c + 1u];
+        let w2 = x[c + 2u];
+        w = vec3<u32>(w0, w1 * 3u, w2 ^ 5u);
+    }
+    let o = i * 11u;
+    out[o] = g0;
+    out[o + 1u] = g1;
+    out[o + 2u] = g2;
+    out[o + 3u] = g3;
+    out[o + 4u] = g4;
+    out[o + 5u] = g5;
+    out[o + 6u] = g6;
+    out[o + 7u] = g7;
+    out[o + 8u] = w.x;
+    out[o + 9u] = w.y;
+    out[o + 10u] = w.z;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowN { n: 8, .. })), "the eight guarded reads fused: {:?}", program.entries[0].insts);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageN { n: 3, .. })), "the three plain reads fused: {:?}", program.entries[0].insts);
+    let n = 192usize;
+    let xv: Vec<u32> = (0..300u32).map(|v| v * 7 + 1).collect();
+    for (limit, stride) in [(1000u32, 1u32), (100, 1), (1000, 2), (250, 2), (0, 1), (130, 3), (u32::MAX, 1)] {
+        let mut bufs = vec![xv.clone(), vec![0u32; n * 11]];
+        run(src, "main", &mut bufs, &[limit, stride, 0, 0], [(n / 64) as u32, 1, 1], 1);
+        let get = |i: u32| xv.get(i as usize).copied().unwrap_or(0);
+        let at = |i: u32| if i < limit { get(i) } else { 0 };
+        for i in 0..n as u32 {
+            let b = i * stride;
+            let got = &bufs[1][i as usize * 11..][..11];
+            let mut want: Vec<u32> = (0..8).map(|j| at(b + j)).collect();
+            if i % 3 != 1 {
+                want.extend([get(b + 2), get(b + 3).wrapping_mul(3), get(b + 4) ^ 5]);
+            } else {
+                want.extend([7, 7, 7]);
+            }
+            assert_eq!(got, &want[..], "invocation {i}, limit {limit}, stride {stride}");
+        }
+    }
+}

@@ -215,6 +215,13 @@ pub enum Inst {
     /// `i = addr + off` (wrapping), `d = i < sregs[bound] ? storage[i] : 0` (out of the buffer
     /// reads 0 as always). Written in every lane; inactive lanes get values nobody reads.
     LdStorageBelow { d: Reg, binding: u8, addr: Reg, off: u32, bound: SReg },
+    /// Superinstruction (peephole of loads from one address register at consecutive offsets):
+    /// `regs[tables[table + j]] = storage[addr + off + j]` for `j < n`, in the lanes of exec
+    /// (the others keep their values), exactly as the `n` separate `LdStorage`s.
+    LdStorageN { table: u32, n: u32, binding: u8, addr: Reg, off: u32 },
+    /// Superinstruction: `n` consecutive `LdStorageBelow`s from one address register,
+    /// `regs[tables[table + j]] = i < sregs[bound] ? storage[i] : 0` with `i = addr + off + j`.
+    LdStorageBelowN { table: u32, n: u32, binding: u8, addr: Reg, off: u32, bound: SReg },
     StStorage { s: Reg, binding: u8, addr: Reg, off: u32 },
     LdUniform { d: Reg, addr: Reg, off: u32 },
     LdShared { d: Reg, addr: Reg, off: u32 },

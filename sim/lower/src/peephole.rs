@@ -7,7 +7,10 @@
 //!   `LdStorageBelow`: the bounds-guarded reads (`x_at`-style helpers) in one instruction;
 //! - `m * unpack` (f32) → `UnpackFMul` / `UnpackFVarMul`: the scale of the quant formats;
 //! - `x + a * b` (f32, the product single-use) → `MulAdd` (two roundings, as before): dot
-//!   products and accumulations.
+//!   products and accumulations;
+//! - `storage[(a + k) + off]` → `storage[a + (k + off)]` (single-use address), then loads from
+//!   one address register at consecutive offsets → `LdStorageN` / `LdStorageBelowN`: the
+//!   activation and weight words a lane reads side by side, as one multi-word load.
 
 use crate::isa::*;
 
@@ -65,6 +68,100 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => out.push(c),
         _ => {}
     }
+}
+
+/// Applies `f` to every vector register `inst` reads, except a destination it also reads (the
+/// inactive lanes it keeps).
+fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
+    let g = |r: &mut Reg| *r = f(*r);
+    match inst {
+        Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => g(s),
+        Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } | Inst::UnpackFMul { a, m: b, .. } => (g(a), g(b)).1,
+        Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => (g(a), g(b), g(c)).2,
+        Inst::Select { c, t, f, .. } => (g(c), g(t), g(f)).2,
+        Inst::ExtractBits { e, off, cnt, .. } => (g(e), g(off), g(cnt)).2,
+        Inst::InsertBits { e, n, off, cnt, .. } => (g(e), g(n), g(off), g(cnt)).3,
+        Inst::Gather { idx, .. } | Inst::BinVS { a: idx, .. } => g(idx),
+        Inst::ScatterMasked { idx, s, .. } => (g(idx), g(s)).1,
+        Inst::LdStorage { addr, .. } | Inst::LdShared { addr, .. } | Inst::LdUniform { addr, .. } | Inst::LdStorageBelow { addr, .. } => g(addr),
+        Inst::LdStorageN { addr, .. } | Inst::LdStorageBelowN { addr, .. } => g(addr),
+        Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (g(s), g(addr)).1,
+        Inst::Atomic { addr, v, cmp, .. } => (g(addr), g(v), g(cmp)).2,
+        Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => g(c),
+        _ => {}
+    }
+}
+
+/// Copy propagation: `d = s` (`Mov`) where `d` is written once and all its reads follow in the
+/// same basic block while `s` is unchanged: the readers read `s`, and the copy goes (the loads
+/// of function variables, e.g. a loop counter read several times per iteration).
+fn propagate_copies(prog: &mut EntryProgram) {
+    let mut insts = std::mem::take(&mut prog.insts);
+    let uses = Uses::of(prog, &insts);
+    let mut removed = vec![false; insts.len()];
+    let mut src = Vec::new();
+    for i in 0..insts.len() {
+        let Inst::Mov { d, s } = insts[i] else { continue };
+        // (Registers of dynamically indexed tables change through `ScatterMasked`, which
+        // `dest` does not name: never propagated.)
+        if d == s || d == ZERO || uses.writes[d as usize] != 1 || uses.def_at[d as usize] != i || prog.tables.contains(&s) {
+            continue;
+        }
+        let (mut left, mut readers, mut k) = (uses.reads[d as usize] as usize, Vec::new(), i + 1);
+        let ok = loop {
+            if left == 0 {
+                break true;
+            }
+            if k >= insts.len() || uses.block_start[k] {
+                break false;
+            }
+            sources(&insts[k], &mut src);
+            let n = src.iter().filter(|&&r| r == d).count();
+            if n > 0 {
+                readers.push(k);
+                left = left.saturating_sub(n);
+            }
+            // `s` may change only at (or after) the last read: a reader reads before it writes.
+            if dest(&insts[k]) == Some(s) && left > 0 {
+                break false;
+            }
+            k += 1;
+        };
+        // A reader that also keeps its destination's lanes must not read `d` that way.
+        if !ok || readers.iter().any(|&k| dest(&insts[k]) == Some(d)) {
+            continue;
+        }
+        for &k in &readers {
+            map_sources(&mut insts[k], |r| if r == d { s } else { r });
+        }
+        removed[i] = true;
+    }
+    prog.insts = compact(insts, &removed);
+}
+
+/// `insts` without the `removed` ones; jumps move to the next kept instruction.
+fn compact(insts: Vec<Inst>, removed: &[bool]) -> Vec<Inst> {
+    let mut new_index = Vec::with_capacity(insts.len() + 1);
+    let mut kept = 0u32;
+    for &r in removed {
+        new_index.push(kept);
+        kept += !r as u32;
+    }
+    new_index.push(kept);
+    insts
+        .into_iter()
+        .zip(removed)
+        .filter(|(_, &r)| !r)
+        .map(|(mut inst, _)| {
+            match &mut inst {
+                Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
+                    *to = new_index[*to as usize]
+                }
+                _ => {}
+            }
+            inst
+        })
+        .collect()
 }
 
 fn jump_target(inst: &Inst) -> Option<u32> {
@@ -153,6 +250,7 @@ fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[R
 
 /// Fuses the unpack patterns in `prog` and drops the instructions they replace.
 pub fn fuse(prog: &mut EntryProgram) {
+    propagate_copies(prog);
     let mut insts = std::mem::take(&mut prog.insts);
     let uses = Uses::of(prog, &insts);
     let mut removed = vec![false; insts.len()];
@@ -271,26 +369,93 @@ pub fn fuse(prog: &mut EntryProgram) {
             }
         }
     }
-    // Drop the fused-away instructions; jumps move to the next kept instruction.
-    let mut new_index = Vec::with_capacity(insts.len() + 1);
-    let mut kept = 0u32;
-    for &r in &removed {
-        new_index.push(kept);
-        kept += !r as u32;
+    // A load's address `a + k` (single use) folds into its offset: the wrapping sums agree.
+    for k in 0..insts.len() {
+        let (Inst::LdStorage { addr, .. } | Inst::LdStorageBelow { addr, .. }) = insts[k] else { continue };
+        let Some(ia) = uses.single_use_def(addr, k) else { continue };
+        let Inst::BinImm { op: BinOp::IAdd, a, imm, .. } = insts[ia] else { continue };
+        if removed[k] || removed[ia] || !unchanged(&insts, &removed, ia, k, &[a]) {
+            continue;
+        }
+        if let Inst::LdStorage { addr, off, .. } | Inst::LdStorageBelow { addr, off, .. } = &mut insts[k] {
+            *addr = a;
+            *off = off.wrapping_add(imm);
+        }
+        removed[ia] = true;
     }
-    new_index.push(kept);
-    prog.insts = insts
-        .into_iter()
-        .zip(&removed)
-        .filter(|(_, &r)| !r)
-        .map(|(mut inst, _)| {
-            match &mut inst {
-                Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } => {
-                    *to = new_index[*to as usize]
-                }
-                _ => {}
+    // Loads from one address register at consecutive offsets → LdStorageN / LdStorageBelowN,
+    // at the first load's place. The later loads move up over pure instructions only (no
+    // store, atomic, barrier or mask change), none of which writes the address or the bound
+    // or reads a moved load's destination; each destination is written only by its load.
+    // (Runs last: `dest`/`sources` do not know the multi-destination loads.)
+    const MAX_WORDS: usize = 8;
+    let mut src = Vec::new();
+    let mut new_tables: Vec<Reg> = Vec::new();
+    for i0 in 0..insts.len() {
+        let (binding, addr, off, bound) = match insts[i0] {
+            Inst::LdStorage { binding, addr, off, .. } => (binding, addr, off, None),
+            Inst::LdStorageBelow { binding, addr, off, bound, .. } => (binding, addr, off, Some(bound)),
+            _ => continue,
+        };
+        let first = dest(&insts[i0]).expect("a load has a destination");
+        if removed[i0] || first == addr {
+            continue;
+        }
+        let mut group = vec![(i0, first)];
+        let mut k = i0 + 1;
+        while k < insts.len() && !uses.block_start[k] && group.len() < MAX_WORDS {
+            if removed[k] {
+                k += 1;
+                continue;
             }
-            inst
-        })
-        .collect();
+            let next = off.wrapping_add(group.len() as u32);
+            let matching = match insts[k] {
+                Inst::LdStorage { binding: b, addr: a, off: o, .. } => bound.is_none() && (b, a, o) == (binding, addr, next),
+                Inst::LdStorageBelow { binding: b, addr: a, off: o, bound: s, .. } => bound == Some(s) && (b, a, o) == (binding, addr, next),
+                _ => false,
+            };
+            if matching {
+                let d = dest(&insts[k]).expect("a load has a destination");
+                let clean = uses.writes[d as usize] == 1
+                    && d != addr
+                    && !group.iter().any(|&(_, g)| g == d)
+                    && (i0 + 1..k).all(|m| {
+                        removed[m] || {
+                            sources(&insts[m], &mut src);
+                            !src.contains(&d)
+                        }
+                    });
+                if !clean {
+                    break;
+                }
+                group.push((k, d));
+            } else {
+                let pure = match insts[k] {
+                    Inst::Atomic { .. } => false,
+                    ref x if dest(x).is_some() => dest(x) != Some(addr),
+                    ref x => sdest(x).is_some_and(|s| Some(s) != bound),
+                };
+                if !pure {
+                    break;
+                }
+            }
+            k += 1;
+        }
+        if group.len() < 2 {
+            continue;
+        }
+        let table = (prog.tables.len() + new_tables.len()) as u32;
+        new_tables.extend(group.iter().map(|&(_, d)| d));
+        let n = group.len() as u32;
+        insts[i0] = match bound {
+            None => Inst::LdStorageN { table, n, binding, addr, off },
+            Some(bound) => Inst::LdStorageBelowN { table, n, binding, addr, off, bound },
+        };
+        for &(k, _) in &group[1..] {
+            removed[k] = true;
+        }
+    }
+    prog.tables.extend(new_tables);
+    // Drop the fused-away instructions; jumps move to the next kept instruction.
+    prog.insts = compact(insts, &removed);
 }

@@ -12,6 +12,7 @@ mod native {
     use engine::quant::{self, GgmlType};
     use qwglm_sim::{SimDevice, SimOptions};
 
+    #[inline(always)]
     /// y = W x over GGUF Q4_0 blocks (f16 d, 16 bytes of nibbles: low = elements 0..16, high = 16..32).
     fn native_q4_0(blocks: &[u8], x: &[f32], n: usize, k: usize, y: &mut [f32]) {
         let per_row = k / 32;
@@ -30,6 +31,14 @@ mod native {
             }
             *out = acc;
         }
+    }
+
+    /// The same loop compiled for AVX2 (the simulator's interpreter loop uses AVX2 when the CPU
+    /// has it, so this is the like-for-like reference on such a host).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn native_q4_0_avx2(blocks: &[u8], x: &[f32], n: usize, k: usize, y: &mut [f32]) {
+        native_q4_0(blocks, x, n, k, y)
     }
 
     fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -73,6 +82,19 @@ mod native {
     }
 
     pub fn main() {
+        let argv: Vec<String> = std::env::args().collect();
+        if let Some(at) = argv.iter().position(|a| a == "--dump") {
+            // `--dump FILE [ENTRY]`: the bytecode of a kernel entry point, one instruction a line.
+            let file = argv.get(at + 1).expect("--dump FILE [ENTRY]");
+            let entry = argv.get(at + 2).map(String::as_str).unwrap_or("main");
+            let programs = qwglm_sim::kernel_programs().expect("kernels");
+            let prog = programs.iter().find(|p| &p.file == file).expect("no such kernel").entry(entry).expect("no such entry");
+            for (i, inst) in prog.insts.iter().enumerate() {
+                println!("{i:4} {inst:?}");
+            }
+            println!("{} registers, {} scalar registers, {} mask slots", prog.n_regs, prog.n_sregs, prog.n_masks);
+            return;
+        }
         if std::env::args().any(|a| a == "--smollm2") {
             for threads in [1, 0] {
                 smollm2_decode(threads, 4);
@@ -97,7 +119,6 @@ mod native {
         let x: Vec<f32> = (0..k).map(|_| (next() % 2000) as f32 / 1000.0 - 1.0).collect();
 
         let mut want = vec![0.0f32; n];
-        let native = best_of(7, || native_q4_0(&disk, &x, n, k, &mut want));
 
         let mut dev = SimDevice::new(SimOptions { threads: 1, ..Default::default() }).expect("sim");
         let packed = quant::repack(GgmlType::Q4_0, &disk).expect("repack");
@@ -117,17 +138,34 @@ mod native {
         dev.reset_counters();
         dev.run(std::slice::from_ref(&op)).expect("run");
         let counters = dev.counters();
-        let sim = best_of(5, || dev.run(std::slice::from_ref(&op)).expect("run"));
+        // Native and simulator runs alternate, so both see the same machine load (it is shared).
+        let (mut native, mut sim, mut native_avx2) = (f64::MAX, f64::MAX, f64::MAX);
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt");
+        for _ in 0..7 {
+            native = native.min(best_of(1, || native_q4_0(&disk, &x, n, k, &mut want)));
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                let mut y = vec![0.0f32; n];
+                // SAFETY: the CPU has AVX2 and POPCNT (checked above).
+                native_avx2 = native_avx2.min(best_of(1, || unsafe { native_q4_0_avx2(&disk, &x, n, k, &mut y) }));
+                assert_eq!(y, want, "the AVX2 build of the native loop gives the same bits");
+            }
+            sim = sim.min(best_of(1, || dev.run(std::slice::from_ref(&op)).expect("run")));
+        }
         let got = engine::session::now_or_never(read_f32(&mut dev, out, 0, n)).expect("sim reads are ready").expect("read");
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
         assert!(err <= scale * 1e-4, "simulator and native loop disagree: max err {err} (scale {scale})");
 
         let weights = (n * k) as f64;
-        println!("Q4_0 mat-vec {n} x {k}, one thread, best of 5-7");
+        println!("Q4_0 mat-vec {n} x {k}, one thread, best of 7 alternating runs each");
         println!("native Rust loop: {:.3} ms, {:.3} ns/weight", native * 1e3, native * 1e9 / weights);
         println!("simulator:        {:.3} ms, {:.3} ns/weight", sim * 1e3, sim * 1e9 / weights);
         println!("ratio:            {:.1}x", sim / native);
+        if native_avx2 < f64::MAX {
+            println!("native loop built for AVX2: {:.3} ms; ratio against it {:.1}x", native_avx2 * 1e3, sim / native_avx2);
+        }
         println!(
             "counters: {} warp instructions ({:.1} per weight-lane), SIMD efficiency {:.1}%, {} words loaded, cache hit rate {:.1}%",
             counters.warp_instructions,
