@@ -404,29 +404,44 @@ async fn take_or_load(
     Ok(loaded)
 }
 
-/// The device for a preference: WebGPU (the engine's WgpuDevice) unless the CPU is asked for or
-/// no adapter/device is available; then the reference device on the CPU, and the reason.
+/// The device for a preference. Auto and WebGPU open WebGPU (the engine's WgpuDevice) when an
+/// adapter and device are available. Without one, Auto falls back to the GPU simulator (the same
+/// WGSL kernels on the CPU), an explicit WebGPU choice to the reference device; "CPU" is always
+/// the reference device. The reason for any fallback comes back with the device.
 async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
-    let mut fallback = None;
-    if preference == BackendPreference::Simulator {
-        match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
-            Ok(device) => return (Box::new(YieldingDevice::new(device)), Backend::Simulator, None),
-            Err(e) => fallback = Some(format!("the GPU simulator did not start ({e}); running on the CPU")),
-        }
-    } else if preference != BackendPreference::Cpu {
-        let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
-            .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
-            .is_ok_and(|g| !g.is_undefined() && !g.is_null());
-        if has_gpu {
-            match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
-                Ok(device) => return (Box::new(device), Backend::WebGpu, None),
-                Err(e) => fallback = Some(format!("WebGPU unavailable ({e}); running on the CPU")),
+    let webgpu_problem = match preference {
+        BackendPreference::Cpu => return (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, None),
+        BackendPreference::Simulator => None,
+        BackendPreference::Auto | BackendPreference::WebGpu => {
+            let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+                .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
+                .is_ok_and(|g| !g.is_undefined() && !g.is_null());
+            if has_gpu {
+                match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
+                    Ok(device) => return (Box::new(device), Backend::WebGpu, None),
+                    Err(e) => Some(format!("WebGPU is unavailable ({e})")),
+                }
+            } else {
+                Some("WebGPU is not available in this browser".to_string())
             }
-        } else {
-            fallback = Some("WebGPU is not available in this browser; running on the CPU".to_string());
+        }
+    };
+    if preference == BackendPreference::WebGpu {
+        let problem = webgpu_problem.unwrap_or_default();
+        return (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, Some(format!("{problem}; running on the CPU reference device")));
+    }
+    // Auto without WebGPU, or the simulator chosen.
+    match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
+        Ok(device) => {
+            let note = webgpu_problem.map(|problem| format!("{problem}; the GPU simulator runs the WebGPU kernels on the CPU (slow)"));
+            (Box::new(YieldingDevice::new(device)), Backend::Simulator, note)
+        }
+        Err(e) => {
+            let problem = webgpu_problem.map(|p| format!("{p}; ")).unwrap_or_default();
+            let note = format!("{problem}the GPU simulator did not start ({e}); running on the CPU reference device");
+            (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, Some(note))
         }
     }
-    (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, fallback)
 }
 
 async fn send_models(state: &HostState, client: &Client, id: RequestId) -> Result<()> {
