@@ -413,16 +413,13 @@ async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend
         BackendPreference::Cpu => return (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, None),
         BackendPreference::Simulator => None,
         BackendPreference::Auto | BackendPreference::WebGpu => {
-            let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
-                .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
-                .is_ok_and(|g| !g.is_undefined() && !g.is_null());
-            if has_gpu {
+            if has_webgpu_adapter().await {
                 match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
                     Ok(device) => return (Box::new(device), Backend::WebGpu, None),
-                    Err(e) => Some(format!("WebGPU is unavailable ({e})")),
+                    Err(e) => Some(format!("WebGPU did not start ({e})")),
                 }
             } else {
-                Some("WebGPU is not available in this browser".to_string())
+                Some("WebGPU is not available in this browser (no GPU adapter)".to_string())
             }
         }
     };
@@ -442,6 +439,25 @@ async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend
             (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, Some(note))
         }
     }
+}
+
+/// Whether `navigator.gpu.requestAdapter()` gives an adapter (headless Chromium without
+/// `--enable-unsafe-webgpu` has `navigator.gpu` but answers null).
+async fn has_webgpu_adapter() -> bool {
+    let Ok(gpu) = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).and_then(|n| js_sys::Reflect::get(&n, &"gpu".into())) else {
+        return false;
+    };
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    let Ok(request) = js_sys::Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+    else {
+        return false;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(JsValue::from)) else {
+        return false;
+    };
+    wasm_bindgen_futures::JsFuture::from(promise).await.is_ok_and(|adapter| !adapter.is_undefined() && !adapter.is_null())
 }
 
 async fn send_models(state: &HostState, client: &Client, id: RequestId) -> Result<()> {
