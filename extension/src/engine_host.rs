@@ -450,11 +450,11 @@ async fn has_webgpu_adapter() -> bool {
     if gpu.is_undefined() || gpu.is_null() {
         return false;
     }
-    let Ok(request) = js_sys::Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+    let Ok(request) = js_sys::Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
     else {
         return false;
     };
-    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(JsValue::from)) else {
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else {
         return false;
     };
     wasm_bindgen_futures::JsFuture::from(promise).await.is_ok_and(|adapter| !adapter.is_undefined() && !adapter.is_null())
@@ -619,7 +619,7 @@ async fn load(
     let options = ModelOptions { context: CONTEXT_TOKENS, ..ModelOptions::default() };
     let mut last_percent = u64::MAX;
     let mut progress = |p: engine::model::LoadProgress| {
-        let percent = if p.bytes_total > 0 { p.bytes_done * 100 / p.bytes_total } else { 0 };
+        let percent = (p.bytes_done * 100).checked_div(p.bytes_total).unwrap_or(0);
         if percent != last_percent {
             last_percent = percent;
             client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Upload, done: p.bytes_done, total: p.bytes_total });
