@@ -5,7 +5,7 @@
 # server and downloaded (verified) into the extension's IndexedDB, and the chat open
 # (cargo xtask run). Headless, the default without $DISPLAY, it asks PROMPT in the real popup,
 # prints the streamed answer and exits.
-# usage: scripts/run.sh [--headless|--headed] [--backend auto|webgpu|cpu] [--no-build] [PROMPT]
+# usage: scripts/run.sh [--headless|--headed] [--backend auto|webgpu|cpu|simulator] [--no-build] [PROMPT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

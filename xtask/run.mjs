@@ -8,7 +8,8 @@
 // browser window is closed. Progress goes to stderr.
 //
 // Environment (set by xtask): QWGLM_NODE_MODULES, QWGLM_CHROMIUM, QWGLM_DIST, QWGLM_PROFILE,
-// QWGLM_HEADLESS; optional QWGLM_PROMPT, QWGLM_BACKEND (auto|webgpu|cpu), QWGLM_MODELS.
+// QWGLM_HEADLESS; optional QWGLM_PROMPT, QWGLM_BACKEND (auto|webgpu|cpu|simulator; headless
+// default: cpu), QWGLM_MODELS.
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -56,8 +57,10 @@ async function main() {
   // A previous run killed mid-way leaves Chromium's profile lock behind.
   for (const lock of ['SingletonLock', 'SingletonSocket', 'SingletonCookie']) rmSync(join(profile, lock), { force: true });
   // Headless Chromium only has SwiftShader for WebGPU (minutes per answer), so headless runs
-  // leave WebGPU off and the extension falls back to the CPU, unless asked otherwise.
-  const webgpu = backend === 'webgpu' || (!headless && backend !== 'cpu');
+  // leave WebGPU off and, unless another backend is asked for, choose the CPU reference device:
+  // Auto without WebGPU would take the GPU simulator, slower still.
+  const webgpu = backend === 'webgpu' || (!headless && backend !== 'cpu' && backend !== 'simulator');
+  const chosenBackend = backend ?? (headless ? 'cpu' : undefined);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.QWGLM_CHROMIUM,
     headless,
@@ -81,7 +84,7 @@ async function main() {
       settings.hub_url = hubUrl;
       if (backend) settings.backend = backend;
       await chrome.storage.local.set({ settings });
-    }, { hubUrl: hub.url, backend });
+    }, { hubUrl: hub.url, backend: chosenBackend });
     await options.reload();
     const row = options.locator(`#models tr[data-model="${MODEL_ID}"]`);
     // Connected to the engine and the store listed: the row is ready or offers its download.

@@ -173,7 +173,7 @@ pub async fn download(
                 } else {
                     failures += 1;
                     // A host that keeps failing: move on to the next (mirror).
-                    if failures % 2 == 0 {
+                    if failures.is_multiple_of(2) {
                         host += 1;
                     }
                 }
@@ -288,7 +288,7 @@ async fn fetch_into(
 
     let body = response.body().ok_or_else(|| failed("empty body".into()))?;
     let reader: JsValue = js_sys::Reflect::get(&body, &"getReader".into())
-        .and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+        .and_then(|f| f.dyn_into::<js_sys::Function>())
         .and_then(|f| f.call0(&body))
         .map_err(|e| failed(js_error_text(&e)))?;
     let read: js_sys::Function =

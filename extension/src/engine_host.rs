@@ -404,29 +404,60 @@ async fn take_or_load(
     Ok(loaded)
 }
 
-/// The device for a preference: WebGPU (the engine's WgpuDevice) unless the CPU is asked for or
-/// no adapter/device is available; then the reference device on the CPU, and the reason.
+/// The device for a preference. Auto and WebGPU open WebGPU (the engine's WgpuDevice) when an
+/// adapter and device are available. Without one, Auto falls back to the GPU simulator (the same
+/// WGSL kernels on the CPU), an explicit WebGPU choice to the reference device; "CPU" is always
+/// the reference device. The reason for any fallback comes back with the device.
 async fn open_device(preference: BackendPreference) -> (Box<dyn Device>, Backend, Option<String>) {
-    let mut fallback = None;
-    if preference == BackendPreference::Simulator {
-        match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
-            Ok(device) => return (Box::new(YieldingDevice::new(device)), Backend::Simulator, None),
-            Err(e) => fallback = Some(format!("the GPU simulator did not start ({e}); running on the CPU")),
-        }
-    } else if preference != BackendPreference::Cpu {
-        let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
-            .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()))
-            .is_ok_and(|g| !g.is_undefined() && !g.is_null());
-        if has_gpu {
-            match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
-                Ok(device) => return (Box::new(device), Backend::WebGpu, None),
-                Err(e) => fallback = Some(format!("WebGPU unavailable ({e}); running on the CPU")),
+    let webgpu_problem = match preference {
+        BackendPreference::Cpu => return (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, None),
+        BackendPreference::Simulator => None,
+        BackendPreference::Auto | BackendPreference::WebGpu => {
+            if has_webgpu_adapter().await {
+                match engine::device::WgpuDevice::new(engine::device::WgpuOptions::default()).await {
+                    Ok(device) => return (Box::new(device), Backend::WebGpu, None),
+                    Err(e) => Some(format!("WebGPU did not start ({e})")),
+                }
+            } else {
+                Some("WebGPU is not available in this browser (no GPU adapter)".to_string())
             }
-        } else {
-            fallback = Some("WebGPU is not available in this browser; running on the CPU".to_string());
+        }
+    };
+    if preference == BackendPreference::WebGpu {
+        let problem = webgpu_problem.unwrap_or_default();
+        return (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, Some(format!("{problem}; running on the CPU reference device")));
+    }
+    // Auto without WebGPU, or the simulator chosen.
+    match qwglm_sim::SimDevice::new(qwglm_sim::SimOptions::default()) {
+        Ok(device) => {
+            let note = webgpu_problem.map(|problem| format!("{problem}; the GPU simulator runs the WebGPU kernels on the CPU (slow)"));
+            (Box::new(YieldingDevice::new(device)), Backend::Simulator, note)
+        }
+        Err(e) => {
+            let problem = webgpu_problem.map(|p| format!("{p}; ")).unwrap_or_default();
+            let note = format!("{problem}the GPU simulator did not start ({e}); running on the CPU reference device");
+            (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, Some(note))
         }
     }
-    (Box::new(YieldingDevice::new(RefDevice::new())), Backend::Cpu, fallback)
+}
+
+/// Whether `navigator.gpu.requestAdapter()` gives an adapter (headless Chromium without
+/// `--enable-unsafe-webgpu` has `navigator.gpu` but answers null).
+async fn has_webgpu_adapter() -> bool {
+    let Ok(gpu) = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).and_then(|n| js_sys::Reflect::get(&n, &"gpu".into())) else {
+        return false;
+    };
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    let Ok(request) = js_sys::Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
+    else {
+        return false;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else {
+        return false;
+    };
+    wasm_bindgen_futures::JsFuture::from(promise).await.is_ok_and(|adapter| !adapter.is_undefined() && !adapter.is_null())
 }
 
 async fn send_models(state: &HostState, client: &Client, id: RequestId) -> Result<()> {
@@ -588,7 +619,7 @@ async fn load(
     let options = ModelOptions { context: CONTEXT_TOKENS, ..ModelOptions::default() };
     let mut last_percent = u64::MAX;
     let mut progress = |p: engine::model::LoadProgress| {
-        let percent = if p.bytes_total > 0 { p.bytes_done * 100 / p.bytes_total } else { 0 };
+        let percent = (p.bytes_done * 100).checked_div(p.bytes_total).unwrap_or(0);
         if percent != last_percent {
             last_percent = percent;
             client.send(&EngineEvent::LoadProgress { id, stage: LoadStage::Upload, done: p.bytes_done, total: p.bytes_total });

@@ -187,7 +187,8 @@ pub enum EngineEvent {
     Status { id: RequestId, status: EngineStatus },
     /// `done`/`total` are bytes for downloads and tensors-bytes for uploads; `total` 0 = unknown.
     LoadProgress { id: RequestId, stage: LoadStage, done: u64, total: u64 },
-    /// `fallback` says why WebGPU was not used when it was wanted (no adapter, device error).
+    /// `fallback` says why WebGPU was not used when it was wanted (no adapter, device error) and
+    /// what runs instead (Auto: the GPU simulator; WebGPU: the CPU reference device).
     Loaded {
         id: RequestId,
         model: String,
@@ -425,7 +426,7 @@ pub struct Settings {
     pub backend: BackendPreference,
 }
 
-/// Which device the user wants; `Auto` takes WebGPU when an adapter exists.
+/// Which device the user wants; `Auto` takes WebGPU when an adapter exists, else the GPU simulator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendPreference {

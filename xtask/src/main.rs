@@ -8,7 +8,7 @@
 //! - `test-browser [--fast] [--no-build]`: `dist`, then tests/browser/chat.mjs, extension.mjs and
 //!   import.mjs (playwright-core driving headless Chromium) against local Hub-layout servers with
 //!   the SmolLM2 GGUF; ends with a cargo-style `test result:` line.
-//! - `run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT]`: the product:
+//! - `run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu|simulator] [PROMPT]`: the product:
 //!   `dist`, a local Hub-layout server for the cached models, Chromium with the extension loaded
 //!   (persistent profile `target/run-profile`), the default model downloaded into IndexedDB and
 //!   the chat open (xtask/run.mjs). Headless (the default without `$DISPLAY`) it asks PROMPT in
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Some("test-browser") => test_browser(flag("--fast"), flag("--no-build")),
         Some("run") => run_product(&args[1..]),
         Some("bench-browser") => bench_browser(&args[1..]),
-        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build] | run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu] [PROMPT] | bench-browser [--no-build] [--fast] [--tokens N] [--json FILE]".into()),
+        _ => Err("usage: cargo xtask dist [--fast] | test-browser [--fast] [--no-build] | run [--headless] [--no-build] [--fast] [--backend auto|webgpu|cpu|simulator] [PROMPT] | bench-browser [--no-build] [--fast] [--tokens N] [--json FILE]".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,7 +214,7 @@ fn run_product(args: &[String]) -> Result<()> {
             "--headed" => headless = false,
             "--fast" => fast = true,
             "--no-build" => no_build = true,
-            "--backend" => backend = Some(rest.next().ok_or("--backend needs auto, webgpu or cpu")?.clone()),
+            "--backend" => backend = Some(rest.next().ok_or("--backend needs auto, webgpu, cpu or simulator")?.clone()),
             "--prompt" => prompt.push(rest.next().ok_or("--prompt needs a text")?.clone()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             text => prompt.push(text.to_string()),

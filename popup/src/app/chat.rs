@@ -193,7 +193,7 @@ impl ChatState {
                 self.model_line = format!("{} · {}", model_name(status.model.as_deref()), status.backend.label());
             }
             EngineEvent::LoadProgress { stage, done, total, .. } => {
-                let percent = if total > 0 { format!(" {}%", done * 100 / total) } else { String::new() };
+                let percent = (done * 100).checked_div(total).map(|p| format!(" {p}%")).unwrap_or_default();
                 self.activity = match stage {
                     LoadStage::Download => format!("Downloading model…{percent}"),
                     LoadStage::Parse => "Reading model…".to_string(),

@@ -483,7 +483,7 @@ pub fn options_app() -> Html {
             </label>
             <label>{ "Backend" }
                 <select id="backend" onchange={on_backend}>
-                    <option value="auto" selected={current.backend == BackendPreference::Auto}>{ "Auto (WebGPU when available)" }</option>
+                    <option value="auto" selected={current.backend == BackendPreference::Auto}>{ "Auto (WebGPU when available, else the GPU simulator)" }</option>
                     <option value="webgpu" selected={current.backend == BackendPreference::WebGpu}>{ "WebGPU" }</option>
                     <option value="cpu" selected={current.backend == BackendPreference::Cpu}>{ "CPU (reference device)" }</option>
                     <option value="simulator" selected={current.backend == BackendPreference::Simulator}>{ "GPU simulator (the WebGPU kernels on the CPU; slow)" }</option>
