@@ -182,7 +182,7 @@ struct BenchArgs {
     #[arg(short, long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
     model: Option<String>,
     /// Random weights with the shapes and formats of a named config instead of a file:
-    /// qwen2.5-0.5b, qwen3-0.6b, llama3-8b-q4_k_m.
+    /// qwen2.5-0.5b, qwen3-0.6b, llama3-8b-q4_k_m, smollm2-135m.
     #[arg(long)]
     synthetic: Option<String>,
     #[arg(long, value_enum, default_value = "ref")]

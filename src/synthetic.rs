@@ -3,7 +3,9 @@
 //! not depend on the weight values, so this measures a model where its file is not at hand (the
 //! lent GPU machine reaches no model hub). The formats follow the GGUF files we compare against:
 //! `qwen2.5-0.5b` is Qwen2.5-Coder-0.5B-Instruct Q4_K_M's mix, `llama3-8b-q4_k_m` llama.cpp's
-//! Q4_K_M recipe for Llama-3-8B (Q6_K for attn_v and ffn_down in every other layer).
+//! Q4_K_M recipe for Llama-3-8B (Q6_K for attn_v and ffn_down in every other layer),
+//! `smollm2-135m` the SmolLM2-135M-Instruct Q4_1 file the extension downloads by default (Q4_1
+//! layers, Q8_0 embedding tied to the output).
 
 use std::borrow::Cow;
 
@@ -13,7 +15,7 @@ use engine::weights::{SourceFormat, TensorMeta, WeightSource};
 use engine::EngineError;
 
 /// The shapes `--synthetic` accepts.
-pub const SHAPES: [&str; 3] = ["qwen2.5-0.5b", "qwen3-0.6b", "llama3-8b-q4_k_m"];
+pub const SHAPES: [&str; 4] = ["qwen2.5-0.5b", "qwen3-0.6b", "llama3-8b-q4_k_m", "smollm2-135m"];
 
 pub struct SyntheticSource {
     tensors: Vec<TensorMeta>,
@@ -94,6 +96,28 @@ pub fn synthetic(shape: &str) -> Result<(ModelConfig, SyntheticSource), String> 
                 let wide = if i % 2 == 0 { Q6_K } else { Q4_K };
                 LayerFormats([Q4_K, Q4_K, wide, Q4_K, Q4_K, Q4_K, wide])
             },
+        ),
+        "smollm2-135m" => (
+            ModelConfig {
+                architecture: Architecture::Llama,
+                vocab_size: 49152,
+                hidden_size: 576,
+                intermediate_size: 1536,
+                n_layers: 30,
+                n_heads: 9,
+                n_kv_heads: 3,
+                head_dim: 64,
+                rms_norm_eps: 1e-5,
+                rope_theta: 100000.0,
+                rope_style: RopeStyle::Interleaved,
+                max_context: 8192,
+                tie_word_embeddings: true,
+                attention_bias: false,
+                qk_norm: false,
+            },
+            Q8_0,
+            None,
+            |_| LayerFormats([Q4_1; 7]),
         ),
         other => return Err(format!("unknown synthetic shape {other:?}; one of {}", SHAPES.join(", "))),
     };
@@ -176,5 +200,45 @@ impl WeightSource for SyntheticSource {
             }
         }
         Ok(Cow::Owned(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SmolLM2 shape is the file the extension downloads by default: same config and the same
+    /// tensors (names, shapes, formats) as the real GGUF that scripts/fetch-models.sh fetches.
+    #[test]
+    fn smollm2_shape_matches_the_real_file() {
+        let dir = std::env::var_os("QWGLM_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/qwglm/models")
+        });
+        let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let real = engine::loader::open_model(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-models.sh first)", path.display()));
+        let (cfg, source) = synthetic("smollm2-135m").expect("shape");
+        let fields = |c: &ModelConfig| {
+            (c.architecture, c.vocab_size, c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim)
+        };
+        assert_eq!(fields(&cfg), fields(&real.config));
+        assert_eq!((cfg.rms_norm_eps, cfg.rope_theta, cfg.rope_style), (real.config.rms_norm_eps, real.config.rope_theta, real.config.rope_style));
+        assert_eq!((cfg.tie_word_embeddings, cfg.attention_bias, cfg.qk_norm), (real.config.tie_word_embeddings, real.config.attention_bias, real.config.qk_norm));
+        let listing = |tensors: &[TensorMeta]| {
+            let mut v: Vec<(String, GgmlType, Vec<usize>)> = tensors.iter().map(|t| (t.name.clone(), t.ty, t.shape.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(listing(source.tensors()), listing(real.source.tensors()));
+    }
+
+    #[test]
+    fn every_shape_builds() {
+        for shape in SHAPES {
+            let (cfg, source) = synthetic(shape).unwrap_or_else(|e| panic!("{shape}: {e}"));
+            assert!(source.tensors().iter().any(|t| t.name == "token_embd.weight"), "{shape}");
+            assert_eq!(source.tensors().iter().filter(|t| t.name.ends_with("ffn_down.weight")).count(), cfg.n_layers, "{shape}");
+        }
+        assert!(synthetic("nope").is_err());
     }
 }
