@@ -25,14 +25,13 @@ fn q5_quad(word: u32, nibble_shift: u32, high: u32, i: u32) -> vec4<f32> {
 }
 
 // sum(q x) - 16 sum(x) of one weight row's block (q its 4-bit quads, qh its fifth bits), with the
-// activation vec4s xl0..3 (elements 0..15) and xh0..3 (16..31) and their sum.
-fn block_dot(q: vec4<u32>, qh: u32, xl0: vec4<f32>, xl1: vec4<f32>, xl2: vec4<f32>, xl3: vec4<f32>,
-             xh0: vec4<f32>, xh1: vec4<f32>, xh2: vec4<f32>, xh3: vec4<f32>, x_sum: f32) -> f32 {
+// block's activations and their sum.
+fn block_dot(q: vec4<u32>, qh: u32, v: XBlock, x_sum: f32) -> f32 {
     let hi = qh >> 16u;
-    let dot_lo = (dot(q5_quad(q.x, 0u, qh, 0u), xl0) + dot(q5_quad(q.y, 0u, qh, 1u), xl1))
-        + (dot(q5_quad(q.z, 0u, qh, 2u), xl2) + dot(q5_quad(q.w, 0u, qh, 3u), xl3));
-    let dot_hi = (dot(q5_quad(q.x, 4u, hi, 0u), xh0) + dot(q5_quad(q.y, 4u, hi, 1u), xh1))
-        + (dot(q5_quad(q.z, 4u, hi, 2u), xh2) + dot(q5_quad(q.w, 4u, hi, 3u), xh3));
+    let dot_lo = (dot(q5_quad(q.x, 0u, qh, 0u), v.lo0) + dot(q5_quad(q.y, 0u, qh, 1u), v.lo1))
+        + (dot(q5_quad(q.z, 0u, qh, 2u), v.lo2) + dot(q5_quad(q.w, 0u, qh, 3u), v.lo3));
+    let dot_hi = (dot(q5_quad(q.x, 4u, hi, 0u), v.hi0) + dot(q5_quad(q.y, 4u, hi, 1u), v.hi1))
+        + (dot(q5_quad(q.z, 4u, hi, 2u), v.hi2) + dot(q5_quad(q.w, 4u, hi, 3u), v.hi3));
     return (dot_lo + dot_hi) - 16.0 * x_sum;
 }
 
@@ -53,31 +52,20 @@ fn main(
     let qs_seg4 = qh_seg / 4u + (n_blocks * 4u + 15u) / 16u;
     let x_row4 = p.x_row * (p.k / 4u);
     // Two rows per thread: the activations are loaded once for both.
-    let blocks_a = clamped_row(row0, 2u * (tid / 32u)) * blocks_per_row;
-    let blocks_b = clamped_row(row0, 2u * (tid / 32u) + 1u) * blocks_per_row;
+    let rows = pair_row_blocks(row0, tid, blocks_per_row);
     var sum_a = 0.0;
     var sum_b = 0.0;
     for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
-        let block_a = blocks_a + b;
-        let block_b = blocks_b + b;
+        let block_a = rows.x + b;
+        let block_b = rows.y + b;
         let qa = weights[qs_seg4 + block_a];
         let qha = word_at(qh_seg + block_a);
-        let da = unpack2x16float(word_at(block_a / 2u))[block_a % 2u];
-        let xi = x_row4 + b * 8u;
-        let xl0 = x[xi];
-        let xl1 = x[xi + 1u];
-        let xl2 = x[xi + 2u];
-        let xl3 = x[xi + 3u];
-        let xh0 = x[xi + 4u];
-        let xh1 = x[xi + 5u];
-        let xh2 = x[xi + 6u];
-        let xh3 = x[xi + 7u];
-        let x_sum = horizontal_sum(((xl0 + xl1) + (xl2 + xl3)) + ((xh0 + xh1) + (xh2 + xh3)));
-        sum_a += da * block_dot(qa, qha, xl0, xl1, xl2, xl3, xh0, xh1, xh2, xh3, x_sum);
+        let v = x_block(x_row4 + b * 8u);
+        let x_sum = x_block_sum(v);
+        sum_a += block_scale(block_a) * block_dot(qa, qha, v, x_sum);
         let qb = weights[qs_seg4 + block_b];
         let qhb = word_at(qh_seg + block_b);
-        let db = unpack2x16float(word_at(block_b / 2u))[block_b % 2u];
-        sum_b += db * block_dot(qb, qhb, xl0, xl1, xl2, xl3, xh0, xh1, xh2, xh3, x_sum);
+        sum_b += block_scale(block_b) * block_dot(qb, qhb, v, x_sum);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b);
 }

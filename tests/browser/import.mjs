@@ -10,7 +10,7 @@ import { mkdtempSync, openSync, readSync, closeSync, readFileSync, mkdirSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256File } from './hub.mjs';
-import { chromium, dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, checker } from './harness.mjs';
+import { dist, modelsDir, artifacts, timeoutMs, fixture, log, extensionId, checker, launchWithExtension } from './harness.mjs';
 
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const LOCAL_ID = 'local-smollm2-135m-instruct.q4_1';
@@ -39,17 +39,7 @@ async function main() {
   const notGguf = join(scratch, 'notes.gguf');
   writeFileSync(notGguf, 'These are my notes, not a model.\n'.repeat(100));
   const profile = mkdtempSync(join(tmpdir(), 'qwglm-profile-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.QWGLM_CHROMIUM,
-    headless: true,
-    ignoreDefaultArgs: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, '--remote-debugging-pipe',
-      `--disable-extensions-except=${dist}`, `--load-extension=${dist}`, 'about:blank',
-    ],
-    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: 'disabled:' },
-  });
+  const context = await launchWithExtension(profile);
   try {
     const options = await context.newPage();
     options.on('console', (m) => { if (m.type() === 'error') log('options console:', m.text()); });

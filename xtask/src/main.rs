@@ -223,17 +223,10 @@ fn run_product(args: &[String]) -> Result<()> {
     if !no_build {
         dist(fast)?;
     }
-    let chromium = chromium()?;
-    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
-    let root = repo_root();
-    let mut command = Command::new("node");
+    let browser = BrowserScripts::prepare()?;
+    let mut command = browser.node("xtask/run.mjs");
     command
-        .current_dir(&root)
-        .arg("xtask/run.mjs")
-        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
-        .env("QWGLM_CHROMIUM", &chromium)
-        .env("QWGLM_DIST", root.join("dist"))
-        .env("QWGLM_PROFILE", root.join("target/run-profile"))
+        .env("QWGLM_PROFILE", repo_root().join("target/run-profile"))
         .env("QWGLM_HEADLESS", if headless { "1" } else { "0" });
     if !prompt.is_empty() {
         command.env("QWGLM_PROMPT", prompt.join(" "));
@@ -260,17 +253,8 @@ fn bench_browser(args: &[String]) -> Result<()> {
     if !no_build {
         dist(fast)?;
     }
-    let chromium = chromium()?;
     npm_package("@wllama/wllama", WLLAMA_VERSION)?;
-    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
-    let root = repo_root();
-    let mut command = Command::new("node");
-    command
-        .current_dir(&root)
-        .arg("xtask/bench-browser.mjs")
-        .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
-        .env("QWGLM_CHROMIUM", &chromium)
-        .env("QWGLM_DIST", root.join("dist"));
+    let mut command = BrowserScripts::prepare()?.node("xtask/bench-browser.mjs");
     if let Some(tokens) = tokens {
         command.env("QWGLM_BENCH_TOKENS", tokens);
     }
@@ -280,23 +264,43 @@ fn bench_browser(args: &[String]) -> Result<()> {
     run(&mut command)
 }
 
-fn test_browser(fast: bool, no_build: bool) -> Result<()> {
-    if !no_build {
-        dist(fast)?;
+/// What every node script that drives Chromium gets (tests/browser/harness.mjs reads it):
+/// playwright-core, the Chromium binary and the built extension.
+struct BrowserScripts {
+    chromium: String,
+    node_modules: PathBuf,
+}
+
+impl BrowserScripts {
+    fn prepare() -> Result<Self> {
+        let chromium = chromium()?;
+        let node_modules = npm_package("playwright-core", PLAYWRIGHT_VERSION)?.join("node_modules");
+        Ok(Self { chromium, node_modules })
     }
-    let chromium = chromium()?;
-    let npm = npm_package("playwright-core", PLAYWRIGHT_VERSION)?;
-    let root = repo_root();
-    let (mut passed, mut failed) = (0u32, 0u32);
-    for script in BROWSER_TESTS {
+
+    /// `node SCRIPT` from the repository root with that environment.
+    fn node(&self, script: &str) -> Command {
+        let root = repo_root();
         let mut command = Command::new("node");
         command
             .current_dir(&root)
             .arg(script)
-            .env("QWGLM_NODE_MODULES", npm.join("node_modules"))
-            .env("QWGLM_CHROMIUM", &chromium)
-            .env("QWGLM_DIST", root.join("dist"))
-            .stdout(Stdio::piped());
+            .env("QWGLM_NODE_MODULES", &self.node_modules)
+            .env("QWGLM_CHROMIUM", &self.chromium)
+            .env("QWGLM_DIST", root.join("dist"));
+        command
+    }
+}
+
+fn test_browser(fast: bool, no_build: bool) -> Result<()> {
+    if !no_build {
+        dist(fast)?;
+    }
+    let browser = BrowserScripts::prepare()?;
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for script in BROWSER_TESTS {
+        let mut command = browser.node(script);
+        command.stdout(Stdio::piped());
         eprintln!("xtask: running {command:?}");
         let mut child = command.spawn().map_err(|e| format!("cannot start node: {e}"))?;
         let (mut script_passed, mut script_failed) = (0u32, 0u32);
