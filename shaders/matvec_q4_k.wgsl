@@ -7,16 +7,31 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 128, 4 output rows per workgroup (common/matvec_rows.wgsl);
-//   ceil(n / 4) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128, 8 output rows per workgroup (PAIR_ROWS, common/matvec_rows.wgsl);
+//   ceil(n / 8) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
-// Work split: a super-block's 128 qs bytes are 8 slots of 16 bytes. Slot t holds bytes
-// 32c + 16h .. +15 (c = t / 2, h = t % 2): low nibbles are elements 16h.. of sub-block 2c, high
-// nibbles the same elements of sub-block 2c + 1. Per sub-block the weight is d*sc*q - dmin*m, so a
-// slot needs sum(q x) and sum(x) per sub-block; sum(x) is shared by all rows.
+// Work split: 32 threads per pair of rows (thread t works on rows 2(t / 32) and 2(t / 32) + 1),
+// each taking 16-byte slots of both rows with the activations loaded once. A super-block's 128 qs
+// bytes are 8 slots of 16 bytes. Slot t holds bytes 32c + 16h .. +15 (c = t / 2, h = t % 2): low
+// nibbles are elements 16h.. of sub-block 2c, high nibbles the same elements of sub-block 2c + 1.
+// Per sub-block the weight is d*sc*q - dmin*m, so a slot needs sum(q x) and sum(x) per sub-block;
+// sum(x) is shared by both rows.
 
 #include "common/matvec_rows.wgsl"
 #include "common/k_scales.wgsl"
+
+// One row's share of a slot: `q` its 16 qs bytes, `block_meta` its block's (d, dmin) and scales,
+// `c` the sub-block pair, v the slot's activations (lo: sub-block 2c, hi: 2c + 1).
+fn slot_dot(q: vec4<u32>, block_meta: vec4<u32>, c: u32, v: XBlock, sum_lo: f32, sum_hi: f32) -> f32 {
+    let dm = unpack2x16float(block_meta.x);
+    let lo = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c);
+    let hi = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c + 1u);
+    let dot_lo = (dot(small_to_f32(byte_fields(q.x, 0u, 0xfu)), v.lo0) + dot(small_to_f32(byte_fields(q.y, 0u, 0xfu)), v.lo1))
+        + (dot(small_to_f32(byte_fields(q.z, 0u, 0xfu)), v.lo2) + dot(small_to_f32(byte_fields(q.w, 0u, 0xfu)), v.lo3));
+    let dot_hi = (dot(small_to_f32(byte_fields(q.x, 4u, 0xfu)), v.hi0) + dot(small_to_f32(byte_fields(q.y, 4u, 0xfu)), v.hi1))
+        + (dot(small_to_f32(byte_fields(q.z, 4u, 0xfu)), v.hi2) + dot(small_to_f32(byte_fields(q.w, 4u, 0xfu)), v.hi3));
+    return dm.x * (f32(lo.x) * dot_lo + f32(hi.x) * dot_hi) - dm.y * (f32(lo.y) * sum_lo + f32(hi.y) * sum_hi);
+}
 
 @compute @workgroup_size(128)
 fn main(
@@ -24,7 +39,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let row0 = first_row(wid, nwg);
+    let row0 = linear_workgroup(wid, nwg) * PAIR_ROWS;
     if (row0 >= p.n) {
         return;
     }
@@ -33,36 +48,23 @@ fn main(
     // dm_scales: one vec4 per block (d/dmin pair, 3 scale words); qs: 8 vec4 per block.
     let qs_seg4 = n_blocks;
     let x_row4 = p.x_row * (p.k / 4u);
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let rows = pair_row_blocks(row0, tid, blocks_per_row);
+    var sum_a = 0.0;
+    var sum_b = 0.0;
     let slots = blocks_per_row * 8u;
-    for (var s = tid; s < slots; s += THREADS) {
+    for (var s = tid % 32u; s < slots; s += 32u) {
         let b = s / 8u;
         let c = (s % 8u) / 2u;
-        let h = s % 2u;
-        let xi = x_row4 + b * 64u + c * 16u + h * 4u;
-        let xl0 = x[xi];
-        let xl1 = x[xi + 1u];
-        let xl2 = x[xi + 2u];
-        let xl3 = x[xi + 3u];
-        let xh0 = x[xi + 8u];
-        let xh1 = x[xi + 9u];
-        let xh2 = x[xi + 10u];
-        let xh3 = x[xi + 11u];
-        let sum_lo = horizontal_sum((xl0 + xl1) + (xl2 + xl3));
-        let sum_hi = horizontal_sum((xh0 + xh1) + (xh2 + xh3));
-        for (var r = 0u; r < ROWS; r++) {
-            let block = clamped_row(row0, r) * blocks_per_row + b;
-            let q = weights[qs_seg4 + block * 8u + c * 2u + h];
-            let block_meta = weights[block];
-            let dm = unpack2x16float(block_meta.x);
-            let lo = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c);
-            let hi = k_scale_min(block_meta.y, block_meta.z, block_meta.w, 2u * c + 1u);
-            let dot_lo = dot(small_to_f32(byte_fields(q.x, 0u, 0xfu)), xl0) + dot(small_to_f32(byte_fields(q.y, 0u, 0xfu)), xl1)
-                + dot(small_to_f32(byte_fields(q.z, 0u, 0xfu)), xl2) + dot(small_to_f32(byte_fields(q.w, 0u, 0xfu)), xl3);
-            let dot_hi = dot(small_to_f32(byte_fields(q.x, 4u, 0xfu)), xh0) + dot(small_to_f32(byte_fields(q.y, 4u, 0xfu)), xh1)
-                + dot(small_to_f32(byte_fields(q.z, 4u, 0xfu)), xh2) + dot(small_to_f32(byte_fields(q.w, 4u, 0xfu)), xh3);
-            acc[r] += dm.x * (f32(lo.x) * dot_lo + f32(hi.x) * dot_hi) - dm.y * (f32(lo.y) * sum_lo + f32(hi.y) * sum_hi);
-        }
+        let qa = weights[qs_seg4 + (rows.x + b) * 8u + s % 8u];
+        let qb = weights[qs_seg4 + (rows.y + b) * 8u + s % 8u];
+        let meta_a = weights[rows.x + b];
+        let meta_b = weights[rows.y + b];
+        let xi = x_row4 + b * 64u + c * 16u + (s % 2u) * 4u;
+        let v = XBlock(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u], x[xi + 8u], x[xi + 9u], x[xi + 10u], x[xi + 11u]);
+        let sum_lo = horizontal_sum((v.lo0 + v.lo1) + (v.lo2 + v.lo3));
+        let sum_hi = horizontal_sum((v.hi0 + v.hi1) + (v.hi2 + v.hi3));
+        sum_a += slot_dot(qa, meta_a, c, v, sum_lo, sum_hi);
+        sum_b += slot_dot(qb, meta_b, c, v, sum_lo, sum_hi);
     }
-    finish_rows(tid, row0, acc);
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b);
 }

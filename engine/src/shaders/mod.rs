@@ -204,8 +204,7 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
 pub fn matvec_rows_per_workgroup(format: WeightFormat) -> u64 {
     use crate::quant::GgmlType::*;
     match format {
-        Q8_0 | Q5_0 => 8,
-        Q4_K | Q6_K => 4,
+        Q8_0 | Q5_0 | Q4_K | Q6_K => 8,
         _ => 2,
     }
 }

@@ -212,11 +212,13 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true).await;
     }
-    // Bigger k: many groups per lane; k-quant rows of 3 and 19 super-blocks (slots not a multiple
-    // of the workgroup), row counts that leave 1..3 rows of the last 4-row workgroup.
+    // Q4_K / Q6_K: 32 threads per pair of rows, 16-byte slots (8 per super-block) per thread:
+    // rows of 3 super-blocks (24 slots: threads idle), 16 (4 slots per thread) and 19 (152
+    // slots: not a multiple of 32); 1..7 rows left in the last 8-row workgroup, a pair cut in half.
     matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false).await;
     for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
         matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 437, 4096, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false).await;
     }
