@@ -7,10 +7,11 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 128, 8 output rows per workgroup (PAIR_ROWS, common/matvec_rows.wgsl);
-//   ceil(n / 8) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128; entry `main` (32 threads per pair of rows, 8 rows per workgroup),
+//   `lanes64` (4 rows) or `lanes128` (2 rows), as engine::shaders::matvec_rows_per_workgroup
+//   picks from n; ceil(n / rows) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
-// Work split: 32 threads per pair of rows (thread t works on rows 2(t / 32) and 2(t / 32) + 1),
+// Work split: `lanes` threads per pair of rows (thread t works on rows 2(t / lanes) and the next),
 // each taking 16-byte slots of both rows with the activations loaded once. A super-block's 128 qs
 // bytes are 8 slots of 16 bytes. Slot t holds bytes 32c + 16h .. +15 (c = t / 2, h = t % 2): low
 // nibbles are elements 16h.. of sub-block 2c, high nibbles the same elements of sub-block 2c + 1.
@@ -33,13 +34,8 @@ fn slot_dot(q: vec4<u32>, block_meta: vec4<u32>, c: u32, v: XBlock, sum_lo: f32,
     return dm.x * (f32(lo.x) * dot_lo + f32(hi.x) * dot_hi) - dm.y * (f32(lo.y) * sum_lo + f32(hi.y) * sum_hi);
 }
 
-@compute @workgroup_size(128)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
-) {
-    let row0 = linear_workgroup(wid, nwg) * PAIR_ROWS;
+fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
+    let row0 = first_pair_row(wid, nwg, lanes);
     if (row0 >= p.n) {
         return;
     }
@@ -48,11 +44,11 @@ fn main(
     // dm_scales: one vec4 per block (d/dmin pair, 3 scale words); qs: 8 vec4 per block.
     let qs_seg4 = n_blocks;
     let x_row4 = p.x_row * (p.k / 4u);
-    let rows = pair_row_blocks(row0, tid, blocks_per_row);
+    let rows = pair_row_blocks(row0, tid, blocks_per_row, lanes);
     var sum_a = 0.0;
     var sum_b = 0.0;
     let slots = blocks_per_row * 8u;
-    for (var s = tid % 32u; s < slots; s += 32u) {
+    for (var s = tid % lanes; s < slots; s += lanes) {
         let b = s / 8u;
         let c = (s % 8u) / 2u;
         let qa = weights[qs_seg4 + (rows.x + b) * 8u + s % 8u];
@@ -66,5 +62,23 @@ fn main(
         sum_a += slot_dot(qa, meta_a, c, v, sum_lo, sum_hi);
         sum_b += slot_dot(qb, meta_b, c, v, sum_lo, sum_hi);
     }
-    finish_row_pair_lanes(tid, row0, sum_a, sum_b);
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
+}
+
+// Entry points by threads per pair of rows (engine::shaders::matvec_lanes picks one from the
+// matrix shape): 32 (8 rows per workgroup), 64 (4 rows) and 128 (2 rows), so matrices with few
+// rows and long k still fill the GPU.
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 32u);
+}
+
+@compute @workgroup_size(128)
+fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 64u);
+}
+
+@compute @workgroup_size(128)
+fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 128u);
 }

@@ -7,12 +7,13 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-// Dispatch: workgroup_size 128, 8 output rows per workgroup (PAIR_ROWS, common/matvec_rows.wgsl);
-//   ceil(n / 8) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
+// Dispatch: workgroup_size 128; entry `main` (32 threads per pair of rows, 8 rows per workgroup),
+//   `lanes64` (4 rows) or `lanes128` (2 rows), as engine::shaders::matvec_rows_per_workgroup
+//   picks from n; ceil(n / rows) workgroups folded into (x <= 65535, y) by engine::shaders::grid.
 //
-// Work split: 32 threads per pair of rows (thread t works on rows 2(t / 32) and 2(t / 32) + 1),
+// Work split: `lanes` threads per pair of rows (thread t works on rows 2(t / lanes) and the next),
 // each taking whole 32-element blocks of both rows (two 16-byte loads of signed bytes per row,
-// the activations loaded once): at k = 896 a row is 28 blocks, one per thread.
+// the activations loaded once): at k = 896 a row is 28 blocks, at most one per thread.
 
 #include "common/matvec_rows.wgsl"
 
@@ -27,13 +28,8 @@ fn block_dot(q0: vec4<u32>, q1: vec4<u32>, d: f32, v: XBlock) -> f32 {
     return d * (lo + hi);
 }
 
-@compute @workgroup_size(128)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
-) {
-    let row0 = linear_workgroup(wid, nwg) * PAIR_ROWS;
+fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
+    let row0 = first_pair_row(wid, nwg, lanes);
     if (row0 >= p.n) {
         return;
     }
@@ -44,10 +40,10 @@ fn main(
     let x_row4 = p.x_row * (p.k / 4u);
     // Each thread works on two rows at once: the activations are loaded once for both (the
     // matvecs are bound by these loads more than by the weight bytes), four weight loads in flight.
-    let rows = pair_row_blocks(row0, tid, blocks_per_row);
+    let rows = pair_row_blocks(row0, tid, blocks_per_row, lanes);
     var sum_a = 0.0;
     var sum_b = 0.0;
-    for (var b = tid % 32u; b < blocks_per_row; b += 32u) {
+    for (var b = tid % lanes; b < blocks_per_row; b += lanes) {
         let block_a = rows.x + b;
         let block_b = rows.y + b;
         let qa0 = weights[qs_seg4 + block_a * 2u];
@@ -58,5 +54,23 @@ fn main(
         sum_a += block_dot(qa0, qa1, block_scale(block_a), v);
         sum_b += block_dot(qb0, qb1, block_scale(block_b), v);
     }
-    finish_row_pair_lanes(tid, row0, sum_a, sum_b);
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
+}
+
+// Entry points by threads per pair of rows (engine::shaders::matvec_lanes picks one from the
+// matrix shape): 32 (8 rows per workgroup), 64 (4 rows) and 128 (2 rows), so matrices with few
+// rows and long k still fill the GPU.
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 32u);
+}
+
+@compute @workgroup_size(128)
+fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 64u);
+}
+
+@compute @workgroup_size(128)
+fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 128u);
 }

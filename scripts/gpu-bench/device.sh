@@ -62,6 +62,10 @@ for m in $MODELS; do
     for b in $QWGLM_BINS; do
       "$b" bench -m $f --backend wgpu --prompt-tokens 512 --gen-tokens 128 --chunk 512 --repeat "$REPS" --json 2>&1 \
         | sed "s|^|RESULT $(basename $b) $m |"
+      # llama-bench's tg128 decodes 128 tokens from an empty context; this line does the same (the
+      # one above decodes after the 512-token prompt, with up to 640 keys of attention per token).
+      "$b" bench -m $f --backend wgpu --prompt-tokens 1 --gen-tokens 128 --repeat "$REPS" --json 2>&1 \
+        | sed "s|^|RESULT $(basename $b)-tg0 $m |"
       if [ -n "${KERNEL_TIMES:-}" ]; then
         QWGLM_KERNEL_TIMES=1 "$b" bench -m $f --backend wgpu --prompt-tokens 512 --gen-tokens 128 --chunk 512 2>&1 | tail -60
       fi

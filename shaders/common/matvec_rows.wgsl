@@ -1,9 +1,10 @@
-// Frame of the multi-row decode matvecs (matvec_q4_k/q6_k/q8_0/q5_0.wgsl): y = W x (+ b) for one
-// activation row. A workgroup of THREADS threads owns ROWS consecutive output rows; each thread
-// walks the k dimension of all ROWS rows at once, so it loads its activations (16-byte loads) once
-// and reuses them from registers for every row, and it has ROWS independent 16-byte weight loads
-// in flight per step. The rows' partial sums meet in workgroup memory at the end.
-// ROWS (PAIR_ROWS for the pair kernels) must match engine::shaders::matvec_rows_per_workgroup.
+// Frame of the pair decode matvecs (matvec_q4_k/q6_k/q8_0/q5_0.wgsl): y = W x (+ b) for one
+// activation row. A workgroup of THREADS threads gives each pair of consecutive output rows
+// `lanes` threads (32, 64 or 128: one entry point each); a thread walks its share of k for both
+// rows at once, so it loads its activations (16-byte loads) once for two rows -- the matvecs are
+// bound by these loads more than by the weight bytes -- and has at least two independent weight
+// loads in flight per step. The lanes' partial sums meet in workgroup memory at the end.
+// Rows per workgroup (2 * THREADS / lanes) must match engine::shaders::matvec_rows_per_workgroup.
 #include "common/dq8.wgsl"
 #include "common/grid.wgsl"
 #include "common/matmul_struct.wgsl"
@@ -15,9 +16,6 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // out[out_col + r], r < n
 
 const THREADS: u32 = 128u;
-const ROWS: u32 = 4u;
-// Rows per workgroup of the kernels that give each pair of rows 32 threads (finish_row_pair_lanes).
-const PAIR_ROWS: u32 = 8u;
 
 // The activations of one 32-element block (8 vec4s from `xi`): elements 0..15, then 16..31.
 struct XBlock {
@@ -31,7 +29,7 @@ struct XBlock {
     hi3: vec4<f32>,
 }
 
-var<workgroup> partial: array<f32, 512>; // ROWS * THREADS
+var<workgroup> partial: array<f32, 256>; // 2 * THREADS
 
 // Word `i` of the packed weight (scales and other per-block fields).
 fn word_at(i: u32) -> u32 {
@@ -71,15 +69,16 @@ fn block_scale(block: u32) -> f32 {
     return f16_at(word_at(block / 2u), block % 2u);
 }
 
-// The first weight block of this thread's two rows in a pair kernel (32 threads per pair of rows).
-fn pair_row_blocks(row0: u32, tid: u32, blocks_per_row: u32) -> vec2<u32> {
-    let r = 2u * (tid / 32u);
+// The first weight block of this thread's two rows in a pair kernel (`lanes` threads per pair of rows).
+fn pair_row_blocks(row0: u32, tid: u32, blocks_per_row: u32, lanes: u32) -> vec2<u32> {
+    let r = 2u * (tid / lanes);
     return vec2<u32>(clamped_row(row0, r), clamped_row(row0, r + 1u)) * blocks_per_row;
 }
 
-// The first of this workgroup's rows.
-fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return linear_workgroup(wid, nwg) * ROWS;
+// The first row of this workgroup in a pair kernel with `lanes` threads per pair of rows
+// (2 * THREADS / lanes rows per workgroup).
+fn first_pair_row(wid: vec3<u32>, nwg: vec3<u32>, lanes: u32) -> u32 {
+    return linear_workgroup(wid, nwg) * (2u * THREADS / lanes);
 }
 
 // Row `r` of the workgroup, clamped to the last row: overhang rows repeat real work (their loads
@@ -88,46 +87,22 @@ fn clamped_row(row0: u32, r: u32) -> u32 {
     return min(row0 + r, p.n - 1u);
 }
 
-// Reduces every thread's per-row sums and writes the ROWS outputs (+ bias).
-fn finish_rows(tid: u32, row0: u32, acc: array<f32, 4>) {
-    for (var r = 0u; r < ROWS; r++) {
-        partial[r * THREADS + tid] = acc[r];
-    }
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            for (var r = 0u; r < ROWS; r++) {
-                partial[r * THREADS + tid] += partial[r * THREADS + tid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
-    if (tid < ROWS && row0 + tid < p.n) {
-        let row = row0 + tid;
-        var y = partial[tid * THREADS];
-        if (p.has_bias != 0u) {
-            y += bias[row];
-        }
-        out[p.out_col + row] = y;
-    }
-}
-
-// For kernels that give each pair of rows its own 32 threads (thread t works on rows
-// row0 + 2(t / 32) and the next): reduces the 32 partial sums of both rows and writes the
-// PAIR_ROWS outputs (+ bias).
-fn finish_row_pair_lanes(tid: u32, row0: u32, sum_a: f32, sum_b: f32) {
-    let lane = tid % 32u;
+// For kernels that give each pair of rows its own `lanes` threads (32, 64 or 128; thread t works
+// on rows row0 + 2(t / lanes) and the next): reduces the partial sums of both rows and writes the
+// 2 * THREADS / lanes outputs (+ bias).
+fn finish_row_pair_lanes(tid: u32, row0: u32, sum_a: f32, sum_b: f32, lanes: u32) {
+    let lane = tid % lanes;
     partial[tid] = sum_a;
     partial[THREADS + tid] = sum_b;
     workgroupBarrier();
-    for (var stride = 16u; stride > 0u; stride /= 2u) {
+    for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
         if (lane < stride) {
             partial[tid] += partial[tid + stride];
             partial[THREADS + tid] += partial[THREADS + tid + stride];
         }
         workgroupBarrier();
     }
-    let row = row0 + 2u * (tid / 32u);
+    let row = row0 + 2u * (tid / lanes);
     if (lane == 0u) {
         for (var j = 0u; j < 2u; j++) {
             if (row + j < p.n) {

@@ -153,6 +153,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode"],
         KernelId::Argmax => &["partial", "finish"],
+        KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
         _ => &["main"],
     }
 }
@@ -198,14 +199,38 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
     }
 }
 
-/// Output rows per workgroup of the matvec kernel for `format`: `PAIR_ROWS` or `ROWS` of
-/// shaders/common/matvec_rows.wgsl for the formats with a multi-row kernel, else
-/// `ROWS_PER_WORKGROUP` of shaders/common/matvec_body.wgsl.
-pub fn matvec_rows_per_workgroup(format: WeightFormat) -> u64 {
+/// Whether `format`'s matvec kernel gives each pair of rows its own threads
+/// (shaders/common/matvec_rows.wgsl: entry points by threads per pair).
+fn is_pair_matvec(format: WeightFormat) -> bool {
     use crate::quant::GgmlType::*;
-    match format {
-        Q8_0 | Q5_0 | Q4_K | Q6_K => 8,
-        _ => 2,
+    matches!(format, Q8_0 | Q5_0 | Q4_K | Q6_K)
+}
+
+/// Threads per workgroup of the pair matvecs (`THREADS` of shaders/common/matvec_rows.wgsl).
+const PAIR_MATVEC_THREADS: u64 = 128;
+
+/// Fewest workgroups a pair matvec should launch before it gives each pair of rows more threads.
+/// Measured on an H200 (132 SMs; docs/PERF.md pass 5): 1024 beat 0 (always 32 threads), 2048,
+/// 4096 and "always 128" on the 0.5B / 0.6B / 8B shapes; on smaller GPUs the wider entry points
+/// cost little.
+const PAIR_MATVEC_MIN_WORKGROUPS: u64 = 1024;
+
+/// Threads per pair of rows (and so the entry point) of a pair matvec with `n` rows: 32 (8 rows
+/// per workgroup) unless that gives fewer than PAIR_MATVEC_MIN_WORKGROUPS workgroups, then 64 or
+/// 128, so matrices with few rows and a long k (down projections) still fill the GPU.
+fn pair_matvec_lanes(n: u64) -> u64 {
+    [32, 64].into_iter().find(|&lanes| n.div_ceil(2 * PAIR_MATVEC_THREADS / lanes) >= PAIR_MATVEC_MIN_WORKGROUPS).unwrap_or(128)
+}
+
+/// Output rows per workgroup and entry point of the matvec kernel for `format` with `n` rows:
+/// `2 * THREADS / lanes` of shaders/common/matvec_rows.wgsl for the pair kernels, else
+/// `ROWS_PER_WORKGROUP` of shaders/common/matvec_body.wgsl.
+pub fn matvec_rows_per_workgroup(format: WeightFormat, n: u64) -> (u64, usize) {
+    if is_pair_matvec(format) {
+        let lanes = pair_matvec_lanes(n);
+        (2 * PAIR_MATVEC_THREADS / lanes, lanes.trailing_zeros() as usize - 5)
+    } else {
+        (2, 0)
     }
 }
 
@@ -274,7 +299,11 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
     match op {
         Op::Embed { p, .. } => one([dim((p.hidden as u64).div_ceil(8).div_ceil(64), "hidden")?, dim(p.n_tokens as u64, "tokens")?, 1]),
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
-        Op::MatMul { w, p, .. } if p.m == 1 => one(folded((p.n as u64).div_ceil(matvec_rows_per_workgroup(w.format)))?),
+        Op::MatMul { w, p, .. } if p.m == 1 => {
+            let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64);
+            let workgroups = folded((p.n as u64).div_ceil(rows))?;
+            Ok(if workgroups.contains(&0) { Vec::new() } else { vec![Dispatch { entry, workgroups }] })
+        }
         Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(64), "n")?, dim((p.m as u64).div_ceil(64), "m")?, 1]),
         Op::RopeKvWrite { p, .. } => {
             one(folded(p.n_tokens as u64 * (p.n_heads as u64 + 2 * p.n_kv_heads as u64))?)

@@ -212,25 +212,28 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 37, k, false, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 131, k, true, true).await;
     }
-    // Q4_K / Q6_K: 32 threads per pair of rows, 16-byte slots (8 per super-block) per thread:
-    // rows of 3 super-blocks (24 slots: threads idle), 16 (4 slots per thread) and 19 (152
-    // slots: not a multiple of 32); 1..7 rows left in the last 8-row workgroup, a pair cut in half.
+    // The pair matvecs (Q4_K / Q6_K: 16-byte slots, 8 per super-block, per thread; Q8_0 / Q5_0:
+    // whole blocks per thread) give each pair of rows 128 threads below 4093 rows, 64 below 8185
+    // and 32 from there (engine::shaders::matvec_rows_per_workgroup): rows of few units (threads
+    // idle) and of units not a multiple of the lanes; 1..7 rows left in the last workgroup, a pair
+    // cut in half, for each of the three entry points.
     matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 64, 2048, false, false).await;
     for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
         matmul_case(&mut pair, &mut rng, format, 1, 38, 768, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 437, 4096, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 1, 256, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 4099, 1280, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 8195, 512, false, false).await;
     }
-    // Q8_0 / Q5_0: 32 threads per pair of rows, whole blocks per thread: rows of 28 blocks
-    // (k = 896, a thread idle) and 152 blocks (several per thread); 1..7 rows left in the last
-    // 8-row workgroup, a pair cut in half.
     for format in [GgmlType::Q8_0, GgmlType::Q5_0] {
         matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 2347, 896, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 437, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 5, 4864, false, true).await;
         matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 4099, 2080, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 8195, 96, false, false).await;
     }
     matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false).await;
 }
