@@ -112,6 +112,35 @@ pub enum EngineRequest {
     Import { id: RequestId, token: String, name: String, size: u64 },
 }
 
+/// Identifies one client page (one engine port) between the offscreen document and the engine
+/// worker; chosen by the offscreen document, unique for its lifetime.
+pub type ClientId = u32;
+
+/// Offscreen document → engine worker (`Worker.postMessage`). The engine runs in a dedicated
+/// worker so its forward passes never block the renderer main thread that every extension page
+/// (the popup included) shares; the offscreen document keeps what needs `chrome.*` (the ports, the
+/// service worker) and relays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayToWorker {
+    /// A page connected an engine port; the worker greets it (`Status` with id 0).
+    Connect { client: ClientId },
+    /// A request from that page's port.
+    Request { client: ClientId, request: EngineRequest },
+    /// The page's port disconnected (the page closed): it stops following any generation.
+    Disconnect { client: ClientId },
+}
+
+/// Engine worker → offscreen document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerToRelay {
+    /// Post `event` on client `client`'s port (dropped when that port is gone).
+    Event { client: ClientId, event: EngineEvent },
+    /// Send `request` to the service worker (workers have no `chrome.runtime`).
+    ToServiceWorker { request: ServiceWorkerRequest },
+}
+
 /// `BroadcastChannel` on which the options page hands an imported file to the engine host.
 pub const IMPORT_CHANNEL: &str = "qwglm-import";
 /// Ids of imported models start with this; they are not in the catalog and have no URL.
@@ -546,6 +575,23 @@ mod tests {
         // A chat request without a conversation id (older clients) still parses.
         let old = r#"{"type":"chat","id":1,"model":{"id":"m","url":"u"},"messages":[],"options":{}}"#;
         assert!(matches!(serde_json::from_str(old).unwrap(), EngineRequest::Chat { conversation: None, .. }));
+    }
+
+    #[test]
+    fn relay_envelopes_round_trip() {
+        let to_worker = RelayToWorker::Request { client: 7, request: EngineRequest::Stop { id: 3, target: 2 } };
+        let json = serde_json::to_value(&to_worker).unwrap();
+        assert_eq!((json["type"].as_str(), json["client"].as_u64(), json["request"]["type"].as_str()), (Some("request"), Some(7), Some("stop")));
+        assert_eq!(serde_json::from_value::<RelayToWorker>(json).unwrap(), to_worker);
+        for message in [RelayToWorker::Connect { client: 1 }, RelayToWorker::Disconnect { client: 1 }] {
+            assert_eq!(serde_json::from_value::<RelayToWorker>(serde_json::to_value(&message).unwrap()).unwrap(), message);
+        }
+        let event = WorkerToRelay::Event { client: 7, event: EngineEvent::Token { id: 2, token_id: 504, text: "The".into() } };
+        assert_eq!(serde_json::from_str::<WorkerToRelay>(&serde_json::to_string(&event).unwrap()).unwrap(), event);
+        let save = WorkerToRelay::ToServiceWorker {
+            request: ServiceWorkerRequest::SaveAnswer { id: 0, conversation: "c".into(), text: "a".into() },
+        };
+        assert_eq!(serde_json::from_str::<WorkerToRelay>(&serde_json::to_string(&save).unwrap()).unwrap(), save);
     }
 
     #[test]
