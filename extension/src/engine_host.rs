@@ -293,7 +293,8 @@ async fn chat(
     conversation: Option<String>,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
+    // The generation exists from the start, model load included: a page that attaches while the
+    // model loads follows it (no text yet) and gets its tokens live.
     let generation = Rc::new(Generation {
         conversation,
         cancel: CancelToken::new(),
@@ -302,21 +303,27 @@ async fn chat(
         watchers: RefCell::new(vec![(client.clone(), id)]),
     });
     *state.generation.borrow_mut() = Some(generation.clone());
-    let result = answer(&mut loaded, &generation, &messages, &options).await;
+    let result = match take_or_load(state, client, id, &model, options.backend).await {
+        Ok(mut loaded) => {
+            let result = answer(&mut loaded, &generation, &messages, &options).await;
+            *state.loaded.borrow_mut() = Some(loaded);
+            if let Some(conversation) = &generation.conversation {
+                let text = generation.text.borrow().clone();
+                save_answer(conversation, &text);
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
     *state.generation.borrow_mut() = None;
-    *state.loaded.borrow_mut() = Some(loaded);
     if let Err(e) = &result {
-        // The asking request gets the error from `handle`; pages that re-attached get it here.
+        // The asking request gets the error from `handle`; pages that attached get it here.
         let message = e.to_string();
         for (watcher, watcher_id) in generation.watchers.borrow().iter() {
             if !(Rc::ptr_eq(watcher, client) && *watcher_id == id) {
                 watcher.send(&EngineEvent::Error { id: *watcher_id, message: message.clone() });
             }
         }
-    }
-    if let Some(conversation) = &generation.conversation {
-        let text = generation.text.borrow().clone();
-        save_answer(conversation, &text);
     }
     result
 }

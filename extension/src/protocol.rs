@@ -93,7 +93,8 @@ pub enum EngineRequest {
         conversation: Option<String>,
     },
     /// Follow the generation running now, if any: answered by `Attached` with the text so far,
-    /// then that generation's `Token`s and `Done` carry this request's id (a reopened popup).
+    /// then that generation's `Token`s and `Done` carry this request's id (a reopened popup). A
+    /// generation runs from the moment its `Chat` is taken, model load included.
     Attach { id: RequestId },
     /// Stop the generation started by request `target`.
     Stop { id: RequestId, target: RequestId },
@@ -235,7 +236,8 @@ pub enum EngineEvent {
     DownloadProgress { id: RequestId, model: String, file: String, done: u64, total: u64, rate: f64, eta_s: f64 },
     /// The store's models and the origin's storage usage/quota in bytes (`navigator.storage.estimate`).
     Models { id: RequestId, models: Vec<ModelManifest>, usage: u64, quota: u64 },
-    /// Answer to `Attach`: the running generation (`None` when the engine is idle).
+    /// Answer to `Attach`: the running generation, also while its model loads (no text yet);
+    /// `None` when no chat runs.
     Attached { id: RequestId, generation: Option<GenerationSnapshot> },
 }
 

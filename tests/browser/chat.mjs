@@ -2,7 +2,8 @@
 // prompt with the same greedy token ids as transformers (tests/fixtures/real/smollm2-135m-instruct-q4_1.json).
 // Also: the first-run screen of a fresh profile (no model ready → the popup sends the user to the
 // options page), stop, the popup staying responsive during a long forward pass (the engine runs
-// in a worker), and re-attaching a reopened popup to a generation that kept running.
+// in a worker), re-attaching a reopened popup to a generation that kept running, and attaching
+// while the model is still loading.
 //
 // Run through `cargo xtask test-browser`, which builds dist/ and provides:
 //   QWGLM_NODE_MODULES  node_modules holding playwright-core
@@ -247,6 +248,36 @@ async function main() {
     if (saved !== whole.text) throw new Error(`stored answer ${JSON.stringify(saved)} != ${JSON.stringify(whole.text)}`);
     log('PASS: a reopened popup re-attaches to the running answer, which completes with the uninterrupted ids and is saved');
 
+    // Attach while loading: a fresh offscreen document (so a fresh engine without the model), the
+    // reference question asked and its popup closed at once; a popup reopened while the model
+    // still loads follows that answer (Stop shown, no model loaded yet) and streams it live.
+    await reopened.close();
+    const sw = context.serviceWorkers()[0] ?? await context.waitForEvent('serviceworker', { timeout: 30000 });
+    await sw.evaluate(() => chrome.offscreen.closeDocument());
+    const asker = await context.newPage();
+    await asker.goto(`chrome-extension://${id}/popup.html`);
+    await asker.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+    await asker.click('#new-chat');
+    await asker.fill('#prompt', question);
+    await asker.click('#send');
+    await asker.waitForSelector('#stop', { timeout: 60000 });
+    await asker.close();
+    const follower = await context.newPage();
+    follower.on('pageerror', (e) => log('popup error:', e.message));
+    await follower.goto(`chrome-extension://${id}/popup.html`);
+    await follower.waitForSelector('#stop', { timeout: 60000 }).catch(async () => {
+      throw new Error(`the popup reopened during the load did not attach to the answer (no Stop; status "${(await follower.textContent('#status-text')).trim()}")`);
+    });
+    const statusAtAttach = (await follower.textContent('#status-text')).trim();
+    const idsAtAttach = (await follower.getAttribute('#last-answer', 'data-streamed-ids')) ?? '';
+    const followed = await finish(follower);
+    const followedStreamed = ((await follower.getAttribute('#last-answer', 'data-streamed-ids')) ?? '').split(',').filter(Boolean).map(Number);
+    log(`attached while "${statusAtAttach}" with ${JSON.stringify(idsAtAttach)} streamed:`, JSON.stringify(followed));
+    if (!statusAtAttach.includes('No model loaded') || idsAtAttach !== '') throw new Error(`attached after the load (status ${statusAtAttach}, ids ${idsAtAttach})`);
+    if (!same(followedStreamed, expected) || !same(followed.generated, [...expected, eos]) || followed.text !== fixture.greedy_text_until_eos) {
+      throw new Error(`the followed answer ${followed.generated} (streamed ${followedStreamed}) != reference ${expected}`);
+    }
+    log('PASS: a popup opened while the model loads follows the answer live from its first token');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {
