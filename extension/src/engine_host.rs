@@ -11,7 +11,7 @@ use std::rc::Rc;
 use engine::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use engine::config::ModelConfig;
 use engine::device::{Device, RefDevice};
-use engine::generate::{generate, CancelToken, GenerateOptions};
+use engine::generate::{generate, CancelToken, GenerateOptions, StopReason};
 use engine::model::{Model, ModelOptions};
 use engine::sampling::SamplingParams;
 use engine::session::Session;
@@ -352,6 +352,17 @@ async fn answer(loaded: &mut LoadedModel, generation: &Generation, messages: &[M
         stop_tokens: loaded.tokenizer.eos_ids().to_vec(),
         ..GenerateOptions::default()
     };
+    // Stopped while its model loaded: no prefill for an answer nobody wants any more.
+    if generation.cancel.is_cancelled() {
+        generation.send(|id| EngineEvent::Done {
+            id,
+            stop_reason: stop_reason_name(&StopReason::Cancelled),
+            generated_ids: Vec::new(),
+            prompt_tokens: prompt_ids.len() as u32,
+            decode_tok_per_s: 0.0,
+        });
+        return Ok(());
+    }
     let result = generate(
         &mut loaded.session,
         &loaded.tokenizer,

@@ -3,7 +3,7 @@
 // Also: the first-run screen of a fresh profile (no model ready → the popup sends the user to the
 // options page), stop, the popup staying responsive during a long forward pass (the engine runs
 // in a worker), re-attaching a reopened popup to a generation that kept running, and attaching
-// while the model is still loading.
+// to (and stopping) an answer while its model is still loading.
 //
 // Run through `cargo xtask test-browser`, which builds dist/ and provides:
 //   QWGLM_NODE_MODULES  node_modules holding playwright-core
@@ -278,6 +278,32 @@ async function main() {
       throw new Error(`the followed answer ${followed.generated} (streamed ${followedStreamed}) != reference ${expected}`);
     }
     log('PASS: a popup opened while the model loads follows the answer live from its first token');
+
+    // Stop while loading: again a fresh engine; Stop pressed while the model still loads ends the
+    // answer as cancelled without a token (the prefill is skipped once the load ends).
+    await follower.close();
+    await sw.evaluate(() => chrome.offscreen.closeDocument());
+    const stopper = await context.newPage();
+    stopper.on('pageerror', (e) => log('popup error:', e.message));
+    await stopper.goto(`chrome-extension://${id}/popup.html`);
+    await stopper.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+    await stopper.click('#new-chat');
+    await stopper.fill('#prompt', question);
+    await stopper.click('#send');
+    await stopper.waitForSelector('#stop', { timeout: 60000 });
+    const statusAtStop = (await stopper.textContent('#status-text')).trim();
+    const stopAt = Date.now();
+    await stopper.evaluate(() => document.getElementById('stop').click());
+    await stopper.waitForSelector('#last-answer[data-state=done]', { state: 'attached', timeout: timeoutMs });
+    const stoppedLoad = {
+      stopReason: await stopper.getAttribute('#last-answer', 'data-stop-reason'),
+      generated: (await stopper.getAttribute('#last-answer', 'data-generated-ids')) ?? '',
+      status: (await stopper.textContent('#status-text')).trim(),
+    };
+    log(`stop pressed while "${statusAtStop}": answer ended ${Date.now() - stopAt} ms later:`, JSON.stringify(stoppedLoad));
+    if (!statusAtStop.includes('No model loaded')) throw new Error(`stop was not pressed during the load (status ${statusAtStop})`);
+    if (stoppedLoad.stopReason !== 'cancelled' || stoppedLoad.generated !== '') throw new Error(`stop during the load ended ${stoppedLoad.stopReason} with ids ${stoppedLoad.generated}`);
+    log('PASS: stop pressed while the model loads cancels the answer before its first token');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {

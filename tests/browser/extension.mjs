@@ -188,7 +188,8 @@ async function main() {
     check('conversation history survives the restart', restored[0] === question && restored.length === 2, JSON.stringify(restored));
     await popup2.click('#new-chat');
     // Mid-answer, the service worker is stopped (CDP ServiceWorker.stopAllWorkers): the answer
-    // streams on (the popup talks to the offscreen engine host directly) and completes.
+    // streams on (the popup talks to the offscreen document, which relays to the engine worker)
+    // and completes.
     const swCdp = await context.newCDPSession(popup2);
     const workerStates = [];
     swCdp.on('ServiceWorker.workerVersionUpdated', ({ versions }) => versions.forEach((v) => workerStates.push(v.runningStatus)));
