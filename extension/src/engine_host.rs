@@ -1,5 +1,8 @@
-//! The offscreen document's engine host: owns the loaded model and serves clients over
-//! `runtime.Port`s. Requests are independent tasks; one model load or generation runs at a time.
+//! The engine host: owns the loaded model and serves client pages. It runs in a dedicated worker
+//! started by the offscreen document (`engine-worker.js`), so forward passes never block the
+//! renderer main thread that all extension pages share; the offscreen document relays each page's
+//! port as a [`ClientId`] ([`RelayToWorker`] / [`WorkerToRelay`], see `relay.rs`). Requests are
+//! independent tasks; one model load or generation runs at a time.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -8,7 +11,7 @@ use std::rc::Rc;
 use engine::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use engine::config::ModelConfig;
 use engine::device::{Device, RefDevice};
-use engine::generate::{generate, CancelToken, GenerateOptions};
+use engine::generate::{generate, CancelToken, GenerateOptions, StopReason};
 use engine::model::{Model, ModelOptions};
 use engine::sampling::SamplingParams;
 use engine::session::Session;
@@ -16,11 +19,12 @@ use engine::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
-use crate::chrome::{from_js, js_error_text, runtime_send_message, to_js, Port};
+use crate::chrome::{from_js, js_error_text, to_js};
 use crate::error::{ExtensionError, Result};
+use crate::relay::post_to_parent;
 use crate::protocol::{
-    Backend, ChatOptions, EngineEvent, EngineRequest, EngineStatus, GenerationSnapshot, LoadStage, Message, ModelRef, RequestId,
-    ServiceWorkerRequest, ENGINE_PORT,
+    Backend, ChatOptions, ClientId, EngineEvent, EngineRequest, EngineStatus, GenerationSnapshot, LoadStage, Message, ModelRef,
+    RelayToWorker, RequestId, ServiceWorkerRequest, WorkerToRelay,
 };
 use crate::download::{download, sleep_ms, DownloadCancel, FileSpec};
 use crate::import::import_file;
@@ -59,6 +63,8 @@ struct HostState {
     pending_imports: RefCell<HashMap<String, web_sys::Blob>>,
     /// Kept open for the host's lifetime.
     import_channel: RefCell<Option<web_sys::BroadcastChannel>>,
+    /// The connected client pages, by the id the offscreen document gave their port.
+    clients: RefCell<HashMap<ClientId, Rc<Client>>>,
 }
 
 /// A running generation. It belongs to the host, not to the page that asked for it: it goes on
@@ -117,77 +123,73 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-/// One connected client page.
+/// One connected client page, reached through the offscreen document's relay.
 struct Client {
-    port: Port,
+    id: ClientId,
 }
 
 impl Client {
-    /// Sends an event; a client that went away is not an error (the generation goes on).
+    /// Sends an event; a client that went away is not an error (the relay drops the event, and
+    /// the generation goes on).
     fn send(&self, event: &EngineEvent) {
-        match to_js(event) {
-            Ok(value) => {
-                let _ = self.port.post_message(&value);
-            }
-            Err(e) => web_sys::console::error_1(&e),
-        }
+        post_to_relay(&WorkerToRelay::Event { client: self.id, event: event.clone() });
     }
 }
 
+/// Posts a message to the offscreen document (this worker's parent).
+fn post_to_relay(message: &WorkerToRelay) {
+    let outcome = to_js(message).and_then(|value| post_to_parent(&value));
+    if let Err(e) = outcome {
+        web_sys::console::error_1(&format!("qwglm engine: cannot reach the offscreen document: {}", js_error_text(&e)).into());
+    }
+}
+
+/// The engine host in its dedicated worker: `engine-worker.js` creates it and hands it every
+/// message from the offscreen document.
 #[wasm_bindgen]
-pub struct EngineHost {
+pub struct EngineWorker {
     state: Rc<HostState>,
 }
 
 #[wasm_bindgen]
-impl EngineHost {
+impl EngineWorker {
     #[wasm_bindgen(constructor)]
-    pub fn new() -> EngineHost {
+    pub fn new() -> EngineWorker {
         crate::install_panic_hook();
         engine::clock::set_host_clock(performance_now);
         let state: Rc<HostState> = Rc::default();
         if let Err(e) = listen_for_imports(&state) {
             web_sys::console::error_1(&format!("qwglm: imports unavailable: {}", js_error_text(&e)).into());
         }
-        EngineHost { state }
+        EngineWorker { state }
     }
 
-    /// Serves a port from `runtime.onConnect`. The host speaks first (an unsolicited `Status` with
-    /// id 0): clients wait for it, so no request is sent before the listeners exist.
-    pub fn attach(&self, port: Port) -> Result<(), JsValue> {
-        if port.name() != ENGINE_PORT {
-            return Ok(());
+    /// One message from the offscreen document (a [`RelayToWorker`]).
+    pub fn on_message(&self, message: JsValue) {
+        match from_js::<RelayToWorker>(message) {
+            // The host speaks first (an unsolicited `Status` with id 0): clients wait for it, so no
+            // request is sent before the relay listens on their port.
+            Ok(RelayToWorker::Connect { client }) => {
+                let client = Rc::new(Client { id: client });
+                self.state.clients.borrow_mut().insert(client.id, client.clone());
+                client.send(&EngineEvent::Status { id: 0, status: status(&self.state) });
+            }
+            Ok(RelayToWorker::Request { client, request }) => {
+                let client = self.state.clients.borrow().get(&client).cloned();
+                if let Some(client) = client {
+                    spawn_local(handle(self.state.clone(), client, request));
+                }
+            }
+            // A closed page stops following the generation; the generation itself goes on (its
+            // answer is saved when it ends, and a reopened popup re-attaches to it).
+            Ok(RelayToWorker::Disconnect { client }) => {
+                let gone = self.state.clients.borrow_mut().remove(&client);
+                if let (Some(gone), Some(generation)) = (gone, self.state.generation.borrow().as_ref()) {
+                    generation.watchers.borrow_mut().retain(|(c, _)| !Rc::ptr_eq(c, &gone));
+                }
+            }
+            Err(e) => web_sys::console::error_1(&format!("qwglm engine: {}", js_error_text(&e)).into()),
         }
-        let client = Rc::new(Client { port });
-
-        let state = self.state.clone();
-        let on_request_client = client.clone();
-        let on_request = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| {
-            let client = on_request_client.clone();
-            match from_js::<EngineRequest>(message) {
-                Ok(request) => spawn_local(handle(state.clone(), client, request)),
-                Err(e) => client.send(&EngineEvent::Error { id: 0, message: js_error_text(&e) }),
-            }
-        });
-        client.port.on_message().add_listener(on_request.as_ref().unchecked_ref());
-
-        // A closed page stops following the generation; the generation itself goes on (its answer
-        // is saved when it ends, and a reopened popup re-attaches to it).
-        let on_disconnect_client = client.clone();
-        let on_disconnect_state = self.state.clone();
-        let on_disconnect = Closure::<dyn Fn()>::new(move || {
-            if let Some(generation) = on_disconnect_state.generation.borrow().as_ref() {
-                generation.watchers.borrow_mut().retain(|(c, _)| !Rc::ptr_eq(c, &on_disconnect_client));
-            }
-        });
-        client.port.on_disconnect().add_listener(on_disconnect.as_ref().unchecked_ref());
-
-        // The listeners live as long as the port; ports are few, so leaking the closures is fine.
-        on_request.forget();
-        on_disconnect.forget();
-
-        client.send(&EngineEvent::Status { id: 0, status: status(&self.state) });
-        Ok(())
     }
 }
 
@@ -210,7 +212,7 @@ fn listen_for_imports(state: &Rc<HostState>) -> Result<(), JsValue> {
     Ok(())
 }
 
-impl Default for EngineHost {
+impl Default for EngineWorker {
     fn default() -> Self {
         Self::new()
     }
@@ -291,7 +293,8 @@ async fn chat(
     conversation: Option<String>,
 ) -> Result<()> {
     let _busy = BusyGuard::acquire(&state.busy)?;
-    let mut loaded = take_or_load(state, client, id, &model, options.backend).await?;
+    // The generation exists from the start, model load included: a page that attaches while the
+    // model loads follows it (no text yet) and gets its tokens live.
     let generation = Rc::new(Generation {
         conversation,
         cancel: CancelToken::new(),
@@ -300,11 +303,21 @@ async fn chat(
         watchers: RefCell::new(vec![(client.clone(), id)]),
     });
     *state.generation.borrow_mut() = Some(generation.clone());
-    let result = answer(&mut loaded, &generation, &messages, &options).await;
+    let result = match take_or_load(state, client, id, &model, options.backend).await {
+        Ok(mut loaded) => {
+            let result = answer(&mut loaded, &generation, &messages, &options).await;
+            *state.loaded.borrow_mut() = Some(loaded);
+            if let Some(conversation) = &generation.conversation {
+                let text = generation.text.borrow().clone();
+                save_answer(conversation, &text);
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
     *state.generation.borrow_mut() = None;
-    *state.loaded.borrow_mut() = Some(loaded);
     if let Err(e) = &result {
-        // The asking request gets the error from `handle`; pages that re-attached get it here.
+        // The asking request gets the error from `handle`; pages that attached get it here.
         let message = e.to_string();
         for (watcher, watcher_id) in generation.watchers.borrow().iter() {
             if !(Rc::ptr_eq(watcher, client) && *watcher_id == id) {
@@ -312,24 +325,14 @@ async fn chat(
             }
         }
     }
-    if let Some(conversation) = &generation.conversation {
-        let text = generation.text.borrow().clone();
-        save_answer(conversation, &text).await;
-    }
     result
 }
 
-/// Has the service worker write the answer into the stored conversation: the page that asked may
-/// be closed by now. A failure is logged, not returned: the answer itself succeeded.
-async fn save_answer(conversation: &str, text: &str) {
+/// Has the service worker (through the offscreen document, which logs any failure) write the
+/// answer into the stored conversation: the page that asked may be closed by now.
+fn save_answer(conversation: &str, text: &str) {
     let request = ServiceWorkerRequest::SaveAnswer { id: 0, conversation: conversation.to_string(), text: text.to_string() };
-    let outcome = match to_js(&request) {
-        Ok(message) => runtime_send_message(&message).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = outcome {
-        web_sys::console::error_1(&format!("cannot save the answer: {}", js_error_text(&e)).into());
-    }
+    post_to_relay(&WorkerToRelay::ToServiceWorker { request });
 }
 
 async fn answer(loaded: &mut LoadedModel, generation: &Generation, messages: &[Message], options: &ChatOptions) -> Result<()> {
@@ -349,6 +352,17 @@ async fn answer(loaded: &mut LoadedModel, generation: &Generation, messages: &[M
         stop_tokens: loaded.tokenizer.eos_ids().to_vec(),
         ..GenerateOptions::default()
     };
+    // Stopped while its model loaded: no prefill for an answer nobody wants any more.
+    if generation.cancel.is_cancelled() {
+        generation.send(|id| EngineEvent::Done {
+            id,
+            stop_reason: stop_reason_name(&StopReason::Cancelled),
+            generated_ids: Vec::new(),
+            prompt_tokens: prompt_ids.len() as u32,
+            decode_tok_per_s: 0.0,
+        });
+        return Ok(());
+    }
     let result = generate(
         &mut loaded.session,
         &loaded.tokenizer,

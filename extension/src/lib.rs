@@ -1,4 +1,5 @@
-//! QWGLM extension runtime (wasm32): the service worker host and the offscreen engine host.
+//! QWGLM extension runtime (wasm32): the service worker host, the offscreen document's relay and
+//! the engine host in its dedicated worker.
 //! The message protocol is target-independent (and unit-tested natively).
 
 pub mod protocol;
@@ -12,6 +13,8 @@ mod engine_host;
 #[cfg(target_arch = "wasm32")]
 mod import;
 #[cfg(target_arch = "wasm32")]
+mod relay;
+#[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(target_arch = "wasm32")]
 mod error;
@@ -21,9 +24,11 @@ mod service_worker;
 mod yielding;
 
 #[cfg(target_arch = "wasm32")]
-pub use engine_host::EngineHost;
+pub use engine_host::EngineWorker;
 #[cfg(target_arch = "wasm32")]
 pub use error::ExtensionError;
+#[cfg(target_arch = "wasm32")]
+pub use relay::EngineRelay;
 #[cfg(target_arch = "wasm32")]
 pub use service_worker::ServiceWorkerHost;
 

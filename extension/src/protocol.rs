@@ -93,7 +93,8 @@ pub enum EngineRequest {
         conversation: Option<String>,
     },
     /// Follow the generation running now, if any: answered by `Attached` with the text so far,
-    /// then that generation's `Token`s and `Done` carry this request's id (a reopened popup).
+    /// then that generation's `Token`s and `Done` carry this request's id (a reopened popup). A
+    /// generation runs from the moment its `Chat` is taken, model load included.
     Attach { id: RequestId },
     /// Stop the generation started by request `target`.
     Stop { id: RequestId, target: RequestId },
@@ -110,6 +111,35 @@ pub enum EngineRequest {
     /// [`IMPORT_CHANNEL`] as `{ token, file }`. Stored and verified like a download (sha256
     /// computed, GGUF header validated); streams `DownloadProgress`, then `Models`.
     Import { id: RequestId, token: String, name: String, size: u64 },
+}
+
+/// Identifies one client page (one engine port) between the offscreen document and the engine
+/// worker; chosen by the offscreen document, unique for its lifetime.
+pub type ClientId = u32;
+
+/// Offscreen document → engine worker (`Worker.postMessage`). The engine runs in a dedicated
+/// worker so its forward passes never block the renderer main thread that every extension page
+/// (the popup included) shares; the offscreen document keeps what needs `chrome.*` (the ports, the
+/// service worker) and relays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayToWorker {
+    /// A page connected an engine port; the worker greets it (`Status` with id 0).
+    Connect { client: ClientId },
+    /// A request from that page's port.
+    Request { client: ClientId, request: EngineRequest },
+    /// The page's port disconnected (the page closed): it stops following any generation.
+    Disconnect { client: ClientId },
+}
+
+/// Engine worker → offscreen document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerToRelay {
+    /// Post `event` on client `client`'s port (dropped when that port is gone).
+    Event { client: ClientId, event: EngineEvent },
+    /// Send `request` to the service worker (workers have no `chrome.runtime`).
+    ToServiceWorker { request: ServiceWorkerRequest },
 }
 
 /// `BroadcastChannel` on which the options page hands an imported file to the engine host.
@@ -206,7 +236,8 @@ pub enum EngineEvent {
     DownloadProgress { id: RequestId, model: String, file: String, done: u64, total: u64, rate: f64, eta_s: f64 },
     /// The store's models and the origin's storage usage/quota in bytes (`navigator.storage.estimate`).
     Models { id: RequestId, models: Vec<ModelManifest>, usage: u64, quota: u64 },
-    /// Answer to `Attach`: the running generation (`None` when the engine is idle).
+    /// Answer to `Attach`: the running generation, also while its model loads (no text yet);
+    /// `None` when no chat runs.
     Attached { id: RequestId, generation: Option<GenerationSnapshot> },
 }
 
@@ -546,6 +577,23 @@ mod tests {
         // A chat request without a conversation id (older clients) still parses.
         let old = r#"{"type":"chat","id":1,"model":{"id":"m","url":"u"},"messages":[],"options":{}}"#;
         assert!(matches!(serde_json::from_str(old).unwrap(), EngineRequest::Chat { conversation: None, .. }));
+    }
+
+    #[test]
+    fn relay_envelopes_round_trip() {
+        let to_worker = RelayToWorker::Request { client: 7, request: EngineRequest::Stop { id: 3, target: 2 } };
+        let json = serde_json::to_value(&to_worker).unwrap();
+        assert_eq!((json["type"].as_str(), json["client"].as_u64(), json["request"]["type"].as_str()), (Some("request"), Some(7), Some("stop")));
+        assert_eq!(serde_json::from_value::<RelayToWorker>(json).unwrap(), to_worker);
+        for message in [RelayToWorker::Connect { client: 1 }, RelayToWorker::Disconnect { client: 1 }] {
+            assert_eq!(serde_json::from_value::<RelayToWorker>(serde_json::to_value(&message).unwrap()).unwrap(), message);
+        }
+        let event = WorkerToRelay::Event { client: 7, event: EngineEvent::Token { id: 2, token_id: 504, text: "The".into() } };
+        assert_eq!(serde_json::from_str::<WorkerToRelay>(&serde_json::to_string(&event).unwrap()).unwrap(), event);
+        let save = WorkerToRelay::ToServiceWorker {
+            request: ServiceWorkerRequest::SaveAnswer { id: 0, conversation: "c".into(), text: "a".into() },
+        };
+        assert_eq!(serde_json::from_str::<WorkerToRelay>(&serde_json::to_string(&save).unwrap()).unwrap(), save);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 // Browser end-to-end test: the built extension (dist/) in headless Chromium answers the reference
 // prompt with the same greedy token ids as transformers (tests/fixtures/real/smollm2-135m-instruct-q4_1.json).
 // Also: the first-run screen of a fresh profile (no model ready → the popup sends the user to the
-// options page), stop, and re-attaching a reopened popup to a generation that kept running.
+// options page), stop, the popup staying responsive during a long forward pass (the engine runs
+// in a worker), re-attaching a reopened popup to a generation that kept running, and attaching
+// to (and stopping) an answer while its model is still loading.
 //
 // Run through `cargo xtask test-browser`, which builds dist/ and provides:
 //   QWGLM_NODE_MODULES  node_modules holding playwright-core
@@ -156,6 +158,45 @@ async function main() {
     await popup.waitForSelector('#send:not([disabled])');
     log('PASS: stop cancels a running answer');
 
+    // Responsiveness: a new chat's prompt is prefilled in one forward pass of several seconds on
+    // the CPU reference device. While it runs, the popup's main thread must keep answering (an
+    // animation-frame round trip), since the engine runs in its own worker, not on the renderer
+    // main thread that all extension pages share. (Reads go through evaluate, which has no
+    // timeout: a frozen popup shows up as a long round trip, not as a Playwright timeout.)
+    await popup.click('#new-chat');
+    await popup.fill('#prompt', 'Summarize in one sentence: the garden by the river has seven apple trees, a stone wall, a small wooden bench and a pond with three ducks.');
+    const frame = async () => {
+      const t = Date.now();
+      const answer = await popup.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => {
+        const a = document.getElementById('last-answer');
+        resolve({ streamed: a?.dataset.streamedIds ?? '', state: a?.dataset.state ?? '' });
+      })));
+      return { ms: Date.now() - t, ...answer };
+    };
+    await frame();
+    const sent = Date.now();
+    await popup.evaluate(() => document.getElementById('send').click());
+    const latencies = [];
+    let firstTokenMs = null;
+    while (Date.now() - sent < timeoutMs) {
+      const sample = await frame();
+      latencies.push(sample.ms);
+      if (sample.streamed !== '' || sample.state === 'done') {
+        firstTokenMs = Date.now() - sent;
+        break;
+      }
+      await popup.waitForTimeout(100);
+    }
+    await popup.evaluate(() => document.getElementById('stop')?.click());
+    await popup.waitForSelector('#last-answer[data-state=done]', { state: 'attached', timeout: timeoutMs });
+    await popup.waitForSelector('#send:not([disabled])', { timeout: timeoutMs });
+    const worstFrame = Math.max(...latencies);
+    const median = [...latencies].sort((a, b) => a - b)[latencies.length >> 1];
+    log(`responsiveness: first token ${firstTokenMs} ms after send; ${latencies.length} frame round trips until then, worst ${worstFrame} ms, median ${median} ms`);
+    if (firstTokenMs === null || firstTokenMs < 3000) throw new Error(`the prefill took ${firstTokenMs} ms: too short to show anything`);
+    if (worstFrame > 1000) throw new Error(`the popup did not paint for ${worstFrame} ms while the engine ran a forward pass`);
+    log('PASS: the popup keeps painting (frame round trips under 1 s) during a multi-second prefill');
+
     // Re-attach: an uninterrupted answer, then the same question in a new chat with the popup
     // closed mid-answer and reopened; the generation goes on, the reopened popup shows the text
     // so far, then the live tokens and Stop, and ends with the same ids and text.
@@ -206,6 +247,63 @@ async function main() {
     if (!same(resumed.generated, whole.generated) || resumed.text !== whole.text) throw new Error(`re-attached answer ${resumed.generated} != uninterrupted ${whole.generated}`);
     if (saved !== whole.text) throw new Error(`stored answer ${JSON.stringify(saved)} != ${JSON.stringify(whole.text)}`);
     log('PASS: a reopened popup re-attaches to the running answer, which completes with the uninterrupted ids and is saved');
+
+    // Attach while loading: a fresh offscreen document (so a fresh engine without the model), the
+    // reference question asked and its popup closed at once; a popup reopened while the model
+    // still loads follows that answer (Stop shown, no model loaded yet) and streams it live.
+    await reopened.close();
+    const sw = context.serviceWorkers()[0] ?? await context.waitForEvent('serviceworker', { timeout: 30000 });
+    await sw.evaluate(() => chrome.offscreen.closeDocument());
+    const asker = await context.newPage();
+    await asker.goto(`chrome-extension://${id}/popup.html`);
+    await asker.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+    await asker.click('#new-chat');
+    await asker.fill('#prompt', question);
+    await asker.click('#send');
+    await asker.waitForSelector('#stop', { timeout: 60000 });
+    await asker.close();
+    const follower = await context.newPage();
+    follower.on('pageerror', (e) => log('popup error:', e.message));
+    await follower.goto(`chrome-extension://${id}/popup.html`);
+    await follower.waitForSelector('#stop', { timeout: 60000 }).catch(async () => {
+      throw new Error(`the popup reopened during the load did not attach to the answer (no Stop; status "${(await follower.textContent('#status-text')).trim()}")`);
+    });
+    const statusAtAttach = (await follower.textContent('#status-text')).trim();
+    const idsAtAttach = (await follower.getAttribute('#last-answer', 'data-streamed-ids')) ?? '';
+    const followed = await finish(follower);
+    const followedStreamed = ((await follower.getAttribute('#last-answer', 'data-streamed-ids')) ?? '').split(',').filter(Boolean).map(Number);
+    log(`attached while "${statusAtAttach}" with ${JSON.stringify(idsAtAttach)} streamed:`, JSON.stringify(followed));
+    if (!statusAtAttach.includes('No model loaded') || idsAtAttach !== '') throw new Error(`attached after the load (status ${statusAtAttach}, ids ${idsAtAttach})`);
+    if (!same(followedStreamed, expected) || !same(followed.generated, [...expected, eos]) || followed.text !== fixture.greedy_text_until_eos) {
+      throw new Error(`the followed answer ${followed.generated} (streamed ${followedStreamed}) != reference ${expected}`);
+    }
+    log('PASS: a popup opened while the model loads follows the answer live from its first token');
+
+    // Stop while loading: again a fresh engine; Stop pressed while the model still loads ends the
+    // answer as cancelled without a token (the prefill is skipped once the load ends).
+    await follower.close();
+    await sw.evaluate(() => chrome.offscreen.closeDocument());
+    const stopper = await context.newPage();
+    stopper.on('pageerror', (e) => log('popup error:', e.message));
+    await stopper.goto(`chrome-extension://${id}/popup.html`);
+    await stopper.waitForSelector('#send:not([disabled])', { timeout: 60000 });
+    await stopper.click('#new-chat');
+    await stopper.fill('#prompt', question);
+    await stopper.click('#send');
+    await stopper.waitForSelector('#stop', { timeout: 60000 });
+    const statusAtStop = (await stopper.textContent('#status-text')).trim();
+    const stopAt = Date.now();
+    await stopper.evaluate(() => document.getElementById('stop').click());
+    await stopper.waitForSelector('#last-answer[data-state=done]', { state: 'attached', timeout: timeoutMs });
+    const stoppedLoad = {
+      stopReason: await stopper.getAttribute('#last-answer', 'data-stop-reason'),
+      generated: (await stopper.getAttribute('#last-answer', 'data-generated-ids')) ?? '',
+      status: (await stopper.textContent('#status-text')).trim(),
+    };
+    log(`stop pressed while "${statusAtStop}": answer ended ${Date.now() - stopAt} ms later:`, JSON.stringify(stoppedLoad));
+    if (!statusAtStop.includes('No model loaded')) throw new Error(`stop was not pressed during the load (status ${statusAtStop})`);
+    if (stoppedLoad.stopReason !== 'cancelled' || stoppedLoad.generated !== '') throw new Error(`stop during the load ended ${stoppedLoad.stopReason} with ids ${stoppedLoad.generated}`);
+    log('PASS: stop pressed while the model loads cancels the answer before its first token');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {
