@@ -42,8 +42,11 @@ pub enum KernelId {
     /// attention input, k and v appended to the KV cache (NeoX or interleaved pairing).
     RopeKvWriteNeox,
     RopeKvWriteInterleaved,
-    /// Causal attention over the KV cache (flash-decoding on GPU for one query row).
+    /// Causal attention over the KV cache (split-K with an online softmax on the GPU).
     Attention,
+    /// Attention of one query token (decode) with head_dim a multiple of 4, up to
+    /// `DECODE_MAX_HEAD_DIM`: 16-byte K/V loads, one key per thread.
+    AttentionDecode,
     SwiGlu,
     Add,
     Argmax,
@@ -155,6 +158,9 @@ pub const MAX_PREFILL_KV_SPLITS: u32 = 16;
 /// decode step runs n_heads x ctx / 32 workgroups (up to MAX_KV_SPLITS splits).
 pub const DECODE_KEYS_PER_SPLIT: u32 = 32;
 
+/// Largest head_dim of `KernelId::AttentionDecode` (shaders/attention_decode.wgsl).
+pub const DECODE_MAX_HEAD_DIM: u32 = 256;
+
 /// The split count for an attention op over `ctx` visible keys (prefill rule).
 pub fn attention_splits(ctx: u32) -> u32 {
     ctx.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_PREFILL_KV_SPLITS)
@@ -231,6 +237,9 @@ impl Op {
             Op::MatMul { w, .. } => KernelId::MatMul(w.format),
             Op::RopeKvWrite { interleaved: false, .. } => KernelId::RopeKvWriteNeox,
             Op::RopeKvWrite { interleaved: true, .. } => KernelId::RopeKvWriteInterleaved,
+            Op::Attention { p, .. } if p.n_tokens == 1 && p.head_dim % 4 == 0 && p.head_dim <= DECODE_MAX_HEAD_DIM => {
+                KernelId::AttentionDecode
+            }
             Op::Attention { .. } => KernelId::Attention,
             Op::SwiGlu { .. } => KernelId::SwiGlu,
             Op::Add { .. } => KernelId::Add,

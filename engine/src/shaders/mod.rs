@@ -25,6 +25,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("add_rms_norm.wgsl"),
     shader!("argmax.wgsl"),
     shader!("attention.wgsl"),
+    shader!("attention_decode.wgsl"),
     shader!("embed_f16.wgsl"),
     shader!("embed_f32.wgsl"),
     shader!("embed_q4_0.wgsl"),
@@ -59,6 +60,8 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("rope_kv_write_interleaved.wgsl"),
     shader!("rope_kv_write_neox.wgsl"),
     shader!("swiglu.wgsl"),
+    shader!("common/attention_combine.wgsl"),
+    shader!("common/attention_params.wgsl"),
     shader!("common/dequant_f16.wgsl"),
     shader!("common/dequant_f32.wgsl"),
     shader!("common/dequant_q4_0.wgsl"),
@@ -117,6 +120,7 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
         KernelId::RopeKvWriteNeox => "rope_kv_write_neox.wgsl".into(),
         KernelId::RopeKvWriteInterleaved => "rope_kv_write_interleaved.wgsl".into(),
         KernelId::Attention => "attention.wgsl".into(),
+        KernelId::AttentionDecode => "attention_decode.wgsl".into(),
         KernelId::SwiGlu => "swiglu.wgsl".into(),
         KernelId::Add => "add.wgsl".into(),
         KernelId::Argmax => "argmax.wgsl".into(),
@@ -126,7 +130,23 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
 /// The preprocessed WGSL of `kernel`.
 pub fn kernel_source(kernel: KernelId) -> Result<Preprocessed> {
     let path = kernel_file(kernel)?;
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(dir) = std::env::var_os("QWGLM_SHADER_DIR") {
+        return kernel_source_from(kernel, &path, std::path::Path::new(&dir));
+    }
     preprocess::preprocess(&path, &file).map_err(|e| kernel_err(kernel, e))
+}
+
+/// Kernel development aid (native only): with `QWGLM_SHADER_DIR` set, the files present in that
+/// directory replace the built-in ones, so kernel variants can be timed on a GPU machine without
+/// rebuilding the binary (the dispatch geometry stays the binary's).
+#[cfg(not(target_arch = "wasm32"))]
+fn kernel_source_from(kernel: KernelId, path: &str, dir: &std::path::Path) -> Result<Preprocessed> {
+    let files: std::collections::HashMap<&str, String> = FILES
+        .iter()
+        .map(|(name, text)| (*name, std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| text.to_string())))
+        .collect();
+    preprocess::preprocess(path, &|name| files.get(name).map(String::as_str)).map_err(|e| kernel_err(kernel, e))
 }
 
 /// Every kernel id with a WGSL file: what the GPU devices can run.
@@ -141,6 +161,7 @@ pub fn all_kernels() -> Vec<KernelId> {
         KernelId::RopeKvWriteNeox,
         KernelId::RopeKvWriteInterleaved,
         KernelId::Attention,
+        KernelId::AttentionDecode,
         KernelId::SwiGlu,
         KernelId::Add,
         KernelId::Argmax,
@@ -152,6 +173,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode"],
+        KernelId::AttentionDecode => &["decode", "combine"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
         _ => &["main"],
@@ -193,7 +215,7 @@ pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
         KernelId::AddRmsNorm => (4, 2),
         KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
-        KernelId::Attention => (5, 2),
+        KernelId::Attention | KernelId::AttentionDecode => (5, 2),
         KernelId::SwiGlu | KernelId::Add => (2, 1),
         KernelId::Argmax => (3, 2),
     }
@@ -331,6 +353,11 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
                 return Ok(Vec::new());
             }
             let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
+            if kernel == KernelId::AttentionDecode {
+                let decode = Dispatch { entry: 0, workgroups: [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1] };
+                // One split: the decode workgroups write the output themselves.
+                return Ok(if p.kv_splits == 1 { vec![decode] } else { vec![decode, Dispatch { entry: 1, workgroups: combine }] });
+            }
             if p.n_tokens == 1 && p.head_dim <= DECODE_ATTENTION_MAX_DIM && p.head_dim % 2 == 0 {
                 let decode = [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1];
                 return Ok(vec![Dispatch { entry: 2, workgroups: decode }, Dispatch { entry: 1, workgroups: combine }]);

@@ -378,6 +378,10 @@ pub async fn attention_decode(mut pair: Pair) {
     attention_case(&mut pair, &mut rng, 1, 4199, 1, 2, 64, Some(engine::kernels::MAX_KV_SPLITS)).await;
     attention_case(&mut pair, &mut rng, 1, 40, 2, 7, 32, Some(3)).await;
     attention_case(&mut pair, &mut rng, 1, 9, 1, 1, 20, Some(2)).await;
+    // head_dim 256 (one key subset per column in attention_decode.wgsl); 18, not a multiple of
+    // 4, takes attention.wgsl's decode entry.
+    attention_case(&mut pair, &mut rng, 1, 99, 1, 2, 256, None).await;
+    attention_case(&mut pair, &mut rng, 1, 49, 1, 2, 18, Some(2)).await;
 }
 
 pub async fn attention_prefill(mut pair: Pair) {

@@ -1,0 +1,174 @@
+// attention_decode: AttentionDecode -- causal GQA attention of one query token over the KV cache
+// (decode), split-K with an online softmax: out[h] = softmax(scale * q[h] . K[0 ..= pos_offset]) V,
+// query head h reading kv head h / (n_heads / n_kv_heads). head_dim a multiple of 4, <= 256
+// (other shapes take shaders/attention.wgsl).
+//
+// Entry points (one bind group):
+//   `decode`: a workgroup per (query head, key split). Per tile of up to 64 keys, thread i scores
+//     key i (16-byte loads of its K row, four in flight), the tile's max and sum come from the 64
+//     scores in workgroup memory, then P.V: thread i owns 4 output elements (column i % (head_dim
+//     / 4)) for every (64 / (head_dim / 4))-th key of the tile, the key subsets summed at the end.
+//     With one split the workgroup writes `out` itself; with several it writes (m, l, acc) to
+//     `partials` and `combine` merges them.
+//   `combine`: a workgroup per query head (common/attention_combine.wgsl).
+//
+// Bindings (group 0):
+//   0 uniform AttentionParams { n_tokens (= 1), n_heads, n_kv_heads, head_dim, pos_offset, scale, kv_splits }
+//   1 q: array<vec4<f32>>                  [n_heads, head_dim]
+//   2 k_cache: array<vec4<f32>>            [ctx, n_kv_heads * head_dim], ctx >= pos_offset + 1
+//   3 v_cache: array<vec4<f32>>            [ctx, n_kv_heads * head_dim]
+//   4 out: array<f32> (read_write)         [n_heads, head_dim]
+//   5 partials: array<f32> (read_write)    device scratch [n_heads, kv_splits, head_dim + 2]
+// Dispatch (workgroup_size 64 for both): decode (n_heads, kv_splits, 1), then, when kv_splits > 1,
+//   combine (n_heads folded into x <= 65535, y).
+
+#include "common/grid.wgsl"
+#include "common/attention_params.wgsl"
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+
+const WORKGROUP: u32 = 64u;
+const TILE: u32 = 64u;        // keys per step: one per thread
+const MAX_DIM4: u32 = 64u;    // head_dim / 4 <= 64
+// Stands in for -inf: masked keys never win the max, and exp(m_old - m_new) stays finite.
+const NO_MAX: f32 = -3.0e38;
+
+var<workgroup> q_row: array<vec4<f32>, MAX_DIM4>;      // the query row, pre-scaled
+var<workgroup> tile_vals: array<vec4<f32>, 16>;        // the tile's 64 scores, then probabilities
+var<workgroup> column_sums: array<vec4<f32>, WORKGROUP>; // [key subset][column]
+
+fn horizontal_sum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// Thread `i` of the tile stores its value; after a barrier every thread reads all 64.
+fn tile_max() -> f32 {
+    var m4 = tile_vals[0];
+    for (var j = 1u; j < TILE / 4u; j++) {
+        m4 = max(m4, tile_vals[j]);
+    }
+    return max(max(m4.x, m4.y), max(m4.z, m4.w));
+}
+
+fn tile_sum() -> f32 {
+    var s4 = vec4<f32>(0.0);
+    for (var j = 0u; j < TILE / 4u; j++) {
+        s4 += tile_vals[j];
+    }
+    return horizontal_sum(s4);
+}
+
+fn prob(key: u32) -> f32 {
+    return tile_vals[key / 4u][key % 4u];
+}
+
+@compute @workgroup_size(64)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let dim4 = p.head_dim / 4u;
+    let h = wid.x;
+    let split = wid.y;
+    let group = p.n_heads / p.n_kv_heads;
+    let kv_dim4 = p.n_kv_heads * dim4;
+    let kv_offset4 = (h / group) * dim4;
+    let ctx = p.pos_offset + 1u;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let key_begin = split * span;
+    let key_end = min(key_begin + span, ctx);
+    if (lid < dim4) {
+        q_row[lid] = q[h * dim4 + lid] * p.scale;
+    }
+    workgroupBarrier();
+    // P.V work split: `column` of the output, every `subsets`-th key from `subset`.
+    let column = lid % dim4;
+    let subsets = WORKGROUP / dim4;
+    let subset = lid / dim4;
+    var m = NO_MAX;
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    for (var tile = key_begin; tile < key_end; tile += TILE) {
+        let n_keys = min(TILE, key_end - tile);
+        var score = NO_MAX;
+        if (lid < n_keys) {
+            let k_row = (tile + lid) * kv_dim4 + kv_offset4;
+            var dot4 = vec4<f32>(0.0);
+            var i = 0u;
+            for (; i + 4u <= dim4; i += 4u) {
+                let k0 = k_cache[k_row + i];
+                let k1 = k_cache[k_row + i + 1u];
+                let k2 = k_cache[k_row + i + 2u];
+                let k3 = k_cache[k_row + i + 3u];
+                dot4 += (q_row[i] * k0 + q_row[i + 1u] * k1) + (q_row[i + 2u] * k2 + q_row[i + 3u] * k3);
+            }
+            for (; i < dim4; i++) {
+                dot4 += q_row[i] * k_cache[k_row + i];
+            }
+            score = horizontal_sum(dot4);
+        }
+        tile_vals[lid / 4u][lid % 4u] = score;
+        workgroupBarrier();
+        let m_tile = max(m, tile_max());
+        workgroupBarrier();
+        tile_vals[lid / 4u][lid % 4u] = select(0.0, exp(score - m_tile), lid < n_keys);
+        workgroupBarrier();
+        let rescale = exp(m - m_tile);
+        l = l * rescale + tile_sum();
+        m = m_tile;
+        acc *= rescale;
+        if (subset < subsets) {
+            let v_col = (tile + subset) * kv_dim4 + kv_offset4 + column;
+            let step = subsets * kv_dim4;
+            var key = subset;
+            var v_at = v_col;
+            // Four keys per step, so four loads are in flight.
+            for (; key + 3u * subsets < n_keys; key += 4u * subsets) {
+                let v0 = v_cache[v_at];
+                let v1 = v_cache[v_at + step];
+                let v2 = v_cache[v_at + 2u * step];
+                let v3 = v_cache[v_at + 3u * step];
+                acc += (prob(key) * v0 + prob(key + subsets) * v1) + (prob(key + 2u * subsets) * v2 + prob(key + 3u * subsets) * v3);
+                v_at += 4u * step;
+            }
+            for (; key < n_keys; key += subsets) {
+                acc += prob(key) * v_cache[v_at];
+                v_at += step;
+            }
+        }
+        // The next tile overwrites tile_vals.
+        workgroupBarrier();
+    }
+    column_sums[lid] = acc;
+    workgroupBarrier();
+    if (lid < dim4) {
+        var total = vec4<f32>(0.0);
+        for (var j = 0u; j < subsets; j++) {
+            total += column_sums[j * dim4 + lid];
+        }
+        if (p.kv_splits == 1u) {
+            // One split holds every key (ctx >= 1), so l > 0.
+            let o = total / l;
+            let at = h * p.head_dim + 4u * lid;
+            out[at] = o.x;
+            out[at + 1u] = o.y;
+            out[at + 2u] = o.z;
+            out[at + 3u] = o.w;
+        } else {
+            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
+            if (lid == 0u) {
+                partials[base] = m;
+                partials[base + 1u] = l;
+            }
+            let at = base + 2u + 4u * lid;
+            partials[at] = total.x;
+            partials[at + 1u] = total.y;
+            partials[at + 2u] = total.z;
+            partials[at + 3u] = total.w;
+        }
+    }
+}
+
+#include "common/attention_combine.wgsl"
