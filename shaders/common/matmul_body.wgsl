@@ -4,7 +4,9 @@
 // one-output-per-thread tile spent two loads per FMA and ran 60x below llama.cpp's prefill).
 // Per K-step of 32 columns every thread dequantizes one 8-group of the 64 x 32 weight tile and
 // loads one 8-group of the 64 x 32 activation tile; both tiles are stored k-major as vec4s of
-// 4 consecutive rows, so the compute loop reads its rows / columns as single vectors.
+// 4 consecutive rows, so the compute loop reads its rows / columns as single vectors. The next
+// K-step's group is fetched (and dequantized) into registers before this step's multiply, so its
+// loads are in flight during the FMAs (H200 pp512: 8B 617 -> 662 tok/s, 0.5B 7,160 -> 7,433).
 // Workgroup memory: 2 x 8 KiB (WebGPU's default limit is 16 KiB).
 // Dispatch: x = ceil(n / 64) weight-row tiles, y = ceil(m / 64) activation-row tiles.
 #include "common/matmul_params.wgsl"
@@ -79,20 +81,30 @@ fn main(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    // Software pipelining: the next K-step's weights and activations are fetched into registers
+    // while this step's tiles are multiplied.
+    let zero = Dq8(vec4<f32>(0.0), vec4<f32>(0.0));
+    var w_next = zero;
+    var x_next = zero;
+    if (w_row < p.n && load_g * 8u < p.k) {
+        w_next = dequant8(w_row, load_g, p.n, p.k);
+    }
+    if (x_row < p.m && load_g * 8u < p.k) {
+        x_next = load_x8(x_base, load_g, p.k);
+    }
     for (var k0 = 0u; k0 < p.k; k0 += K_STEP) {
-        let group = k0 / 8u + load_g;
-        let zero = Dq8(vec4<f32>(0.0), vec4<f32>(0.0));
-        var w = zero;
-        if (w_row < p.n && group * 8u < p.k) {
-            w = dequant8(w_row, group, p.n, p.k);
-        }
-        store_w8(load_r, load_g * 8u, w);
-        var xv = zero;
-        if (x_row < p.m && group * 8u < p.k) {
-            xv = load_x8(x_base, group, p.k);
-        }
-        store_x8(load_r, load_g * 8u, xv);
+        store_w8(load_r, load_g * 8u, w_next);
+        store_x8(load_r, load_g * 8u, x_next);
         workgroupBarrier();
+        let group = (k0 + K_STEP) / 8u + load_g;
+        w_next = zero;
+        x_next = zero;
+        if (w_row < p.n && group * 8u < p.k) {
+            w_next = dequant8(w_row, group, p.n, p.k);
+        }
+        if (x_row < p.m && group * 8u < p.k) {
+            x_next = load_x8(x_base, group, p.k);
+        }
         for (var c = 0u; c < K_STEP; c++) {
             let a = x_tile[c * VECS_PER_K + local.y];
             let b = w_tile[c * VECS_PER_K + local.x];
