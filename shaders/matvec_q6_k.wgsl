@@ -26,18 +26,18 @@ fn slot_dot(ql: vec4<u32>, qh: vec4<u32>, scales: vec4<u32>, d: f32, s: u32, v: 
     let half_index = s / 4u;
     let u = s % 4u;
     let shift_lo = 2u * (u / 2u);
-    // Whole words: the 6-bit values of four elements, one per byte, widened by unpack4x8unorm
-    // (q / 255, scaled back below): fewer instructions than shifting out every byte (H200: 8B
-    // decode +0.9 %).
-    let q_lo = (ql & vec4<u32>(0x0f0f0f0fu)) | (((qh >> vec4<u32>(shift_lo)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    let q_hi = ((ql >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu)) | (((qh >> vec4<u32>(shift_lo + 4u)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    let dot_lo = (dot(unpack4x8unorm(q_lo.x), v.lo0) + dot(unpack4x8unorm(q_lo.y), v.lo1))
-        + (dot(unpack4x8unorm(q_lo.z), v.lo2) + dot(unpack4x8unorm(q_lo.w), v.lo3));
-    let dot_hi = (dot(unpack4x8unorm(q_hi.x), v.hi0) + dot(unpack4x8unorm(q_hi.y), v.hi1))
-        + (dot(unpack4x8unorm(q_hi.z), v.hi2) + dot(unpack4x8unorm(q_hi.w), v.hi3));
+    let shift_hi = shift_lo + 4u;
+    let dot_lo = (dot(small_to_f32(byte_fields(ql.x, 0u, 0xfu) | (byte_fields(qh.x, shift_lo, 3u) << vec4<u32>(4u))), v.lo0)
+        + dot(small_to_f32(byte_fields(ql.y, 0u, 0xfu) | (byte_fields(qh.y, shift_lo, 3u) << vec4<u32>(4u))), v.lo1))
+        + (dot(small_to_f32(byte_fields(ql.z, 0u, 0xfu) | (byte_fields(qh.z, shift_lo, 3u) << vec4<u32>(4u))), v.lo2)
+        + dot(small_to_f32(byte_fields(ql.w, 0u, 0xfu) | (byte_fields(qh.w, shift_lo, 3u) << vec4<u32>(4u))), v.lo3));
+    let dot_hi = (dot(small_to_f32(byte_fields(ql.x, 4u, 0xfu) | (byte_fields(qh.x, shift_hi, 3u) << vec4<u32>(4u))), v.hi0)
+        + dot(small_to_f32(byte_fields(ql.y, 4u, 0xfu) | (byte_fields(qh.y, shift_hi, 3u) << vec4<u32>(4u))), v.hi1))
+        + (dot(small_to_f32(byte_fields(ql.z, 4u, 0xfu) | (byte_fields(qh.z, shift_hi, 3u) << vec4<u32>(4u))), v.hi2)
+        + dot(small_to_f32(byte_fields(ql.w, 4u, 0xfu) | (byte_fields(qh.w, shift_hi, 3u) << vec4<u32>(4u))), v.hi3));
     let scale_lo = signed_byte(scales, 8u * half_index + u);
     let scale_hi = signed_byte(scales, 8u * half_index + 4u + u);
-    return d * (scale_lo * (255.0 * dot_lo - 32.0 * sum_lo) + scale_hi * (255.0 * dot_hi - 32.0 * sum_hi));
+    return d * (scale_lo * (dot_lo - 32.0 * sum_lo) + scale_hi * (dot_hi - 32.0 * sum_hi));
 }
 
 fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
