@@ -303,7 +303,8 @@ async function main() {
     log(`stop pressed while "${statusAtStop}": answer ended ${Date.now() - stopAt} ms later:`, JSON.stringify(stoppedLoad));
     if (!statusAtStop.includes('No model loaded')) throw new Error(`stop was not pressed during the load (status ${statusAtStop})`);
     if (stoppedLoad.stopReason !== 'cancelled' || stoppedLoad.generated !== '') throw new Error(`stop during the load ended ${stoppedLoad.stopReason} with ids ${stoppedLoad.generated}`);
-    log('PASS: stop pressed while the model loads cancels the answer before its first token');
+    if (!stoppedLoad.status.endsWith('· stopped')) throw new Error(`the status after a stop during the load says "${stoppedLoad.status}", not "stopped"`);
+    log('PASS: stop pressed while the model loads cancels the answer before its first token (status "stopped")');
   } catch (error) {
     failure = error;
     for (const page of context.pages()) {

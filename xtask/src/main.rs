@@ -1,6 +1,6 @@
 //! `cargo xtask <command>`: build the extension and run its browser tests.
 //!
-//! - `dist [--fast]`: wasm release build of the extension and popup crates (one cargo command, so
+//! - `dist [--fast]`: wasm release build of the extension, popup and options crates (one cargo command, so
 //!   features unify once) → wasm-bindgen --target web → wasm-opt -Oz (skipped with `--fast`) →
 //!   `dist/` with the manifest, pages, loaders and icons. Installs the exact wasm-bindgen CLI
 //!   (the version in Cargo.lock) and npm binaryen 132 (older wasm-opt cannot parse wasm-bindgen's
@@ -30,7 +30,8 @@ const PLAYWRIGHT_VERSION: &str = "1.65.1";
 const WLLAMA_VERSION: &str = "3.8.1";
 /// Browser test scripts, run in order; each prints `PASS:`/`FAIL:` lines per check.
 const BROWSER_TESTS: [&str; 3] = ["tests/browser/chat.mjs", "tests/browser/extension.mjs", "tests/browser/import.mjs"];
-const WASM_CRATES: [(&str, &str); 2] = [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup")];
+const WASM_CRATES: [(&str, &str); 3] =
+    [("qwglm-extension", "qwglm_extension"), ("qwglm-popup", "qwglm_popup"), ("qwglm-options", "qwglm_options")];
 
 type Result<T> = std::result::Result<T, String>;
 

@@ -213,7 +213,12 @@ impl ChatState {
             }
             EngineEvent::Done { stop_reason, generated_ids, decode_tok_per_s, .. } if for_running => {
                 self.running = None;
-                self.activity = format!("{decode_tok_per_s:.2} tok/s");
+                // A Stop before the first decoded token (e.g. during the load) has no speed to show.
+                self.activity = match (stop_reason.as_str(), generated_ids.is_empty()) {
+                    ("cancelled", true) => "stopped".to_string(),
+                    ("cancelled", false) => format!("stopped · {decode_tok_per_s:.2} tok/s"),
+                    _ => format!("{decode_tok_per_s:.2} tok/s"),
+                };
                 self.answer.generated_ids = generated_ids;
                 self.answer.stop_reason = Some(stop_reason);
             }
