@@ -12,7 +12,13 @@
 //     split), so a decode step runs n_heads x kv_splits workgroups instead of n_kv_heads x
 //     kv_splits (8 on Llama-3-8B at short contexts, which left the GPU idle); two threads per key
 //     share a score, every thread holds the softmax state, thread i owns elements i + 64 j.
-// Prefill uses the same kernels: each query row masks the keys past its own position.
+//   `prefill`: tiled causal attention for n_tokens > 1 and head_dim <= 128 (see its section
+//     below): a workgroup owns 16 query rows of one kv head (GQA group x consecutive tokens) and
+//     walks 32-key tiles up to its causal limit, K staged in workgroup memory, 4 x 2 score blocks
+//     and 4 rows x ceil(head_dim / 16) output elements per thread, online softmax; with one split
+//     it writes `out` directly, else partials for `combine`.
+// Prefill with head_dim > 128 uses `partial` + `combine`: each query row masks the keys past its
+// own position.
 //
 // Bindings (group 0):
 //   0 uniform AttentionParams { n_tokens, n_heads, n_kv_heads, head_dim, pos_offset, scale, kv_splits }
@@ -21,22 +27,16 @@
 //   3 v_cache: array<f32>                  [ctx, n_kv_heads * head_dim]
 //   4 out: array<f32> (read_write)         [n_tokens, n_heads, head_dim]
 //   5 partials: array<f32> (read_write)    device scratch [n_tokens * n_heads, kv_splits, head_dim + 2]
-// Dispatch (ROWS = min(16, 1024 / head_dim), head_dim <= 1024, workgroup_size 64 for both):
+//                                          (unused by `prefill` with one split)
+// Dispatch (ROWS = min(16, 1024 / head_dim), head_dim <= 1024, workgroup_size 64 for all):
 //   partial: (n_kv_heads * ceil(n_tokens * group / ROWS), kv_splits, 1)
 //   combine: (n_tokens * n_heads folded into x <= 65535, y)
 //   decode (n_tokens == 1): (n_heads, kv_splits, 1), then combine
+//   prefill (n_tokens > 1, head_dim <= 128): (n_kv_heads * ceil(n_tokens * group / 16), kv_splits, 1),
+//     then combine only when kv_splits > 1
 
 #include "common/grid.wgsl"
-
-struct AttentionParams {
-    n_tokens: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    pos_offset: u32,
-    scale: f32,
-    kv_splits: u32,
-}
+#include "common/attention_params.wgsl"
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -181,42 +181,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-@compute @workgroup_size(64)
-fn combine(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = linear_workgroup(wid, nwg);   // t * n_heads + h
-    if (row >= p.n_tokens * p.n_heads) {
-        return;
-    }
-    let stride = p.head_dim + 2u;
-    let base = row * p.kv_splits * stride;
-    var m = NO_MAX;
-    for (var s = 0u; s < p.kv_splits; s++) {
-        if (partials[base + s * stride + 1u] > 0.0) {
-            m = max(m, partials[base + s * stride]);
-        }
-    }
-    var denom = 0.0;
-    for (var s = 0u; s < p.kv_splits; s++) {
-        let l = partials[base + s * stride + 1u];
-        if (l > 0.0) {
-            denom += exp(partials[base + s * stride] - m) * l;
-        }
-    }
-    for (var d = lid; d < p.head_dim; d += WORKGROUP) {
-        var num = 0.0;
-        for (var s = 0u; s < p.kv_splits; s++) {
-            let split_base = base + s * stride;
-            if (partials[split_base + 1u] > 0.0) {
-                num += exp(partials[split_base] - m) * partials[split_base + 2u + d];
-            }
-        }
-        out[row * p.head_dim + d] = select(0.0, num / denom, denom > 0.0);
-    }
-}
+#include "common/attention_combine.wgsl"
 
 const DECODE_TILE: u32 = 32u;      // keys per step: 2 threads per key
 const DECODE_MAX_DIM: u32 = 256u;  // 4 accumulators per thread
@@ -330,6 +295,202 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let d = lid + 64u * j;
         if (d < d_len) {
             partials[base + 2u + d] = accs[j];
+        }
+    }
+}
+
+// ---- prefill: tiled causal attention (n_tokens > 1, head_dim <= 128) ----
+//
+// A workgroup of 64 threads owns PREFILL_ROWS = 16 query rows that share one kv head (pairs
+// (token, head of the GQA group) in `partial`'s order) and walks the key tiles of its split from
+// the first key up to its last row's causal limit (no tile past it is read; only tiles that cross
+// a row's limit are masked, by the same compare that masks the end of the range). Per 32-key tile:
+//   - K is staged transposed in 32-dim chunks (k_tile[dim][key], stride 33: conflict-free writes
+//     and reads); the pre-scaled query rows sit in workgroup memory for the whole walk,
+//     transposed so one vec4 holds a dim of the 4 rows a thread owns;
+//   - thread (col = lid % 16, grp = lid / 16) computes a 4 x 2 register block of scores: rows
+//     grp + 4 i (i < 4, a vec4) against keys col and col + 16;
+//   - online softmax: the tile's row max is reduced through `prefill_red` (16 partial maxima per
+//     row), every thread of a row derives the same running max m; each thread keeps its own
+//     partial sum l over its keys (summed once at the end);
+//   - P goes to workgroup memory (prefill_p[key][grp] = the 4 rows' probabilities), and the thread
+//     accumulates the rows' outputs for dims col + 16 j (j < ceil(head_dim / 16) <= 8) in
+//     registers, reading V straight from the cache (16 threads read 16 consecutive floats).
+// With kv_splits == 1 it writes `out` itself (no combine); else (m, l, acc) partials like `partial`.
+// Workgroup memory: 2048 + 1056 + 512 + 256 floats = 15,488 bytes.
+
+const PREFILL_ROWS: u32 = 16u;
+const PREFILL_KEYS: u32 = 32u;       // keys per tile
+const PREFILL_CHUNK: u32 = 32u;      // K dims staged at a time
+const PREFILL_STRIDE: u32 = 33u;     // k_tile row stride (one pad word)
+const PREFILL_MAX_DIM: u32 = 128u;
+const PREFILL_COLS: u32 = 16u;       // threads sharing a row group
+
+var<workgroup> prefill_q: array<vec4<f32>, 512>;          // [head_dim rounded to 4][grp] rows grp + 4 i
+var<workgroup> prefill_k: array<f32, 1056>;               // [PREFILL_CHUNK][PREFILL_STRIDE]
+var<workgroup> prefill_p: array<vec4<f32>, 128>;          // [PREFILL_KEYS][grp]
+var<workgroup> prefill_red: array<vec4<f32>, 64>;         // [col][grp]
+
+@compute @workgroup_size(64)
+fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let d_len = p.head_dim;
+    let d4 = (d_len + 3u) & ~3u;
+    let group = p.n_heads / p.n_kv_heads;
+    let blocks_per_kv_head = (p.n_tokens * group + PREFILL_ROWS - 1u) / PREFILL_ROWS;
+    let kv_head = wid.x / blocks_per_kv_head;
+    let first = (wid.x % blocks_per_kv_head) * PREFILL_ROWS;   // index into (token, head-in-group) pairs
+    let n_rows = min(PREFILL_ROWS, p.n_tokens * group - first);
+    let kv_dim = p.n_kv_heads * d_len;
+    let kv_offset = kv_head * d_len;
+    let ctx = p.pos_offset + p.n_tokens;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let split = wid.y;
+    let key_begin = split * span;
+    // The last row's causal limit bounds the walk; keys past it are never read.
+    let last_token = (first + n_rows - 1u) / group;
+    let key_end = min(min(key_begin + span, ctx), p.pos_offset + last_token + 1u);
+
+    let col = lid % PREFILL_COLS;
+    let grp = lid / PREFILL_COLS;
+    // Row i of this thread: pair first + grp + 4 i; it sees keys < limit[i] (0 for padding rows).
+    var limit = vec4<u32>(0u);
+    for (var i = 0u; i < 4u; i++) {
+        let r = grp + 4u * i;
+        if (r < n_rows) {
+            limit[i] = p.pos_offset + (first + r) / group + 1u;
+        }
+    }
+    let limit_end = min(limit, vec4<u32>(key_end));
+
+    // 1. Stage the pre-scaled query rows, transposed: prefill_q[d * 4 + g] = rows g + 4 i at dim d.
+    for (var e = lid; e < d4 * 4u; e += WORKGROUP) {
+        let d = e / 4u;
+        let g = e % 4u;
+        var v = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            let r = g + 4u * i;
+            if (r < n_rows && d < d_len) {
+                let pair = first + r;
+                let h = kv_head * group + pair % group;
+                v[i] = q[((pair / group) * p.n_heads + h) * d_len + d] * p.scale;
+            }
+        }
+        prefill_q[e] = v;
+    }
+
+    var m = vec4<f32>(NO_MAX);
+    var l = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    let n_dim_blocks = (d_len + PREFILL_COLS - 1u) / PREFILL_COLS;
+
+    for (var tile = key_begin; tile < key_end; tile += PREFILL_KEYS) {
+        let n_keys = min(PREFILL_KEYS, key_end - tile);
+        // 2. Scores of rows grp + 4 i against keys col and col + 16, K staged dim chunk by chunk.
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        for (var d0 = 0u; d0 < d4; d0 += PREFILL_CHUNK) {
+            workgroupBarrier();   // the previous chunk's readers are done (and, first, the q staging)
+            for (var e = lid; e < PREFILL_CHUNK * PREFILL_KEYS; e += WORKGROUP) {
+                let dd = e % PREFILL_CHUNK;
+                let key = e / PREFILL_CHUNK;
+                var kv = 0.0;
+                if (key < n_keys && d0 + dd < d_len) {
+                    kv = k_cache[(tile + key) * kv_dim + kv_offset + d0 + dd];
+                }
+                prefill_k[dd * PREFILL_STRIDE + key] = kv;
+            }
+            workgroupBarrier();
+            let chunk = min(PREFILL_CHUNK, d4 - d0);
+            for (var dd = 0u; dd < chunk; dd += 4u) {
+                let qi = (d0 + dd) * 4u + grp;
+                let kb = dd * PREFILL_STRIDE + col;
+                let qa = prefill_q[qi];
+                let qb = prefill_q[qi + 4u];
+                let qc = prefill_q[qi + 8u];
+                let qd = prefill_q[qi + 12u];
+                s0 += qa * prefill_k[kb] + qb * prefill_k[kb + PREFILL_STRIDE]
+                    + qc * prefill_k[kb + 2u * PREFILL_STRIDE] + qd * prefill_k[kb + 3u * PREFILL_STRIDE];
+                s1 += qa * prefill_k[kb + 16u] + qb * prefill_k[kb + PREFILL_STRIDE + 16u]
+                    + qc * prefill_k[kb + 2u * PREFILL_STRIDE + 16u] + qd * prefill_k[kb + 3u * PREFILL_STRIDE + 16u];
+            }
+        }
+        // 3. Causal / range mask, then the tile's row max over the 16 threads of the row group.
+        let vis0 = vec4<u32>(tile + col) < limit_end;
+        let vis1 = vec4<u32>(tile + col + 16u) < limit_end;
+        s0 = select(vec4<f32>(NO_MAX), s0, vis0);
+        s1 = select(vec4<f32>(NO_MAX), s1, vis1);
+        prefill_red[col * 4u + grp] = max(s0, s1);
+        workgroupBarrier();
+        var m_new = m;
+        for (var c = 0u; c < PREFILL_COLS; c++) {
+            m_new = max(m_new, prefill_red[c * 4u + grp]);
+        }
+        let p0 = select(vec4<f32>(0.0), exp(s0 - m_new), vis0);
+        let p1 = select(vec4<f32>(0.0), exp(s1 - m_new), vis1);
+        prefill_p[col * 4u + grp] = p0;
+        prefill_p[(col + 16u) * 4u + grp] = p1;
+        let rescale = exp(m - m_new);
+        l = l * rescale + p0 + p1;
+        m = m_new;
+        workgroupBarrier();
+        // 4. acc = acc * rescale + P V for dims col + 16 j; keys past n_keys have P = 0 (their V
+        //    row is clamped to the last key, so it is a real value).
+        for (var j = 0u; j < 8u; j++) {
+            acc[j] *= rescale;
+        }
+        for (var c = 0u; c < n_keys; c += 2u) {
+            let pa = prefill_p[c * 4u + grp];
+            let pb = prefill_p[(c + 1u) * 4u + grp];
+            let ra = (tile + c) * kv_dim + kv_offset;
+            let rb = (tile + min(c + 1u, n_keys - 1u)) * kv_dim + kv_offset;
+            for (var j = 0u; j < 8u; j++) {
+                if (j < n_dim_blocks) {
+                    let d = min(col + PREFILL_COLS * j, d_len - 1u);
+                    acc[j] += pa * v_cache[ra + d] + pb * v_cache[rb + d];
+                }
+            }
+        }
+    }
+
+    // 5. Row sums over the 16 threads of a row group, then out (one split) or partials.
+    workgroupBarrier();
+    prefill_red[col * 4u + grp] = l;
+    workgroupBarrier();
+    var l_sum = vec4<f32>(0.0);
+    for (var c = 0u; c < PREFILL_COLS; c++) {
+        l_sum += prefill_red[c * 4u + grp];
+    }
+    let stride = d_len + 2u;
+    for (var i = 0u; i < 4u; i++) {
+        let r = grp + 4u * i;
+        if (r >= n_rows) {
+            continue;
+        }
+        let pair = first + r;
+        let row = (pair / group) * p.n_heads + kv_head * group + pair % group;
+        if (p.kv_splits == 1u) {
+            let inv = 1.0 / l_sum[i];
+            for (var j = 0u; j < 8u; j++) {
+                let d = col + PREFILL_COLS * j;
+                if (d < d_len) {
+                    out[row * d_len + d] = acc[j][i] * inv;
+                }
+            }
+        } else {
+            let base = (row * p.kv_splits + split) * stride;
+            if (col == 0u) {
+                partials[base] = m[i];
+                partials[base + 1u] = l_sum[i];
+            }
+            for (var j = 0u; j < 8u; j++) {
+                let d = col + PREFILL_COLS * j;
+                if (d < d_len) {
+                    partials[base + 2u + d] = acc[j][i];
+                }
+            }
         }
     }
 }

@@ -172,7 +172,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 /// Entry points of a kernel, in the order `plan` refers to them.
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
-        KernelId::Attention => &["partial", "combine", "decode"],
+        KernelId::Attention => &["partial", "combine", "decode", "prefill"],
         KernelId::AttentionDecode => &["decode", "combine"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
@@ -276,6 +276,12 @@ pub fn grid(total: u32) -> [u32; 3] {
 /// Largest head_dim of the one-token `decode` entry point of shaders/attention.wgsl.
 const DECODE_ATTENTION_MAX_DIM: u32 = 256;
 
+/// Largest head_dim of the tiled `prefill` entry point of shaders/attention.wgsl (`PREFILL_MAX_DIM`).
+const PREFILL_ATTENTION_MAX_DIM: u32 = 128;
+
+/// Query rows per workgroup of the `prefill` entry point (`PREFILL_ROWS`).
+const PREFILL_ATTENTION_ROWS: u64 = 16;
+
 /// Query rows per attention workgroup (shaders/attention.wgsl `rows_per_workgroup`).
 fn attention_rows(head_dim: u32) -> u32 {
     (1024 / head_dim.max(1)).min(16)
@@ -363,6 +369,12 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
                 return Ok(vec![Dispatch { entry: 2, workgroups: decode }, Dispatch { entry: 1, workgroups: combine }]);
             }
             let group = (p.n_heads / p.n_kv_heads) as u64;
+            if p.n_tokens > 1 && p.head_dim <= PREFILL_ATTENTION_MAX_DIM {
+                // Tiled causal kernel; with one split it writes `out` itself.
+                let blocks = (p.n_tokens as u64 * group).div_ceil(PREFILL_ATTENTION_ROWS);
+                let prefill = Dispatch { entry: 3, workgroups: [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1] };
+                return Ok(if p.kv_splits == 1 { vec![prefill] } else { vec![prefill, Dispatch { entry: 1, workgroups: combine }] });
+            }
             let blocks = (p.n_tokens as u64 * group).div_ceil(attention_rows(p.head_dim) as u64);
             let partial = [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1];
             Ok(vec![Dispatch { entry: 0, workgroups: partial }, Dispatch { entry: 1, workgroups: combine }])
@@ -400,6 +412,33 @@ mod tests {
         let mut listed: Vec<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
         listed.sort();
         assert_eq!(listed, on_disk, "engine/src/shaders/mod.rs FILES must list every file in shaders/");
+    }
+
+    #[test]
+    fn attention_plans() {
+        use crate::device::BufferId;
+        use crate::kernels::AttentionParams;
+        let op = |n_tokens, head_dim, kv_splits| Op::Attention {
+            q: BufferId(0),
+            k_cache: BufferId(1),
+            v_cache: BufferId(2),
+            out: BufferId(3),
+            p: AttentionParams { n_tokens, n_heads: 14, n_kv_heads: 2, head_dim, pos_offset: 0, scale: 1.0, kv_splits },
+        };
+        let entries = |o: &Op| plan(o).expect("plan").iter().map(|d| d.entry).collect::<Vec<_>>();
+        // Decode with head_dim % 4 == 0: AttentionDecode's `decode` (+ its `combine` with
+        // splits); other decode shapes attention.wgsl's `decode` + `combine`; prefill up to
+        // head_dim 128: `prefill` (+ `combine` with splits).
+        assert_eq!(op(1, 64, 3).kernel_id(), KernelId::AttentionDecode);
+        assert_eq!(entries(&op(1, 64, 3)), [0, 1]);
+        assert_eq!(entries(&op(1, 64, 1)), [0]);
+        assert_eq!(op(1, 18, 3).kernel_id(), KernelId::Attention);
+        assert_eq!(entries(&op(1, 18, 3)), [2, 1]);
+        assert_eq!(entries(&op(512, 64, 1)), [3]);
+        assert_eq!(entries(&op(512, 128, 2)), [3, 1]);
+        assert_eq!(entries(&op(512, 256, 2)), [0, 1]);
+        // 512 tokens x 7 heads per kv head in 16-row workgroups.
+        assert_eq!(plan(&op(512, 64, 2)).expect("plan")[0].workgroups, [2 * 224, 2, 1]);
     }
 
     #[test]

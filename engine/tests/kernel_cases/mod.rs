@@ -391,6 +391,25 @@ pub async fn attention_prefill(mut pair: Pair) {
     attention_case(&mut pair, &mut rng, 33, 0, 3, 3, 64, None).await;
     attention_case(&mut pair, &mut rng, 33, 267, 2, 1, 128, None).await;
     attention_case(&mut pair, &mut rng, 17, 5, 2, 7, 16, Some(4)).await;
+    // The tiled `prefill` entry point (head_dim <= 128): 16-row workgroups, 32-key tiles. Fewer
+    // tokens than a tile, exactly one row tile / key tile, odd counts, several row tiles per token
+    // span (GQA 7: qwen2.5-0.5b, 4: Llama-3-8B), a cached prefix (pos_offset > 0: chunked prefill,
+    // prefix reuse), one split (writes `out` directly) and several (partials + combine).
+    attention_case(&mut pair, &mut rng, 2, 0, 2, 7, 64, None).await;
+    attention_case(&mut pair, &mut rng, 16, 0, 1, 1, 64, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 32, 0, 2, 4, 128, None).await;
+    attention_case(&mut pair, &mut rng, 37, 0, 2, 7, 64, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 37, 300, 2, 7, 64, None).await;
+    attention_case(&mut pair, &mut rng, 100, 0, 2, 4, 128, None).await;
+    attention_case(&mut pair, &mut rng, 100, 61, 1, 2, 80, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 64, 1000, 1, 4, 128, None).await;
+    attention_case(&mut pair, &mut rng, 513, 0, 2, 7, 64, None).await;
+    attention_case(&mut pair, &mut rng, 513, 0, 1, 1, 96, Some(1)).await;
+    // head_dim not a multiple of 4 / 16, and past the prefill kernel's 128 (the `partial` path).
+    attention_case(&mut pair, &mut rng, 19, 7, 2, 3, 34, None).await;
+    attention_case(&mut pair, &mut rng, 5, 0, 1, 2, 2, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 9, 4, 1, 2, 160, Some(2)).await;
+    attention_case(&mut pair, &mut rng, 6, 0, 1, 1, 256, None).await;
 }
 
 pub async fn argmax_exact(mut pair: Pair) {
