@@ -18,7 +18,8 @@
 //!   that no lane takes are jumped over; branches on scalar conditions are plain jumps;
 //! - if-conversion: early-return helpers and branches that only assign variables become
 //!   `Select`s, `for` conditions `BreakUnless`;
-//! - finally `peephole::fuse` forms the unpack superinstructions.
+//! - then `peephole::fuse` forms the unpack superinstructions;
+//! - finally `regalloc::allocate` lets values with disjoint live ranges share registers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -363,6 +364,7 @@ impl<'m> Lowerer<'m> {
             storage_bindings: self.storage_bindings.into_iter().collect(),
         };
         crate::peephole::fuse(&mut program);
+        crate::regalloc::allocate(&mut program);
         Ok(program)
     }
 

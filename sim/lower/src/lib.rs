@@ -7,6 +7,8 @@ pub mod isa;
 pub mod compile;
 #[cfg(feature = "compile")]
 pub mod peephole;
+#[cfg(feature = "compile")]
+pub mod regalloc;
 
 /// Everything that can go wrong while lowering a kernel.
 #[derive(Debug, thiserror::Error)]
