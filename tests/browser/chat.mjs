@@ -164,7 +164,10 @@ async function main() {
     // main thread that all extension pages share. (Reads go through evaluate, which has no
     // timeout: a frozen popup shows up as a long round trip, not as a Playwright timeout.)
     await popup.click('#new-chat');
-    await popup.fill('#prompt', 'Summarize in one sentence: the garden by the river has seven apple trees, a stone wall, a small wooden bench and a pond with three ducks.');
+    // About 450 prompt tokens, so the prefill takes several seconds even with wasm SIMD on a fast
+    // CPU (60 tokens took 1.1 s on this 2-core box).
+    const gardens = Array.from({ length: 14 }, (_, i) => `Garden ${i + 1} by the river has ${i + 3} apple trees, a stone wall, a small wooden bench and a pond with ${i + 2} ducks.`);
+    await popup.fill('#prompt', `Summarize in one sentence: ${gardens.join(' ')}`);
     const frame = async () => {
       const t = Date.now();
       const answer = await popup.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => {
