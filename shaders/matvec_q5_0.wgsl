@@ -65,21 +65,3 @@ fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
 }
-
-// Entry points by threads per pair of rows (engine::shaders::matvec_lanes picks one from the
-// matrix shape): 32 (8 rows per workgroup), 64 (4 rows) and 128 (2 rows), so matrices with few
-// rows and long k still fill the GPU.
-@compute @workgroup_size(128)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs(wid, nwg, tid, 32u);
-}
-
-@compute @workgroup_size(128)
-fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs(wid, nwg, tid, 64u);
-}
-
-@compute @workgroup_size(128)
-fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs(wid, nwg, tid, 128u);
-}

@@ -115,3 +115,22 @@ fn finish_row_pair_lanes(tid: u32, row0: u32, sum_a: f32, sum_b: f32, lanes: u32
         }
     }
 }
+
+// Entry points of every pair kernel, by threads per pair of rows: 32 (8 rows per workgroup), 64
+// (4 rows) and 128 (2 rows), so matrices with few rows and long k still fill the GPU
+// (engine::shaders::matvec_rows_per_workgroup picks one from the matrix shape). Each calls the
+// including kernel's `matvec_pairs(wid, nwg, tid, lanes)`.
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 32u);
+}
+
+@compute @workgroup_size(128)
+fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 64u);
+}
+
+@compute @workgroup_size(128)
+fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 128u);
+}
