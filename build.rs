@@ -59,8 +59,13 @@ fn validate_shaders() {
                 continue;
             }
         };
-        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), // unpack2x16float is core WGSL; naga gates it because GLES lacks it.
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32);
+        // unpack2x16float is core WGSL; naga gates it because GLES lacks it. Only the tensor-core
+        // kernels (native, chosen by adapter features) may use f16 and cooperative matrices.
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if uses_cooperative_matrices(text) {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+        }
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
             let place = e.location(&expanded.source).map_or(format!("shaders/{path}"), |l| at(l.line_number, l.line_position));
             let detail: Vec<String> = e.spans().map(|(_, label)| label.clone()).filter(|l| !l.is_empty()).collect();
@@ -82,6 +87,11 @@ fn validate_shaders() {
         }
         panic!("{} WGSL error(s) in shaders/ (listed above)", errors.len());
     }
+}
+
+/// A kernel that declares `enable wgpu_cooperative_matrix;` (the same test as sim/build.rs).
+fn uses_cooperative_matrices(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "enable wgpu_cooperative_matrix;")
 }
 
 fn stamp_commit() {

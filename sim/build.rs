@@ -26,7 +26,11 @@ fn main() {
     }
     let mut programs = Vec::new();
     let mut errors = Vec::new();
-    for path in files.keys().filter(|p| !p.starts_with("common/")) {
+    // The tensor-core matmuls (`enable wgpu_cooperative_matrix;`) are native-only variants of the
+    // matmul kernels, used where the adapter has cooperative matrices; the simulator runs the
+    // plain matmul_<format>.wgsl of the same op instead.
+    let tensor_core = |text: &str| text.lines().any(|l| l.trim() == "enable wgpu_cooperative_matrix;");
+    for path in files.iter().filter(|(p, text)| !p.starts_with("common/") && !tensor_core(text)).map(|(p, _)| p) {
         let expanded = match preprocess::preprocess(path, &|p| files.get(p).map(String::as_str)) {
             Ok(e) => e,
             Err(e) => {

@@ -21,7 +21,10 @@ apt-get "${trixie[@]}" update -qq
 (cd .llama && apt-get "${trixie[@]}" download libvulkan-dev spirv-headers)
 if [ ! -f .llama/llama-src.tar.xz ]; then
   tmp=$(mktemp -d)
-  pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$tmp"
+  # The sdist straight from the index (`pip download` of it would build its metadata, which
+  # compiles cmake from source on a fresh machine).
+  url=$(curl -fsS https://pypi.org/simple/llama-cpp-python/ | grep -o 'https://[^"#]*llama_cpp_python-0.3.36.tar.gz' | head -1)
+  curl -fsSL "$url" -o "$tmp"/llama_cpp_python-0.3.36.tar.gz
   tar xzf "$tmp"/llama_cpp_python-0.3.36.tar.gz -C "$tmp"
   src="$tmp/llama_cpp_python-0.3.36/vendor/llama.cpp"
   # Only what a Vulkan llama-bench build configures: drop docs, models, other backends.

@@ -78,6 +78,8 @@ pub struct WgpuDevice {
     readbacks: Vec<ReadbackSlot>,
     /// Bound where a MatMul has no bias, so one layout serves both cases.
     dummy: wgpu::Buffer,
+    /// MatMul runs shaders/matmul_coop_<format>.wgsl (see `tensor_core_matmuls`).
+    tensor_cores: bool,
     /// Errors wgpu reported outside any scope (validation, internal), oldest first.
     errors: Arc<Mutex<Vec<EngineError>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -171,6 +173,38 @@ impl Drop for WgpuDevice {
     }
 }
 
+/// Most workgroup memory shaders/common/matmul_coop_body.wgsl may take (above WebGPU's default
+/// 16 KiB; adapters with cooperative matrices offer 48 KiB or more).
+const COOP_MATMUL_WORKGROUP_BYTES: u32 = 48 * 1024;
+
+/// Whether MatMul runs on cooperative matrices (tensor cores): native only, where the adapter
+/// offers them at 16x16x16 with f16 operands and f32 accumulators, shader-f16, 32-lane subgroups
+/// (the kernel gives each 32 threads their own matrices) and the workgroup memory the kernel
+/// needs. `QWGLM_NO_TENSOR_CORES=1` turns them off (A/B timing, the f32 path on the same GPU).
+#[cfg(not(target_arch = "wasm32"))]
+fn tensor_core_matmuls(adapter: &wgpu::Adapter) -> bool {
+    if std::env::var_os("QWGLM_NO_TENSOR_CORES").is_some_and(|v| v != "0") {
+        return false;
+    }
+    let info = adapter.get_info();
+    let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    adapter.features().contains(wanted)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && adapter.limits().max_compute_workgroup_storage_size >= COOP_MATMUL_WORKGROUP_BYTES
+        && adapter.cooperative_matrix_properties().iter().any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        })
+}
+
+/// Browsers' WebGPU has no cooperative matrices (wgpu's feature is native only).
+#[cfg(target_arch = "wasm32")]
+fn tensor_core_matmuls(_adapter: &wgpu::Adapter) -> bool {
+    false
+}
+
 fn device_err(detail: impl Into<String>) -> EngineError {
     EngineError::Device(detail.into())
 }
@@ -215,9 +249,15 @@ impl WgpuDevice {
         let adapter_limits = adapter.limits();
         // WebGPU defaults, raised to what the adapter really offers for the two limits that decide
         // how weights are split.
+        let tensor_cores = tensor_core_matmuls(&adapter);
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size,
             max_buffer_size: adapter_limits.max_buffer_size,
+            max_compute_workgroup_storage_size: if tensor_cores {
+                adapter_limits.max_compute_workgroup_storage_size
+            } else {
+                wgpu::Limits::default().max_compute_workgroup_storage_size
+            },
             ..Default::default()
         };
         #[cfg(not(target_arch = "wasm32"))]
@@ -225,12 +265,22 @@ impl WgpuDevice {
             && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         #[cfg(target_arch = "wasm32")]
         let want_times = false;
-        let features = if want_times { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
+        let mut features = if want_times { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
+        if tensor_cores {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qwglm"),
                 required_features: features,
                 required_limits: limits.clone(),
+                // SAFETY: the one experimental feature requested is cooperative matrices, used only by
+                // shaders/matmul_coop_*.wgsl at the 16x16x16 f16 -> f32 shape the adapter reports.
+                experimental_features: if tensor_cores {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 ..Default::default()
             })
             .await
@@ -294,7 +344,7 @@ impl WgpuDevice {
             }
         });
         let info = DeviceInfo {
-            name: adapter_info.name.clone(),
+            name: if tensor_cores { format!("{}, tensor-core matmuls", adapter_info.name) } else { adapter_info.name.clone() },
             backend: backend_name(adapter_info.backend),
             max_binding_bytes,
         };
@@ -314,6 +364,7 @@ impl WgpuDevice {
             staging_busy: false,
             readbacks: Vec::new(),
             dummy,
+            tensor_cores,
             errors,
             lost,
             pending_scopes: Vec::new(),
@@ -392,7 +443,7 @@ impl WgpuDevice {
         if self.kernels.contains_key(&kernel) {
             return Ok(());
         }
-        let source = shaders::kernel_source(kernel)?;
+        let source = shaders::kernel_source_for(kernel, self.tensor_cores)?;
         let label = format!("{kernel:?}");
         let (storage, writable) = shaders::storage_layout(kernel);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
@@ -428,7 +479,7 @@ impl WgpuDevice {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.source.as_str().into()),
         });
-        let pipelines = shaders::entry_points(kernel)
+        let pipelines = shaders::entry_points_for(kernel, self.tensor_cores)
             .iter()
             .map(|entry| {
                 self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -789,7 +840,7 @@ impl WgpuDevice {
         let mut scratch_bytes = 0;
         for op in pass {
             self.check_op(op)?;
-            plans.push(shaders::plan(op)?);
+            plans.push(shaders::plan_for(op, self.tensor_cores)?);
             scratch_bytes = scratch_bytes.max(shaders::scratch_bytes(op));
         }
         // 2. One params slot per op, all written with one queue write.

@@ -36,6 +36,16 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("embed_q5_k.wgsl"),
     shader!("embed_q6_k.wgsl"),
     shader!("embed_q8_0.wgsl"),
+    shader!("matmul_coop_f16.wgsl"),
+    shader!("matmul_coop_f32.wgsl"),
+    shader!("matmul_coop_q4_0.wgsl"),
+    shader!("matmul_coop_q4_1.wgsl"),
+    shader!("matmul_coop_q4_k.wgsl"),
+    shader!("matmul_coop_q5_0.wgsl"),
+    shader!("matmul_coop_q5_1.wgsl"),
+    shader!("matmul_coop_q5_k.wgsl"),
+    shader!("matmul_coop_q6_k.wgsl"),
+    shader!("matmul_coop_q8_0.wgsl"),
     shader!("matmul_f16.wgsl"),
     shader!("matmul_f32.wgsl"),
     shader!("matmul_q4_0.wgsl"),
@@ -77,6 +87,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/grid.wgsl"),
     shader!("common/k_scales.wgsl"),
     shader!("common/matmul_body.wgsl"),
+    shader!("common/matmul_coop_body.wgsl"),
     shader!("common/matmul_params.wgsl"),
     shader!("common/matmul_struct.wgsl"),
     shader!("common/matvec_body.wgsl"),
@@ -127,9 +138,23 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
     })
 }
 
+/// The file of `kernel` on a device with (`tensor_cores`) or without cooperative matrices: the
+/// MatMul kernels then have a variant with the same bindings and grid (matmul_coop_<format>.wgsl).
+pub fn kernel_file_for(kernel: KernelId, tensor_cores: bool) -> Result<String> {
+    match kernel {
+        KernelId::MatMul(f) if tensor_cores => Ok(format!("matmul_coop_{}.wgsl", format_suffix(kernel, f)?)),
+        _ => kernel_file(kernel),
+    }
+}
+
 /// The preprocessed WGSL of `kernel`.
 pub fn kernel_source(kernel: KernelId) -> Result<Preprocessed> {
-    let path = kernel_file(kernel)?;
+    kernel_source_for(kernel, false)
+}
+
+/// The preprocessed WGSL of `kernel` (its tensor-core variant where `tensor_cores`).
+pub fn kernel_source_for(kernel: KernelId, tensor_cores: bool) -> Result<Preprocessed> {
+    let path = kernel_file_for(kernel, tensor_cores)?;
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(dir) = std::env::var_os("QWGLM_SHADER_DIR") {
         return kernel_source_from(kernel, &path, std::path::Path::new(&dir));
@@ -179,6 +204,20 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
         _ => &["main"],
     }
 }
+
+/// Entry points of `kernel`'s file on a device with or without tensor cores (`kernel_file_for`).
+pub fn entry_points_for(kernel: KernelId, tensor_cores: bool) -> &'static [&'static str] {
+    match kernel {
+        KernelId::MatMul(_) if tensor_cores => &["main", "rows128"],
+        _ => entry_points(kernel),
+    }
+}
+
+/// Fewest workgroups for which the tensor-core MatMul takes 128 activation rows per workgroup
+/// (`rows128`) instead of 64: fewer dequantizations of each weight tile, but half the
+/// workgroups. H200 pp512 (132 SMs): the 8B's matmuls (256..1792 workgroups of 128 rows) were
+/// faster with 128 rows (1,996 vs 1,828 tok/s), the 0.5B's (56..608) slower (15,200 vs 16,100).
+const COOP_ROWS128_MIN_WORKGROUPS: u64 = 256;
 
 /// What a storage binding (binding 1, 2, ...) is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -305,6 +344,11 @@ pub fn scratch_bytes(op: &Op) -> u64 {
 /// The dispatches that run `op`, in order; empty when the op has nothing to do. Shapes that the
 /// kernels cannot handle are errors here, before anything reaches a device.
 pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
+    plan_for(op, false)
+}
+
+/// `plan` on a device that runs the tensor-core MatMul variant where `tensor_cores`.
+pub fn plan_for(op: &Op, tensor_cores: bool) -> Result<Vec<Dispatch>> {
     let kernel = op.kernel_id();
     let one = |workgroups: [u32; 3]| {
         let empty = workgroups.contains(&0);
@@ -331,6 +375,15 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
             let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64);
             let workgroups = folded((p.n as u64).div_ceil(rows))?;
             Ok(if workgroups.contains(&0) { Vec::new() } else { vec![Dispatch { entry, workgroups }] })
+        }
+        Op::MatMul { p, .. } if tensor_cores => {
+            let n_tiles = dim((p.n as u64).div_ceil(64), "n")?;
+            let m128 = (p.m as u64).div_ceil(128);
+            if n_tiles as u64 * m128 >= COOP_ROWS128_MIN_WORKGROUPS {
+                Ok(vec![Dispatch { entry: 1, workgroups: [n_tiles, dim(m128, "m")?, 1] }])
+            } else {
+                one([n_tiles, dim((p.m as u64).div_ceil(64), "m")?, 1])
+            }
         }
         Op::MatMul { p, .. } => one([dim((p.n as u64).div_ceil(64), "n")?, dim((p.m as u64).div_ceil(64), "m")?, 1]),
         Op::RopeKvWrite { p, .. } => {

@@ -247,6 +247,11 @@ pub async fn matmul_every_format(mut pair: Pair) {
         // Several 64 x 64 tiles in both directions, the last ones partial.
         matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, false).await;
     }
+    // Enough tiles for the tensor-core variant's `rows128` entry (128 activation rows per
+    // workgroup from 256 workgroups, engine::shaders::plan_for), its last row tile 2 rows high;
+    // elsewhere more 64 x 64 tiles.
+    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 130, 8200, 256, true, false).await;
+    matmul_case(&mut pair, &mut rng, GgmlType::F32, 129, 8195, 45, false, true).await;
 }
 
 pub async fn norms(mut pair: Pair) {
