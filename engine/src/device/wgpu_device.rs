@@ -173,9 +173,9 @@ impl Drop for WgpuDevice {
     }
 }
 
-/// Most workgroup memory shaders/common/matmul_coop_body.wgsl may take (above WebGPU's default
-/// 16 KiB; adapters with cooperative matrices offer 48 KiB or more).
-const COOP_MATMUL_WORKGROUP_BYTES: u32 = 48 * 1024;
+/// Workgroup memory of shaders/common/matmul_coop_body.wgsl: activation tiles 2 x 10 KiB, weight
+/// tiles 2 x 5 KiB, store stage 8 KiB (above WebGPU's default 16 KiB; the H200 offers 48 KiB).
+const COOP_MATMUL_WORKGROUP_BYTES: u32 = 2 * 10240 + 2 * 5120 + 8192;
 
 /// Whether MatMul runs on cooperative matrices (tensor cores): native only, where the adapter
 /// offers them at 16x16x16 with f16 operands and f32 accumulators, shader-f16, 32-lane subgroups
