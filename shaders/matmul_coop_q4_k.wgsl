@@ -1,7 +1,7 @@
 // matmul_coop_q4_k: MatMul(Q4_K) on cooperative matrices (tensor cores) -- prefill projection
-// Y = X W^T (+ b) for m activation rows with a Q4_K weight; per workgroup 64 weight rows x 64
-// (`main`) or 128 (`rows128`) activation rows; operands split into f16 hi + lo terms for f32
-// accuracy (common/matmul_coop_body.wgsl). Native only: the engine runs it instead of
+// Y = X W^T (+ b) for m activation rows with a Q4_K weight; weight x activation rows per
+// workgroup 64 x 64 (`main`), 64 x 128 (`rows128`) or 128 x 128 (`wide`); operands split into
+// f16 hi + lo terms for f32 accuracy (common/matmul_coop_body.wgsl). Native only: the engine runs it instead of
 // matmul_q4_k.wgsl where the adapter has 16x16x16 f16/f32 cooperative matrices, 32-lane subgroups.
 //
 // Bindings (group 0):
@@ -11,7 +11,8 @@
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[i * out_stride + out_col + r], i < m, r < n
 // Dispatch: `main`: workgroup_size (128), (ceil(n / 64), ceil(m / 64), 1) workgroups;
-// `rows128`: workgroup_size (256), (ceil(n / 64), ceil(m / 128), 1) workgroups.
+// `rows128`: workgroup_size (256), (ceil(n / 64), ceil(m / 128), 1) workgroups;
+// `wide`: workgroup_size (256), (ceil(n / 128), ceil(m / 128), 1) workgroups.
 
 enable f16;
 enable wgpu_cooperative_matrix;

@@ -1,7 +1,9 @@
 // Body of matmul_coop_<format>.wgsl: Y = X W^T (+ b) for m activation rows on cooperative
-// matrices (tensor cores): 64 weight rows per workgroup and 64 (`main`) or 128 (`rows128`)
-// activation rows, so the engine swaps it for matmul_body.wgsl where the adapter has
-// 16 x 16 x 16 f16 -> f32 matrices.
+// matrices (tensor cores), so the engine swaps it for matmul_body.wgsl where the adapter has
+// 16 x 16 x 16 f16 -> f32 matrices. Three tile shapes (engine::shaders::plan_for picks by
+// workgroup count): `main` 64 weight rows x 64 activation rows (128 threads), `rows128` 64 x 128
+// (256 threads) and `wide` 128 x 128 (256 threads): bigger tiles convert each weight and
+// activation fewer times, smaller ones fill the GPU on small matrices.
 //
 // Exactness: X and the dequantized W are each split into two f16 terms, v = hi + lo, hi = v with
 // its mantissa cut to 11 significant bits by a mask (exact in f16, and v - hi exact in f32) and
@@ -13,17 +15,17 @@
 // the kernel is bound by dequantization and tile stores, not by the tensor cores.
 // Values beyond f16's range (|v| >= 65520) are not representable; prefill activations stay below.
 //
-// Subgroups of exactly 32 lanes (the engine enables this kernel only on such adapters): subgroup
-// s owns rows 32 (s / 2) .. +31 and columns 32 (s % 2) .. +31 of the tile as 2 x 2 accumulators.
-// Per K-step of 32 the threads dequantize the 64 x 32 weight tile and load the activation tile,
-// 8 values per item, 4 neighbouring threads per row (coalesced reads), fetched one K-step ahead.
-// Tiles are vec4<f16> arrays, 32 + 8 halves per row (80 bytes: 16-byte aligned, rows off one
-// bank), so a thread stores its 8 values as two 8-byte writes per term (per-half stores ran at
-// 1,190 tok/s on the 8B instead of 1,828).
+// Subgroups of exactly 32 lanes (the engine enables this kernel only on such adapters); each
+// subgroup owns a 32 x 32 (`main`, `rows128`) or 32 x 64 (`wide`) block of the tile as 16 x 16
+// accumulators. Per K-step of 32 the threads dequantize the weight tile and load the activation
+// tile, 8 values per item, 4 neighbouring threads per row (coalesced reads), fetched one K-step
+// ahead. Tiles are vec4<f16> arrays, 32 + 8 halves per row (80 bytes: 16-byte aligned, rows off
+// one bank), so a thread stores its 8 values as two 8-byte writes per term (per-half stores ran
+// at 1,190 tok/s on the 8B instead of 1,828).
 // Workgroup memory: activation tiles 2 x 10 KiB (128 rows; `main` uses half), weight tiles
-// 2 x 5 KiB, store stage 8 KiB = 38 KiB (requested from the adapter).
-// Dispatch: x = ceil(n / 64); y = ceil(m / 64) for `main` (128 threads), ceil(m / 128) for
-// `rows128` (256 threads).
+// 2 x 5 KiB (`wide`: its own 2 x 10 KiB), store stage 8 KiB: 38 KiB, `wide` 48 KiB.
+// Dispatch: `main`: (ceil(n / 64), ceil(m / 64)); `rows128`: (ceil(n / 64), ceil(m / 128));
+// `wide`: (ceil(n / 128), ceil(m / 128)).
 #include "common/matmul_params.wgsl"
 
 const W_ROWS: u32 = 64u;    // weight rows (output columns) per workgroup
@@ -39,6 +41,8 @@ var<workgroup> x_lo: array<vec4<f16>, 1280>;
 var<workgroup> w_hi: array<vec4<f16>, 640>;   // [64 rows][ROW_VECS]: W^T read column-major, B operands
 var<workgroup> w_lo: array<vec4<f16>, 640>;
 var<workgroup> stage: array<f32, 2048>;       // [subgroup][16 x 16] accumulator being written out
+var<workgroup> w_hi_wide: array<vec4<f16>, 1280>;  // [128 rows][ROW_VECS] for `wide`
+var<workgroup> w_lo_wide: array<vec4<f16>, 1280>;
 
 // hi and lo terms of 4 values (see the header).
 fn split4(v: vec4<f32>) -> array<vec4<f16>, 2> {
@@ -175,4 +179,87 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @compute @workgroup_size(256)
 fn rows128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     tile(wid.x * W_ROWS, wid.y * 128u, lid, 256u);
+}
+
+fn store_w8_wide(r: u32, g: u32, v: Dq8) {
+    let a = split4(v.lo);
+    let b = split4(v.hi);
+    let at = r * ROW_VECS + 2u * g;
+    w_hi_wide[at] = a[0];
+    w_hi_wide[at + 1u] = b[0];
+    w_lo_wide[at] = a[1];
+    w_lo_wide[at + 1u] = b[1];
+}
+
+// 128 x 128 tiles, 256 threads: subgroup s owns rows 32 (s / 2) .. +31 and columns 64 (s % 2) ..
+// +63 as 2 x 4 accumulators; 2 weight and 2 activation items per thread. H200: the 8B's gate|up
+// (28672 x 4096, 896 workgroups) 4.4 -> 3.1 ms at pp512, prefill 2,104 -> 2,350 tok/s.
+@compute @workgroup_size(256)
+fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n0 = wid.x * 128u;
+    let m0 = wid.y * 128u;
+    let sub = lid / 32u;
+    let lane = lid % 32u;
+    let sm = (sub / 2u) * 32u;
+    let sn = (sub % 2u) * 64u;
+    let r = lid / 4u;
+    let g = lid % 4u;
+    var c00 = Acc16();
+    var c01 = Acc16();
+    var c02 = Acc16();
+    var c03 = Acc16();
+    var c10 = Acc16();
+    var c11 = Acc16();
+    var c12 = Acc16();
+    var c13 = Acc16();
+    var w_next0 = fetch_w(n0 + r, g);
+    var w_next1 = fetch_w(n0 + 64u + r, g);
+    var x_next0 = fetch_x(m0 + r, g);
+    var x_next1 = fetch_x(m0 + 64u + r, g);
+    for (var k0 = 0u; k0 < p.k; k0 += K_STEP) {
+        store_w8_wide(r, g, w_next0);
+        store_w8_wide(64u + r, g, w_next1);
+        store_x8(r, g, x_next0);
+        store_x8(64u + r, g, x_next1);
+        workgroupBarrier();
+        let group = (k0 + K_STEP) / 8u + g;
+        w_next0 = fetch_w(n0 + r, group);
+        w_next1 = fetch_w(n0 + 64u + r, group);
+        x_next0 = fetch_x(m0 + r, group);
+        x_next1 = fetch_x(m0 + 64u + r, group);
+        for (var kk = 0u; kk < K_STEP; kk += 16u) {
+            let xa = sm * ROW_VECS + kk / 4u;
+            let xb = xa + 16u * ROW_VECS;
+            let wa = sn * ROW_VECS + kk / 4u;
+            let a0_hi = coopLoadT<Frag16A>(&x_hi[xa], ROW_VECS);
+            let a0_lo = coopLoadT<Frag16A>(&x_lo[xa], ROW_VECS);
+            let a1_hi = coopLoadT<Frag16A>(&x_hi[xb], ROW_VECS);
+            let a1_lo = coopLoadT<Frag16A>(&x_lo[xb], ROW_VECS);
+            let b0_hi = coopLoad<Frag16B>(&w_hi_wide[wa], ROW_VECS);
+            let b0_lo = coopLoad<Frag16B>(&w_lo_wide[wa], ROW_VECS);
+            c00 = mma3(a0_hi, a0_lo, b0_hi, b0_lo, c00);
+            c10 = mma3(a1_hi, a1_lo, b0_hi, b0_lo, c10);
+            let b1_hi = coopLoad<Frag16B>(&w_hi_wide[wa + 16u * ROW_VECS], ROW_VECS);
+            let b1_lo = coopLoad<Frag16B>(&w_lo_wide[wa + 16u * ROW_VECS], ROW_VECS);
+            c01 = mma3(a0_hi, a0_lo, b1_hi, b1_lo, c01);
+            c11 = mma3(a1_hi, a1_lo, b1_hi, b1_lo, c11);
+            let b2_hi = coopLoad<Frag16B>(&w_hi_wide[wa + 32u * ROW_VECS], ROW_VECS);
+            let b2_lo = coopLoad<Frag16B>(&w_lo_wide[wa + 32u * ROW_VECS], ROW_VECS);
+            c02 = mma3(a0_hi, a0_lo, b2_hi, b2_lo, c02);
+            c12 = mma3(a1_hi, a1_lo, b2_hi, b2_lo, c12);
+            let b3_hi = coopLoad<Frag16B>(&w_hi_wide[wa + 48u * ROW_VECS], ROW_VECS);
+            let b3_lo = coopLoad<Frag16B>(&w_lo_wide[wa + 48u * ROW_VECS], ROW_VECS);
+            c03 = mma3(a0_hi, a0_lo, b3_hi, b3_lo, c03);
+            c13 = mma3(a1_hi, a1_lo, b3_hi, b3_lo, c13);
+        }
+        workgroupBarrier();
+    }
+    write_block(c00, sub, lane, m0 + sm, n0 + sn);
+    write_block(c01, sub, lane, m0 + sm, n0 + sn + 16u);
+    write_block(c02, sub, lane, m0 + sm, n0 + sn + 32u);
+    write_block(c03, sub, lane, m0 + sm, n0 + sn + 48u);
+    write_block(c10, sub, lane, m0 + sm + 16u, n0 + sn);
+    write_block(c11, sub, lane, m0 + sm + 16u, n0 + sn + 16u);
+    write_block(c12, sub, lane, m0 + sm + 16u, n0 + sn + 32u);
+    write_block(c13, sub, lane, m0 + sm + 16u, n0 + sn + 48u);
 }

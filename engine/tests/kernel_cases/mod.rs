@@ -252,6 +252,8 @@ pub async fn matmul_every_format(mut pair: Pair) {
     // elsewhere more 64 x 64 tiles.
     matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 130, 8200, 256, true, false).await;
     matmul_case(&mut pair, &mut rng, GgmlType::F32, 129, 8195, 45, false, true).await;
+    // ... and its `wide` entry (128 x 128 tiles from 512 workgroups), the last tiles partial.
+    matmul_case(&mut pair, &mut rng, GgmlType::F32, 129, 32770, 40, true, true).await;
 }
 
 pub async fn norms(mut pair: Pair) {
