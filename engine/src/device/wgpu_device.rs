@@ -173,9 +173,10 @@ impl Drop for WgpuDevice {
     }
 }
 
-/// Workgroup memory of shaders/common/matmul_coop_body.wgsl: activation tiles 2 x 10 KiB, weight
-/// tiles 2 x 5 KiB, store stage 8 KiB (above WebGPU's default 16 KiB; the H200 offers 48 KiB).
-const COOP_MATMUL_WORKGROUP_BYTES: u32 = 2 * 10240 + 2 * 5120 + 8192;
+/// Workgroup memory of shaders/common/matmul_coop_body.wgsl's largest entry (`wide`): activation
+/// and weight tiles 4 x 10 KiB, store stage 8 KiB (above WebGPU's default 16 KiB; the H200 offers
+/// exactly 48 KiB).
+const COOP_MATMUL_WORKGROUP_BYTES: u32 = 4 * 10240 + 8192;
 
 /// Whether MatMul runs on cooperative matrices (tensor cores): native only, where the adapter
 /// offers them at 16x16x16 with f16 operands and f32 accumulators, shader-f16, 32-lane subgroups
