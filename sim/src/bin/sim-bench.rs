@@ -68,11 +68,28 @@ mod native {
         let t = Instant::now();
         let mut id = block(session.prefill_argmax(&[1, 2, 3, 4, 5, 6, 7, 8])).expect("prefill").0;
         let prefill = t.elapsed().as_secs_f64();
+        qwglm_sim::take_profile();
         let t = Instant::now();
         for _ in 0..tokens {
             id = block(session.append_argmax_pipelined(id, 1)).expect("decode");
         }
         let decode = t.elapsed().as_secs_f64();
+        // QWGLM_SIM_PROFILE set: where the decode steps' time went, by kernel, entry and grid.
+        let profile = qwglm_sim::take_profile();
+        let total: f64 = profile.iter().map(|(_, r)| r.seconds).sum();
+        for (key, r) in profile.iter().take(25) {
+            println!(
+                "  {:6.1}% {:8.1} ms/token {:5} calls {:8.2} M warp instr/token {:5.1} ns/warp instr  {key}",
+                100.0 * r.seconds / total.max(1e-12),
+                r.seconds * 1e3 / tokens as f64,
+                r.calls,
+                r.warp_instructions as f64 / 1e6 / tokens as f64,
+                r.seconds * 1e9 / (r.warp_instructions.max(1) as f64)
+            );
+        }
+        if !profile.is_empty() {
+            println!("  dispatches total {:.1} ms/token of {:.1} ms/token", total * 1e3 / tokens as f64, decode * 1e3 / tokens as f64);
+        }
         println!(
             "SmolLM2-135M Q4_1, threads option {threads} (0 = all cores): prefill 8 tokens {:.2} s; decode {:.3} tok/s ({tokens} tokens in {:.2} s)",
             prefill,
@@ -96,7 +113,10 @@ mod native {
             return;
         }
         if std::env::args().any(|a| a == "--smollm2") {
-            for threads in [1, 0] {
+            // `--smollm2 1`: one worker only.
+            let one = argv.iter().any(|a| a == "1");
+            for threads in if one { &[1][..] } else { &[1, 0][..] } {
+                let threads = *threads;
                 smollm2_decode(threads, 4);
             }
             return;
