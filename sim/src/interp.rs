@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK};
+use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK, NO_REG};
 
 /// Lanes per warp.
 pub const W: usize = 64;
@@ -452,8 +452,9 @@ fn check_program(prog: &EntryProgram) {
         match *inst {
             Inst::Movi { d, .. } => r(d),
             Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
-            Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
+            Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::SExtF { d, a, .. } => (r(d), r(a)).1,
             Inst::UnpackFMul { d, a, m: b, .. } => (r(d), r(a), r(b)).2,
+            Inst::UnpackFSMulAdd { d, a, s: sh, m: b, c, .. } => (r(d), r(a), s(sh), r(b), if c != NO_REG { r(c) }).4,
             Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
@@ -465,12 +466,14 @@ fn check_program(prog: &EntryProgram) {
             Inst::SBin { d, a, b, .. } => (s(d), s(a), s(b)).2,
             Inst::SBinImm { d, a, .. } | Inst::SUn { d, a, .. } | Inst::SLdUniform { d, addr: a, .. } => (s(d), s(a)).1,
             Inst::SSelect { d, c, t: a, f: b } => (s(d), s(c), s(a), s(b)).3,
+            Inst::SMovIfAny { d, s: a } => (s(d), s(a)).1,
             Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
             Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
             Inst::LdStorageN { table, n, addr, .. } => (r(addr), t(table, n), distinct(table, n)).2,
             Inst::LdStorageBelowN { table, n, addr, bound, .. } => (r(addr), s(bound), t(table, n), distinct(table, n)).3,
+            Inst::LdStorageBelowNS { table, n, addr, bound, .. } => (s(addr), if bound != NO_REG { s(bound) }, t(table, n), distinct(table, n)).3,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -647,12 +650,36 @@ impl<'p> Worker<'p> {
                         o[l] = a[l].wrapping_shr(shift) & mask;
                     }
                 }),
+                Inst::SExtF { d, a, shl, shr } => op1!(regs, u(d), u(a), |o, a| {
+                    for l in 0..W {
+                        o[l] = (((a[l] << shl) as i32 >> shr) as f32).to_bits();
+                    }
+                }),
                 Inst::UnpackF { d, a, shift, mask, sub } => op1!(regs, u(d), u(a), |o, a| {
                     let sub = f(sub);
                     for l in 0..W {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
                     }
                 }),
+                Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: cc } => {
+                    let sub = f(sub);
+                    let sh = sregs[u(s)] & 31;
+                    if cc == NO_REG {
+                        op2!(regs, u(d), u(a), u(m), |o, a, m| {
+                            for l in 0..W {
+                                let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
+                                o[l] = ((q as f32 - sub) * f(m[l])).to_bits();
+                            }
+                        })
+                    } else {
+                        op3!(regs, u(d), u(a), u(m), u(cc), |o, a, m, cc| {
+                            for l in 0..W {
+                                let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
+                                o[l] = ((q as f32 - sub) * f(m[l]) + f(cc[l])).to_bits();
+                            }
+                        })
+                    }
+                }
                 Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2!(regs, u(d), u(a), u(m), |o, a, m| {
                     let sub = f(sub);
                     for l in 0..W {
@@ -705,13 +732,25 @@ impl<'p> Worker<'p> {
                 }
                 Inst::SMovi { d, imm } => sregs[u(d)] = imm,
                 Inst::SBin { op, d, a, b } => sregs[u(d)] = bin1(op, sregs[u(a)], sregs[u(b)]),
-                Inst::SBinImm { op, d, a, imm } => sregs[u(d)] = bin1(op, sregs[u(a)], imm),
+                Inst::SBinImm { op, d, a, imm } => {
+                    let x = sregs[u(a)];
+                    sregs[u(d)] = match op {
+                        BinOp::UDiv if imm.is_power_of_two() => x >> imm.trailing_zeros(),
+                        BinOp::URem if imm.is_power_of_two() => x & (imm - 1),
+                        _ => bin1(op, x, imm),
+                    };
+                }
                 Inst::SUn { op, d, a } => {
                     let mut o = [0u32; 1];
                     un(op, &mut o, &[sregs[u(a)]]);
                     sregs[u(d)] = o[0];
                 }
                 Inst::SSelect { d, c: cond, t, f: fv } => sregs[u(d)] = if sregs[u(cond)] != 0 { sregs[u(t)] } else { sregs[u(fv)] },
+                Inst::SMovIfAny { d, s } => {
+                    if exec != 0 {
+                        sregs[u(d)] = sregs[u(s)];
+                    }
+                }
                 Inst::SLdUniform { d, addr, off } => {
                     sregs[u(d)] = mem.uniform.get(sregs[u(addr)].wrapping_add(off) as usize).copied().unwrap_or(0)
                 }
@@ -760,6 +799,26 @@ impl<'p> Worker<'p> {
                         }
                     }
                     c.words_loaded += exec.count_ones() as u64 * n as u64;
+                }
+                Inst::LdStorageBelowNS { table, n, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = if bound == NO_REG { view.len } else { view.len.min(sregs[u(bound)] as usize) };
+                    let start = sregs[u(addr)].wrapping_add(off);
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    for (j, &d) in dst.iter().enumerate() {
+                        let i = start.wrapping_add(j as u32) as usize;
+                        // SAFETY: read only below `limit` <= the buffer's length.
+                        let v = if i < limit { unsafe { *view.ptr.add(i) } } else { 0 };
+                        regs[u(d)] = [v; W];
+                        if let Some(cache) = self.cache.as_mut() {
+                            if cache.access(binding, i as u32) {
+                                c.cache_hits += 1;
+                            } else {
+                                c.cache_misses += 1;
+                            }
+                        }
+                    }
+                    c.words_loaded += n as u64;
                 }
                 Inst::StStorage { s, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
