@@ -531,7 +531,7 @@ pub fn fuse(prog: &mut EntryProgram) {
         let Inst::UnpackFMul { d, a: t2, shift: 0, mask, sub, m } = insts[k] else { continue };
         let Some(j) = uses.single_use_def(t2, k) else { continue };
         let Inst::BinVS { op: BinOp::ShrU, a: t1, s, .. } = insts[j] else { continue };
-        if removed[j] || !unchanged(&insts, &removed, j, k, &[t1, m]) || !pure_between(&insts, &removed, j, k, s) {
+        if removed[j] || !unchanged(&insts, &removed, j, k, &[t1]) || !pure_between(&insts, &removed, j, k, s) {
             continue;
         }
         let (a, shift, mask1) = match uses.single_use_def(t1, j).map(|i| (i, insts[i])) {
@@ -549,7 +549,7 @@ pub fn fuse(prog: &mut EntryProgram) {
         for (t, other) in [(x, y), (y, x)] {
             let Some(j) = uses.single_use_def(t, k) else { continue };
             let Inst::UnpackFSMulAdd { a, s, shift, mask1, mask, sub, m, c: NO_REG, .. } = insts[j] else { continue };
-            if removed[j] || other == t || !unchanged(&insts, &removed, j, k, &[a, m, other]) || !pure_between(&insts, &removed, j, k, s) {
+            if removed[j] || other == t || !unchanged(&insts, &removed, j, k, &[a, m]) || !pure_between(&insts, &removed, j, k, s) {
                 continue;
             }
             insts[k] = Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: other };
