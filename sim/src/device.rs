@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
 use engine::error::{EngineError, Result};
-use engine::kernels::Op;
+use engine::kernels::{MatMulParams, Op};
 use engine::shaders::{self, Slot};
 use qwglm_sim_lower::isa::KernelProgram;
 
@@ -69,6 +69,23 @@ pub fn take_profile() -> Vec<(String, ProfileRow)> {
     Vec::new()
 }
 
+/// Activation rows per tile of the MatMul kernels (shaders/common/matmul_body.wgsl).
+const MATMUL_TILE_ROWS: u32 = 64;
+/// Most rows of a partial MatMul tile run as mat-vecs (a tile costs ~55 mat-vecs natively).
+const MAX_MATVEC_ROWS: u32 = 40;
+
+/// Whether MatMul rows may run as mat-vecs (`QWGLM_SIM_MATVEC=gpu`, native, keeps the GPU's
+/// kernels and geometry throughout, for comparisons).
+fn sim_matvec_rows() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static GPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        !*GPU.get_or_init(|| std::env::var("QWGLM_SIM_MATVEC").is_ok_and(|v| v == "gpu"))
+    }
+    #[cfg(target_arch = "wasm32")]
+    true
+}
+
 /// The simulator's own geometry for a decode mat-vec, where the kernel offers it: one thread per
 /// row (`sim_row_per_thread` of shaders/common/matvec_body.wgsl, 64 rows per workgroup) or per
 /// pair of rows (`sim_pair_per_thread` of shaders/common/matvec_rows.wgsl, 256 rows). A warp's
@@ -81,12 +98,8 @@ fn sim_matvec<'p>(op: &Op, program: &'p KernelProgram) -> Option<(&'p str, [u32;
     if p.m != 1 || p.n == 0 {
         return None;
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        static GPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *GPU.get_or_init(|| std::env::var("QWGLM_SIM_MATVEC").is_ok_and(|v| v == "gpu")) {
-            return None;
-        }
+    if !sim_matvec_rows() {
+        return None;
     }
     for (name, rows_per_thread) in [("sim_row_per_thread", 1), ("sim_pair_per_thread", 2)] {
         if let Some(entry) = program.entry(name) {
@@ -169,6 +182,26 @@ impl SimDevice {
 
     fn run_op(&mut self, op: &Op) -> Result<()> {
         self.check_op(op)?;
+        // A MatMul's last partial 64-row tile of activation rows (all of a short prompt) as
+        // mat-vecs, one per row: the tiled kernel costs as much for 1..64 rows as for 64, while
+        // a mat-vec (with the simulator's one-row-per-lane geometry) costs about 1/60 of a tile
+        // (SmolLM2 Q4_1, measured natively), so rows past the full tiles go one by one when
+        // they are few.
+        if let Op::MatMul { w, x, bias, out, p } = *op {
+            let full = p.m / MATMUL_TILE_ROWS * MATMUL_TILE_ROWS;
+            let rest = p.m - full;
+            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() {
+                if full > 0 {
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } })?;
+                }
+                for t in full..p.m {
+                    let out_col = p.out_col + t * p.out_stride;
+                    let row = MatMulParams { m: 1, x_row: p.x_row + t, out_col, out_stride: out_col + p.n, ..p };
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: row })?;
+                }
+                return Ok(());
+            }
+        }
         let kernel = op.kernel_id();
         let plan = shaders::plan(op)?;
         if plan.is_empty() {
