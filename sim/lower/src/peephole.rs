@@ -282,6 +282,26 @@ fn ssources(inst: &Inst, out: &mut Vec<SReg>) {
     }
 }
 
+/// Applies `f` to every scalar register `inst` reads.
+fn map_ssources(inst: &mut Inst, f: impl Fn(SReg) -> SReg) {
+    let g = |r: &mut SReg| *r = f(*r);
+    match inst {
+        Inst::SBin { a, b, .. } => (g(a), g(b)).1,
+        Inst::SBinImm { a, .. } | Inst::SUn { a, .. } | Inst::SLdUniform { addr: a, .. } | Inst::SMovIfAny { s: a, .. } => g(a),
+        Inst::SSelect { c, t, f, .. } => (g(c), g(t), g(f)).2,
+        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } => g(s),
+        Inst::LdStorageBelow { bound, .. } | Inst::LdStorageBelowN { bound, .. } => g(bound),
+        Inst::LdStorageBelowNS { addr, bound, .. } => {
+            g(addr);
+            if *bound != NO_REG {
+                g(bound);
+            }
+        }
+        Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => g(c),
+        _ => {}
+    }
+}
+
 /// `LdStorageBelowNS`: the guarded reads of `x_at` at a scalar address, found in the shape the
 /// lowering gives them (scalar index and compare, broadcasts for the vector load and select),
 /// then merged where consecutive words are read from one base; scalar instructions left unread
@@ -340,7 +360,25 @@ fn fuse_uniform_reads(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, remo
         }
         single.push(k);
     }
-    // Scalar instructions nobody reads any more (the index and compare) go.
+    // Scalar copies (the loads of warp-uniform variables, `d = v | 0`): readers in the same
+    // basic block before `v` changes read `v` itself; the copy goes when none is left.
+    for i in 0..insts.len() {
+        let Inst::SBinImm { op: BinOp::Or, d, a: v, imm: 0 } = insts[i] else { continue };
+        if removed[i] || swrites[d as usize] != 1 || d == v {
+            continue;
+        }
+        let mut k = i + 1;
+        while k < insts.len() && !uses.block_start[k] {
+            if !removed[k] {
+                map_ssources(&mut insts[k], |r| if r == d { v } else { r });
+                if sdest(&insts[k]) == Some(v) {
+                    break;
+                }
+            }
+            k += 1;
+        }
+    }
+    // Scalar instructions nobody reads any more (the index and compare, copies) go.
     let mut src = Vec::new();
     loop {
         let mut sreads = vec![0u32; ns];
@@ -539,6 +577,10 @@ pub fn fuse(prog: &mut EntryProgram) {
                 removed[i] = true;
                 (a, shift, mask)
             }
+            Some((i, Inst::BinImm { op: BinOp::And, a, imm: mask, .. })) if !removed[i] && unchanged(&insts, &removed, i, k, &[a]) => {
+                removed[i] = true;
+                (a, 0, mask)
+            }
             _ => (t1, 0, u32::MAX),
         };
         insts[k] = Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: NO_REG };
@@ -721,4 +763,83 @@ pub fn fuse(prog: &mut EntryProgram) {
     prog.tables.extend(new_tables);
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     prog.insts = compact(insts, &removed);
+    hoist_invariants(prog);
+}
+
+/// Loop-invariant code motion of scalar instructions: a pure scalar op inside a loop (from a
+/// jump target `t` to the jump back to it) whose operands are written only before the loop (or
+/// by ops already hoisted) moves in front of the loop, so it runs once instead of per
+/// iteration (the params loads and the index arithmetic on them). Pure scalar ops have no
+/// effect besides their register (uniform reads out of range give 0, division by 0 is defined),
+/// so running them once more or once less is harmless.
+fn hoist_invariants(prog: &mut EntryProgram) {
+    for _ in 0..64 {
+        let insts = &prog.insts;
+        let ns = prog.n_sregs.max(1) as usize;
+        let mut swrites = vec![0u32; ns];
+        let mut sdef = vec![usize::MAX; ns];
+        for (i, inst) in insts.iter().enumerate() {
+            if let Some(d) = sdest(inst) {
+                swrites[d as usize] += 1;
+                sdef[d as usize] = i;
+            }
+        }
+        let mut src = Vec::new();
+        let mut changed = None;
+        for b in 0..insts.len() {
+            let Some(t) = jump_target(&insts[b]).map(|t| t as usize).filter(|&t| t <= b) else { continue };
+            // Only loops entered at their top: no jump from outside lands inside.
+            let entered_inside = insts.iter().enumerate().any(|(j, x)| {
+                (j < t || j > b) && jump_target(x).is_some_and(|to| (to as usize) > t && (to as usize) <= b)
+            });
+            if entered_inside {
+                continue;
+            }
+            let mut hoisted: Vec<usize> = Vec::new();
+            for k in t..=b {
+                let pure = matches!(insts[k], Inst::SMovi { .. } | Inst::SBin { .. } | Inst::SBinImm { .. } | Inst::SUn { .. } | Inst::SSelect { .. } | Inst::SLdUniform { .. });
+                let Some(d) = sdest(&insts[k]) else { continue };
+                if !pure || swrites[d as usize] != 1 {
+                    continue;
+                }
+                ssources(&insts[k], &mut src);
+                let invariant = src.iter().all(|&r| {
+                    let def = sdef[r as usize];
+                    let outside = def == usize::MAX || def < t || hoisted.contains(&def);
+                    outside && !(t..=b).any(|m| !hoisted.contains(&m) && sdest(&insts[m]) == Some(r))
+                });
+                if invariant {
+                    hoisted.push(k);
+                }
+            }
+            if !hoisted.is_empty() {
+                changed = Some((t, b, hoisted));
+                break;
+            }
+        }
+        let Some((t, b, hoisted)) = changed else { return };
+        // New order: [..t), hoisted, the rest. Jumps from inside the loop to its top go to the
+        // top's first kept instruction; from outside, to the hoisted ones.
+        let n = prog.insts.len();
+        let mut order: Vec<usize> = (0..t).collect();
+        order.extend(hoisted.iter().copied());
+        order.extend((t..n).filter(|k| !hoisted.contains(k)));
+        let mut new_index = vec![0u32; n + 1];
+        for (at, &old) in order.iter().enumerate() {
+            new_index[old] = at as u32;
+        }
+        new_index[n] = n as u32;
+        let kept_from = |x: usize| (x..=n).find(|k| !hoisted.contains(k)).expect("a jump is never hoisted");
+        let mut out = Vec::with_capacity(n);
+        for &old in &order {
+            let mut inst = prog.insts[old];
+            let inside = old >= t && old <= b;
+            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } = &mut inst {
+                let target = *to as usize;
+                *to = if target == t && !inside { t as u32 } else { new_index[kept_from(target)] };
+            }
+            out.push(inst);
+        }
+        prog.insts = out;
+    }
 }
