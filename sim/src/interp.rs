@@ -455,6 +455,8 @@ fn check_program(prog: &EntryProgram) {
             Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::SExtF { d, a, .. } => (r(d), r(a)).1,
             Inst::UnpackFMul { d, a, m: b, .. } => (r(d), r(a), r(b)).2,
             Inst::UnpackFSMulAdd { d, a, s: sh, m: b, c, .. } => (r(d), r(a), s(sh), r(b), if c != NO_REG { r(c) }).4,
+            Inst::UnpackFSDot { d, a, s: sh, m, c, x, acc, .. } => (r(d), r(a), s(sh), r(m), r(c), r(x), if acc != NO_REG { r(acc) }).6,
+            Inst::SExtDot { d, a, x, acc, .. } => (r(d), r(a), r(x), if acc != NO_REG { r(acc) }).3,
             Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
@@ -661,6 +663,56 @@ impl<'p> Worker<'p> {
                         o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
                     }
                 }),
+                Inst::SExtDot { d, a, shl, shr, x, acc } => {
+                    let sext = |v: u32| ((v << shl) as i32 >> shr) as f32;
+                    if acc == NO_REG {
+                        op2!(regs, u(d), u(a), u(x), |o, a, x| {
+                            for l in 0..W {
+                                o[l] = (sext(a[l]) * f(x[l])).to_bits();
+                            }
+                        })
+                    } else {
+                        op3!(regs, u(d), u(a), u(x), u(acc), |o, a, x, acc| {
+                            for l in 0..W {
+                                o[l] = (sext(a[l]) * f(x[l]) + f(acc[l])).to_bits();
+                            }
+                        })
+                    }
+                }
+                Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c: cc, x, acc } => {
+                    let sh = sregs[u(s)] & 31;
+                    let base = regs.as_mut_ptr();
+                    // SAFETY: `check_program` verified every index; sources aliasing the
+                    // destination are copied first (the lanes are read before any is written).
+                    unsafe {
+                        let (d, a, m, cc, x) = (u(d), u(a), u(m), u(cc), u(x));
+                        let acc = if acc == NO_REG { None } else { Some(u(acc)) };
+                        let alias = [a, m, cc, x].contains(&d) || acc == Some(d);
+                        let copy = |r: usize| -> Lanes { *base.add(r) };
+                        let (ta, tm, tc, tx, tacc): (Lanes, Lanes, Lanes, Lanes, Lanes);
+                        let (a, m, cc, x, accv): (&Lanes, &Lanes, &Lanes, &Lanes, Option<&Lanes>) = if alias {
+                            (ta, tm, tc, tx) = (copy(a), copy(m), copy(cc), copy(x));
+                            tacc = acc.map_or([0; W], copy);
+                            (&ta, &tm, &tc, &tx, acc.map(|_| &tacc))
+                        } else {
+                            (&*base.add(a), &*base.add(m), &*base.add(cc), &*base.add(x), acc.map(|r| &*base.add(r)))
+                        };
+                        let o: &mut Lanes = &mut *base.add(d);
+                        let w = |l: usize| ((((a[l].wrapping_shr(shift) & mask1) >> sh) & mask) as f32 * f(m[l])) + f(cc[l]);
+                        match accv {
+                            Some(acc) => {
+                                for l in 0..W {
+                                    o[l] = (w(l) * f(x[l]) + f(acc[l])).to_bits();
+                                }
+                            }
+                            None => {
+                                for l in 0..W {
+                                    o[l] = (w(l) * f(x[l])).to_bits();
+                                }
+                            }
+                        }
+                    }
+                }
                 Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: cc } => {
                     let sub = f(sub);
                     let sh = sregs[u(s)] & 31;

@@ -885,7 +885,9 @@ fn x_at(i: u32, limit: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
+    var acc2 = 0.0;
     var bytes = 0.0;
+    let cm = f32(lid) * 0.25 - 3.0;
     for (var g = 0u; g < p.n; g++) {
         let word = w[lid * p.n + g];
         let shift = (g % 2u) * 4u;
@@ -895,17 +897,20 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let dq = d * vec4<f32>(nib) + 0.5;
         let xs = vec4<f32>(x_at(4u * g, p.k), x_at(4u * g + 1u, p.k), x_at(4u * g + 2u, p.k), x_at(4u * g + 3u, p.k));
         acc += dot(dq, xs);
+        acc2 += dot(d * vec4<f32>((q >> vec4<u32>(shift)) & vec4<u32>(0xfu)) + cm, xs);
         let s = vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
         bytes += dot(s, xs);
     }
-    out[lid * 2u] = acc;
-    out[lid * 2u + 1u] = bytes;
+    out[lid * 3u] = acc;
+    out[lid * 3u + 1u] = bytes;
+    out[lid * 3u + 2u] = acc2;
 }
 "#;
     let program = compile(src);
     assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowNS { .. })), "uniform guarded reads");
     assert!(has(&program, |i| matches!(i, Inst::UnpackFSMulAdd { .. })), "uniform-shift unpack");
-    assert!(has(&program, |i| matches!(i, Inst::SExtF { .. })), "signed bytes");
+    assert!(has(&program, |i| matches!(i, Inst::SExtDot { .. })), "signed bytes into the dot product");
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFSDot { .. })), "unpack into the dot product");
     let n = 9u32;
     let mut seed = 7u32;
     let words: Vec<u32> = (0..64 * n)
@@ -917,10 +922,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let xs: Vec<f32> = (0..4 * n).map(|i| (i as f32 * 0.37).sin()).collect();
     // k cuts the activations short (the guarded reads give 0 past it).
     for k in [4 * n, 4 * n - 3, 5] {
-        let mut bufs = vec![words.clone(), xs.iter().map(|v| v.to_bits()).collect(), vec![0u32; 128]];
+        let mut bufs = vec![words.clone(), xs.iter().map(|v| v.to_bits()).collect(), vec![0u32; 192]];
         run(src, "main", &mut bufs, &[n, k, 0, 0], [1, 1, 1], 1);
         for lid in 0..64u32 {
-            let (mut acc, mut bytes) = (0.0f32, 0.0f32);
+            let (mut acc, mut acc2, mut bytes) = (0.0f32, 0.0f32, 0.0f32);
+            let cm = lid as f32 * 0.25 - 3.0;
             for g in 0..n {
                 let word = words[(lid * n + g) as usize];
                 let shift = (g % 2) * 4;
@@ -931,10 +937,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
                 // WGSL dot: ((a0 b0 + a1 b1) + a2 b2) + a3 b3, as the simulator lowers it.
                 let dot = |a: &[f32]| ((a[0] * x(0) + a[1] * x(1)) + a[2] * x(2)) + a[3] * x(3);
                 acc += dot(&dq);
+                let dq2: Vec<f32> = (0..4).map(|b| d * (((word >> (8 * b)) & 0xff) >> shift & 0xf) as f32 + cm).collect();
+                acc2 += dot(&dq2);
                 bytes += dot(&s);
             }
-            assert_eq!(f32::from_bits(bufs[2][(lid * 2) as usize]), acc, "k {k} lane {lid} (nibbles)");
-            assert_eq!(f32::from_bits(bufs[2][(lid * 2 + 1) as usize]), bytes, "k {k} lane {lid} (bytes)");
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3) as usize]), acc, "k {k} lane {lid} (nibbles)");
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3 + 1) as usize]), bytes, "k {k} lane {lid} (bytes)");
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3 + 2) as usize]), acc2, "k {k} lane {lid} (nibbles into the dot)");
         }
     }
 }

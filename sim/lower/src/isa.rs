@@ -201,6 +201,15 @@ pub enum Inst {
     /// instructions. The `d * q + m` unpacking of the quant formats when the field's shift comes
     /// from a warp-uniform loop counter.
     UnpackFSMulAdd { d: Reg, a: Reg, s: SReg, shift: u32, mask1: u32, mask: u32, sub: u32, m: Reg, c: Reg },
+    /// Superinstruction: `UnpackFSMulAdd` (with `c`, no `sub`) feeding a multiply-add, the
+    /// dequantized weight times an activation: `w = f32((((a >> shift) & mask1) >> (sregs[s] &
+    /// 31)) & mask) * m + c`, then `d = w * x + acc` (`d = w * x` when `acc` is `NO_REG`),
+    /// rounded after each step as the separate instructions.
+    UnpackFSDot { d: Reg, a: Reg, s: SReg, shift: u32, mask1: u32, mask: u32, m: Reg, c: Reg, x: Reg, acc: Reg },
+    /// Superinstruction: `SExtF` feeding a multiply-add, `d = f32(i32(a << shl) >> shr) * x + acc`
+    /// (`* x` only when `acc` is `NO_REG`), rounded as the separate instructions: the 8-bit
+    /// formats' dot products.
+    SExtDot { d: Reg, a: Reg, shl: u32, shr: u32, x: Reg, acc: Reg },
     /// Superinstruction (peephole of `<<`, arithmetic `>>` and the i32 -> f32 conversion):
     /// `d = f32(i32(a << shl) >> shr)`, the sign-extended bytes of the 8-bit quant formats.
     SExtF { d: Reg, a: Reg, shl: u32, shr: u32 },

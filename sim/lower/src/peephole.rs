@@ -34,6 +34,8 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::UnpackFVar { d, .. }
         | Inst::UnpackFMul { d, .. }
         | Inst::UnpackFSMulAdd { d, .. }
+        | Inst::UnpackFSDot { d, .. }
+        | Inst::SExtDot { d, .. }
         | Inst::SExtF { d, .. }
         | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
@@ -63,6 +65,18 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
                 out.push(c);
             }
         }
+        Inst::UnpackFSDot { a, m, c, x, acc, .. } => {
+            out.extend([a, m, c, x]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
+        Inst::SExtDot { a, x, acc, .. } => {
+            out.extend([a, x]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -89,6 +103,18 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
             (g(a), g(m));
             if *c != NO_REG {
                 g(c);
+            }
+        }
+        Inst::UnpackFSDot { a, m, c, x, acc, .. } => {
+            (g(a), g(m), g(c), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot { a, x, acc, .. } => {
+            (g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
             }
         }
         Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => (g(a), g(b), g(c)).2,
@@ -269,7 +295,7 @@ fn ssources(inst: &Inst, out: &mut Vec<SReg>) {
         Inst::SBin { a, b, .. } => out.extend([a, b]),
         Inst::SBinImm { a, .. } | Inst::SUn { a, .. } | Inst::SLdUniform { addr: a, .. } | Inst::SMovIfAny { s: a, .. } => out.push(a),
         Inst::SSelect { c, t, f, .. } => out.extend([c, t, f]),
-        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } => out.push(s),
+        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } | Inst::UnpackFSDot { s, .. } => out.push(s),
         Inst::LdStorageBelow { bound, .. } | Inst::LdStorageBelowN { bound, .. } => out.push(bound),
         Inst::LdStorageBelowNS { addr, bound, .. } => {
             out.push(addr);
@@ -289,7 +315,7 @@ fn map_ssources(inst: &mut Inst, f: impl Fn(SReg) -> SReg) {
         Inst::SBin { a, b, .. } => (g(a), g(b)).1,
         Inst::SBinImm { a, .. } | Inst::SUn { a, .. } | Inst::SLdUniform { addr: a, .. } | Inst::SMovIfAny { s: a, .. } => g(a),
         Inst::SSelect { c, t, f, .. } => (g(c), g(t), g(f)).2,
-        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } => g(s),
+        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } | Inst::UnpackFSDot { s, .. } => g(s),
         Inst::LdStorageBelow { bound, .. } | Inst::LdStorageBelowN { bound, .. } => g(bound),
         Inst::LdStorageBelowNS { addr, bound, .. } => {
             g(addr);
@@ -613,6 +639,36 @@ pub fn fuse(prog: &mut EntryProgram) {
                 removed[j] = true;
                 break;
             }
+        }
+    }
+    // The dequantized weight times an activation: UnpackFSMulAdd (single use) into the
+    // multiply-add (or the first product) of a dot product → UnpackFSDot.
+    for k in 0..insts.len() {
+        let (d, p, q, acc) = match insts[k] {
+            Inst::MulAdd { d, a, b, c } => (d, a, b, c),
+            Inst::Bin { op: BinOp::FMul, d, a, b } => (d, a, b, NO_REG),
+            _ => continue,
+        };
+        if removed[k] {
+            continue;
+        }
+        for (t, x) in [(p, q), (q, p)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if let Inst::SExtF { a, shl, shr, .. } = insts[j] {
+                if !removed[j] && x != t && unchanged(&insts, &removed, j, k, &[a]) {
+                    insts[k] = Inst::SExtDot { d, a, shl, shr, x, acc };
+                    removed[j] = true;
+                    break;
+                }
+                continue;
+            }
+            let Inst::UnpackFSMulAdd { a, s, shift, mask1, mask, sub: 0, m, c, .. } = insts[j] else { continue };
+            if removed[j] || c == NO_REG || x == t || !unchanged(&insts, &removed, j, k, &[a, m, c]) || !pure_between(&insts, &removed, j, k, s) {
+                continue;
+            }
+            insts[k] = Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c, x, acc };
+            removed[j] = true;
+            break;
         }
     }
     // A load's address `a + k` (single use) folds into its offset: the wrapping sums agree.

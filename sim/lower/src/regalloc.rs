@@ -51,6 +51,20 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
                 u.push(c);
             }
         }
+        Inst::UnpackFSDot { d: dd, a, m, c, x, acc, .. } => {
+            d.push(dd);
+            u.extend([a, m, c, x]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
+        Inst::SExtDot { d: dd, a, x, acc, .. } => {
+            d.push(dd);
+            u.extend([a, x]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
         Inst::ExtractBits { d: x, e, off, cnt, .. } => (d.push(x), u.extend([e, off, cnt])).0,
         Inst::InsertBits { d: x, e, n, off, cnt } => (d.push(x), u.extend([e, n, off, cnt])).0,
         Inst::Gather { d: x, table: at, len, idx, .. } => {
@@ -113,6 +127,18 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
             (g(d), g(a), g(m));
             if *c != NO_REG {
                 g(c);
+            }
+        }
+        Inst::UnpackFSDot { d, a, m, c, x, acc, .. } => {
+            (g(d), g(a), g(m), g(c), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot { d, a, x, acc, .. } => {
+            (g(d), g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
             }
         }
         Inst::ExtractBits { d, e, off, cnt, .. } => (g(d), g(e), g(off), g(cnt)).3,
