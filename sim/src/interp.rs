@@ -225,6 +225,27 @@ macro_rules! op3 {
     }};
 }
 
+/// `$body` with `$cvt` converting a masked field (at most `$mask`) to f32: as i32 when the mask
+/// fits in 31 bits (exact then; x86 and V8's wasm SIMD have a one-instruction signed conversion
+/// but emulate the unsigned one), else as u32.
+macro_rules! by_mask {
+    ($mask:expr, $cvt:ident => $body:expr) => {
+        if $mask <= i32::MAX as u32 {
+            #[inline(always)]
+            fn $cvt(q: u32) -> f32 {
+                q as i32 as f32
+            }
+            $body
+        } else {
+            #[inline(always)]
+            fn $cvt(q: u32) -> f32 {
+                q as f32
+            }
+            $body
+        }
+    };
+}
+
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
 #[inline(always)]
 fn nonzero(v: &Lanes) -> u64 {
@@ -657,12 +678,12 @@ impl<'p> Worker<'p> {
                         o[l] = (((a[l] << shl) as i32 >> shr) as f32).to_bits();
                     }
                 }),
-                Inst::UnpackF { d, a, shift, mask, sub } => op1!(regs, u(d), u(a), |o, a| {
+                Inst::UnpackF { d, a, shift, mask, sub } => by_mask!(mask, cvt => op1!(regs, u(d), u(a), |o, a| {
                     let sub = f(sub);
                     for l in 0..W {
-                        o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
+                        o[l] = (cvt(a[l].wrapping_shr(shift) & mask) - sub).to_bits();
                     }
-                }),
+                })),
                 Inst::SExtDot { d, a, shl, shr, x, acc } => {
                     let sext = |v: u32| ((v << shl) as i32 >> shr) as f32;
                     if acc == NO_REG {
@@ -698,46 +719,48 @@ impl<'p> Worker<'p> {
                             (&*base.add(a), &*base.add(m), &*base.add(cc), &*base.add(x), acc.map(|r| &*base.add(r)))
                         };
                         let o: &mut Lanes = &mut *base.add(d);
-                        let w = |l: usize| ((((a[l].wrapping_shr(shift) & mask1) >> sh) & mask) as f32 * f(m[l])) + f(cc[l]);
-                        match accv {
-                            Some(acc) => {
-                                for l in 0..W {
-                                    o[l] = (w(l) * f(x[l]) + f(acc[l])).to_bits();
+                        by_mask!(mask, cvt => {
+                            let w = |l: usize| (cvt(((a[l].wrapping_shr(shift) & mask1) >> sh) & mask) * f(m[l])) + f(cc[l]);
+                            match accv {
+                                Some(acc) => {
+                                    for l in 0..W {
+                                        o[l] = (w(l) * f(x[l]) + f(acc[l])).to_bits();
+                                    }
+                                }
+                                None => {
+                                    for l in 0..W {
+                                        o[l] = (w(l) * f(x[l])).to_bits();
+                                    }
                                 }
                             }
-                            None => {
-                                for l in 0..W {
-                                    o[l] = (w(l) * f(x[l])).to_bits();
-                                }
-                            }
-                        }
+                        })
                     }
                 }
-                Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: cc } => {
+                Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: cc } => by_mask!(mask, cvt => {
                     let sub = f(sub);
                     let sh = sregs[u(s)] & 31;
                     if cc == NO_REG {
                         op2!(regs, u(d), u(a), u(m), |o, a, m| {
                             for l in 0..W {
                                 let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
-                                o[l] = ((q as f32 - sub) * f(m[l])).to_bits();
+                                o[l] = ((cvt(q) - sub) * f(m[l])).to_bits();
                             }
                         })
                     } else {
                         op3!(regs, u(d), u(a), u(m), u(cc), |o, a, m, cc| {
                             for l in 0..W {
                                 let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
-                                o[l] = ((q as f32 - sub) * f(m[l]) + f(cc[l])).to_bits();
+                                o[l] = ((cvt(q) - sub) * f(m[l]) + f(cc[l])).to_bits();
                             }
                         })
                     }
-                }
-                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2!(regs, u(d), u(a), u(m), |o, a, m| {
+                }),
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => by_mask!(mask, cvt => op2!(regs, u(d), u(a), u(m), |o, a, m| {
                     let sub = f(sub);
                     for l in 0..W {
-                        o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
+                        o[l] = ((cvt(a[l].wrapping_shr(shift) & mask) - sub) * f(m[l])).to_bits();
                     }
-                }),
+                })),
                 Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3!(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
                     let sub = f(sub);
                     for l in 0..W {
