@@ -12,8 +12,11 @@
 //! - constants are pooled into registers set once in a prologue, and constant right operands
 //!   fold into `BinImm` (power-of-two div/rem/mul become shifts and masks);
 //! - uniformity: values computed only from uniforms, workgroup ids/counts/sizes and constants
-//!   live in scalar registers (one word per warp; broadcast where a vector op needs them),
-//!   function variables stay vector;
+//!   live in scalar registers (one word per warp; broadcast where a vector op needs them);
+//!   so do one-word function variables (loop counters) that every lane of the function stores
+//!   together with uniform values (`SMovIfAny`): an entry point is lowered again without the
+//!   variables found stored per lane or in per-lane control flow, or in loops that lanes leave
+//!   at different times, until nothing new turns up;
 //! - structured control flow becomes exec-mask operations with per-site mask slots; branches
 //!   that no lane takes are jumped over; branches on scalar conditions are plain jumps;
 //! - if-conversion: early-return helpers and branches that only assign variables become

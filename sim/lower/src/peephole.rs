@@ -10,7 +10,13 @@
 //!   products and accumulations;
 //! - `storage[(a + k) + off]` → `storage[a + (k + off)]` (single-use address), then loads from
 //!   one address register at consecutive offsets → `LdStorageN` / `LdStorageBelowN`: the
-//!   activation and weight words a lane reads side by side, as one multi-word load.
+//!   activation and weight words a lane reads side by side, as one multi-word load;
+//! - at a warp-uniform (scalar) address, the guarded and plain reads → `LdStorageBelowNS` (one
+//!   read per word for the warp, broadcast); a field shifted by a uniform amount, scaled and
+//!   offset → `UnpackFSMulAdd`, and with the multiply-add of its dot product → `UnpackFSDot`;
+//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`;
+//! - scalar copies are propagated, unread scalar ops dropped, and loop-invariant scalar ops
+//!   hoisted in front of their loop.
 
 use crate::isa::*;
 
