@@ -46,3 +46,30 @@ fn main(
         out[p.out_col + row] = y;
     }
 }
+
+// One thread per row (64 rows per workgroup), for the GPU simulator (sim/src/device.rs picks
+// it; the GPU never does): its warps are a CPU core's SIMD lanes, so a whole row per lane needs
+// no reduction and leaves no lane idle, and every lane reads the same activations at once.
+@compute @workgroup_size(64)
+fn sim_row_per_thread(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = linear_workgroup(wid, nwg) * WORKGROUP + lid;
+    if (row >= p.n) {
+        return;
+    }
+    let groups = (p.k + 7u) / 8u;
+    let x_base = p.x_row * p.k;
+    var acc = 0.0;
+    for (var g = 0u; g < groups; g++) {
+        let w = dequant8(row, g, p.n, p.k);
+        let v = load_x8(x_base, g, p.k);
+        acc += dot(w.lo, v.lo) + dot(w.hi, v.hi);
+    }
+    if (p.has_bias != 0u) {
+        acc += bias[row];
+    }
+    out[p.out_col + row] = acc;
+}

@@ -134,3 +134,12 @@ fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     matvec_pairs(wid, nwg, tid, 128u);
 }
+
+// One thread per pair of rows (256 rows per workgroup), for the GPU simulator
+// (sim/src/device.rs picks it; the GPU never does): its warps are a CPU core's SIMD lanes, so
+// whole rows per lane need no reduction and no idle lanes, and every lane reads the same
+// activations at the same time.
+@compute @workgroup_size(128)
+fn sim_pair_per_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 1u);
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use engine::device::{BufferId, BufferKind, Device, DeviceInfo, ReadFuture};
 use engine::error::{EngineError, Result};
-use engine::kernels::Op;
+use engine::kernels::{MatMulParams, Op};
 use engine::shaders::{self, Slot};
 use qwglm_sim_lower::isa::KernelProgram;
 
@@ -34,6 +34,80 @@ pub struct SimDevice {
     max_binding_bytes: u64,
     cache_model: bool,
     counters: Counters,
+}
+
+/// One line of the dispatch profile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProfileRow {
+    pub calls: u64,
+    pub seconds: f64,
+    pub warp_instructions: u64,
+}
+
+/// Per-dispatch profile of every SimDevice of the process (native only, while
+/// `QWGLM_SIM_PROFILE` is set): time, calls and warp instructions by kernel file, entry point
+/// and grid.
+#[cfg(not(target_arch = "wasm32"))]
+static PROFILE: std::sync::Mutex<Option<HashMap<String, ProfileRow>>> = std::sync::Mutex::new(None);
+
+#[cfg(not(target_arch = "wasm32"))]
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("QWGLM_SIM_PROFILE").is_some())
+}
+
+/// The dispatch profile gathered since the last call, slowest first (empty unless
+/// `QWGLM_SIM_PROFILE` is set; native only).
+pub fn take_profile() -> Vec<(String, ProfileRow)> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut rows: Vec<_> = PROFILE.lock().map(|mut p| p.take().unwrap_or_default()).unwrap_or_default().into_iter().collect();
+        rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+        rows
+    }
+    #[cfg(target_arch = "wasm32")]
+    Vec::new()
+}
+
+/// Activation rows per tile of the MatMul kernels (shaders/common/matmul_body.wgsl).
+const MATMUL_TILE_ROWS: u32 = 64;
+/// Most rows of a partial MatMul tile run as mat-vecs (a tile costs ~55 mat-vecs natively).
+const MAX_MATVEC_ROWS: u32 = 40;
+
+/// Whether MatMul rows may run as mat-vecs (`QWGLM_SIM_MATVEC=gpu`, native, keeps the GPU's
+/// kernels and geometry throughout, for comparisons).
+fn sim_matvec_rows() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static GPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        !*GPU.get_or_init(|| std::env::var("QWGLM_SIM_MATVEC").is_ok_and(|v| v == "gpu"))
+    }
+    #[cfg(target_arch = "wasm32")]
+    true
+}
+
+/// The simulator's own geometry for a decode mat-vec, where the kernel offers it: one thread per
+/// row (`sim_row_per_thread` of shaders/common/matvec_body.wgsl, 64 rows per workgroup) or per
+/// pair of rows (`sim_pair_per_thread` of shaders/common/matvec_rows.wgsl, 256 rows). A warp's
+/// lanes are SIMD lanes of one core here, not threads of a wide GPU: whole rows per lane need no
+/// reduction through workgroup memory and leave no lane idle at small k, and the loop counter
+/// and activation addresses are the same in every lane. `QWGLM_SIM_MATVEC=gpu` (native) keeps
+/// the GPU's entry points, for comparisons.
+fn sim_matvec<'p>(op: &Op, program: &'p KernelProgram) -> Option<(&'p str, [u32; 3])> {
+    let Op::MatMul { p, .. } = op else { return None };
+    if p.m != 1 || p.n == 0 {
+        return None;
+    }
+    if !sim_matvec_rows() {
+        return None;
+    }
+    for (name, rows_per_thread) in [("sim_row_per_thread", 1), ("sim_pair_per_thread", 2)] {
+        if let Some(entry) = program.entry(name) {
+            let rows = entry.workgroup_size.iter().product::<u32>() * rows_per_thread;
+            return Some((&entry.name, shaders::grid(p.n.div_ceil(rows))));
+        }
+    }
+    None
 }
 
 fn device_err(detail: impl Into<String>) -> EngineError {
@@ -108,6 +182,26 @@ impl SimDevice {
 
     fn run_op(&mut self, op: &Op) -> Result<()> {
         self.check_op(op)?;
+        // A MatMul's last partial 64-row tile of activation rows (all of a short prompt) as
+        // mat-vecs, one per row: the tiled kernel costs as much for 1..64 rows as for 64, while
+        // a mat-vec (with the simulator's one-row-per-lane geometry) costs about 1/60 of a tile
+        // (SmolLM2 Q4_1, measured natively), so rows past the full tiles go one by one when
+        // they are few.
+        if let Op::MatMul { w, x, bias, out, p } = *op {
+            let full = p.m / MATMUL_TILE_ROWS * MATMUL_TILE_ROWS;
+            let rest = p.m - full;
+            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() {
+                if full > 0 {
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } })?;
+                }
+                for t in full..p.m {
+                    let out_col = p.out_col + t * p.out_stride;
+                    let row = MatMulParams { m: 1, x_row: p.x_row + t, out_col, out_stride: out_col + p.n, ..p };
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: row })?;
+                }
+                return Ok(());
+            }
+        }
         let kernel = op.kernel_id();
         let plan = shaders::plan(op)?;
         if plan.is_empty() {
@@ -141,11 +235,27 @@ impl SimDevice {
         let program = self.programs.get(&file).ok_or_else(|| SimError::MissingKernel(file.clone()))?;
         let entries = shaders::entry_points(kernel);
         let mem = Bindings { storage: &views, uniform: &uniform };
+        let own = sim_matvec(op, program);
         for d in plan {
-            let name = entries[d.entry];
+            let (name, d) = match own {
+                Some((name, workgroups)) => (name, shaders::Dispatch { entry: d.entry, workgroups }),
+                None => (entries[d.entry], d),
+            };
             let entry = program.entry(name).ok_or_else(|| SimError::MissingEntry { file: file.clone(), entry: name.into() })?;
+            #[cfg(not(target_arch = "wasm32"))]
+            let start = profiling().then(std::time::Instant::now);
             let counters = interp::dispatch(entry, &mem, d.workgroups, self.threads, self.cache_model);
             self.counters.add(&counters);
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(start) = start {
+                let seconds = start.elapsed().as_secs_f64();
+                if let Ok(mut p) = PROFILE.lock() {
+                    let row = p.get_or_insert_with(HashMap::new).entry(format!("{file} {name} {:?}", d.workgroups)).or_default();
+                    row.calls += 1;
+                    row.seconds += seconds;
+                    row.warp_instructions += counters.warp_instructions;
+                }
+            }
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK};
+use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK, NO_REG};
 
 /// Lanes per warp.
 pub const W: usize = 64;
@@ -225,6 +225,27 @@ macro_rules! op3 {
     }};
 }
 
+/// `$body` with `$cvt` converting a masked field (at most `$mask`) to f32: as i32 when the mask
+/// fits in 31 bits (exact then; x86 and V8's wasm SIMD have a one-instruction signed conversion
+/// but emulate the unsigned one), else as u32.
+macro_rules! by_mask {
+    ($mask:expr, $cvt:ident => $body:expr) => {
+        if $mask <= i32::MAX as u32 {
+            #[inline(always)]
+            fn $cvt(q: u32) -> f32 {
+                q as i32 as f32
+            }
+            $body
+        } else {
+            #[inline(always)]
+            fn $cvt(q: u32) -> f32 {
+                q as f32
+            }
+            $body
+        }
+    };
+}
+
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
 #[inline(always)]
 fn nonzero(v: &Lanes) -> u64 {
@@ -313,11 +334,41 @@ fn bin<const N: usize, B: Rhs>(op: BinOp, d: &mut [u32; N], a: &[u32; N], b: B) 
         BinOp::UMax => each!(|x, y| x.max(y)),
         BinOp::SMin => each!(|x, y| (x as i32).min(y as i32) as u32),
         BinOp::SMax => each!(|x, y| (x as i32).max(y as i32) as u32),
-        BinOp::FMin => each!(|x, y| f(x).min(f(y)).to_bits()),
-        BinOp::FMax => each!(|x, y| f(x).max(f(y)).to_bits()),
+        BinOp::FMin => each!(|x, y| fmin(x, y)),
+        BinOp::FMax => each!(|x, y| fmax(x, y)),
         BinOp::FPow => each!(|x, y| f(x).powf(f(y)).to_bits()),
         BinOp::FAtan2 => each!(|x, y| f(x).atan2(f(y)).to_bits()),
         BinOp::FStep => each!(|x, y| if f(y) >= f(x) { 1f32.to_bits() } else { 0 }),
+    }
+}
+
+/// `min` as IEEE minNum / C `fminf` (a NaN operand gives the other; -0 below +0), branch-free
+/// so the lanes vectorise: `f32::min` is a libm call per lane in wasm (whose `f32.min` has other
+/// NaN rules).
+#[inline(always)]
+fn fmin(x: u32, y: u32) -> u32 {
+    let (a, b) = (f(x), f(y));
+    let m = if a == b { x | y } else if b < a { y } else { x };
+    if a.is_nan() {
+        y
+    } else if b.is_nan() {
+        x
+    } else {
+        m
+    }
+}
+
+/// `max` as IEEE maxNum / C `fmaxf` (a NaN operand gives the other; +0 above -0), branch-free.
+#[inline(always)]
+fn fmax(x: u32, y: u32) -> u32 {
+    let (a, b) = (f(x), f(y));
+    let m = if a == b { x & y } else if b > a { y } else { x };
+    if a.is_nan() {
+        y
+    } else if b.is_nan() {
+        x
+    } else {
+        m
     }
 }
 
@@ -452,8 +503,11 @@ fn check_program(prog: &EntryProgram) {
         match *inst {
             Inst::Movi { d, .. } => r(d),
             Inst::Mov { d, s: a } | Inst::MovMasked { d, s: a } | Inst::Un { d, a, .. } | Inst::BinImm { d, a, .. } => (r(d), r(a)).1,
-            Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } => (r(d), r(a)).1,
+            Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::SExtF { d, a, .. } => (r(d), r(a)).1,
             Inst::UnpackFMul { d, a, m: b, .. } => (r(d), r(a), r(b)).2,
+            Inst::UnpackFSMulAdd { d, a, s: sh, m: b, c, .. } => (r(d), r(a), s(sh), r(b), if c != NO_REG { r(c) }).4,
+            Inst::UnpackFSDot { d, a, s: sh, m, c, x, acc, .. } => (r(d), r(a), s(sh), r(m), r(c), r(x), if acc != NO_REG { r(acc) }).6,
+            Inst::SExtDot { d, a, x, acc, .. } => (r(d), r(a), r(x), if acc != NO_REG { r(acc) }).3,
             Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
@@ -465,12 +519,14 @@ fn check_program(prog: &EntryProgram) {
             Inst::SBin { d, a, b, .. } => (s(d), s(a), s(b)).2,
             Inst::SBinImm { d, a, .. } | Inst::SUn { d, a, .. } | Inst::SLdUniform { d, addr: a, .. } => (s(d), s(a)).1,
             Inst::SSelect { d, c, t: a, f: b } => (s(d), s(c), s(a), s(b)).3,
+            Inst::SMovIfAny { d, s: a } => (s(d), s(a)).1,
             Inst::Broadcast { d, s: a } => (r(d), s(a)).1,
             Inst::BinVS { d, a, s: b, .. } => (r(d), r(a), s(b)).2,
             Inst::LdStorage { d, addr, .. } | Inst::LdUniform { d, addr, .. } | Inst::LdShared { d, addr, .. } => (r(d), r(addr)).1,
             Inst::LdStorageBelow { d, addr, bound, .. } => (r(d), r(addr), s(bound)).2,
             Inst::LdStorageN { table, n, addr, .. } => (r(addr), t(table, n), distinct(table, n)).2,
             Inst::LdStorageBelowN { table, n, addr, bound, .. } => (r(addr), s(bound), t(table, n), distinct(table, n)).3,
+            Inst::LdStorageBelowNS { table, n, addr, bound, .. } => (s(addr), if bound != NO_REG { s(bound) }, t(table, n), distinct(table, n)).3,
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
@@ -647,18 +703,94 @@ impl<'p> Worker<'p> {
                         o[l] = a[l].wrapping_shr(shift) & mask;
                     }
                 }),
-                Inst::UnpackF { d, a, shift, mask, sub } => op1!(regs, u(d), u(a), |o, a| {
-                    let sub = f(sub);
+                Inst::SExtF { d, a, shl, shr } => op1!(regs, u(d), u(a), |o, a| {
                     for l in 0..W {
-                        o[l] = ((a[l].wrapping_shr(shift) & mask) as f32 - sub).to_bits();
+                        o[l] = (((a[l] << shl) as i32 >> shr) as f32).to_bits();
                     }
                 }),
-                Inst::UnpackFMul { d, a, shift, mask, sub, m } => op2!(regs, u(d), u(a), u(m), |o, a, m| {
+                Inst::UnpackF { d, a, shift, mask, sub } => by_mask!(mask, cvt => op1!(regs, u(d), u(a), |o, a| {
                     let sub = f(sub);
                     for l in 0..W {
-                        o[l] = (((a[l].wrapping_shr(shift) & mask) as f32 - sub) * f(m[l])).to_bits();
+                        o[l] = (cvt(a[l].wrapping_shr(shift) & mask) - sub).to_bits();
+                    }
+                })),
+                Inst::SExtDot { d, a, shl, shr, x, acc } => {
+                    let sext = |v: u32| ((v << shl) as i32 >> shr) as f32;
+                    if acc == NO_REG {
+                        op2!(regs, u(d), u(a), u(x), |o, a, x| {
+                            for l in 0..W {
+                                o[l] = (sext(a[l]) * f(x[l])).to_bits();
+                            }
+                        })
+                    } else {
+                        op3!(regs, u(d), u(a), u(x), u(acc), |o, a, x, acc| {
+                            for l in 0..W {
+                                o[l] = (sext(a[l]) * f(x[l]) + f(acc[l])).to_bits();
+                            }
+                        })
+                    }
+                }
+                Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c: cc, x, acc } => {
+                    let sh = sregs[u(s)] & 31;
+                    let base = regs.as_mut_ptr();
+                    // SAFETY: `check_program` verified every index; sources aliasing the
+                    // destination are copied first (the lanes are read before any is written).
+                    unsafe {
+                        let (d, a, m, cc, x) = (u(d), u(a), u(m), u(cc), u(x));
+                        let acc = if acc == NO_REG { None } else { Some(u(acc)) };
+                        let alias = [a, m, cc, x].contains(&d) || acc == Some(d);
+                        let copy = |r: usize| -> Lanes { *base.add(r) };
+                        let (ta, tm, tc, tx, tacc): (Lanes, Lanes, Lanes, Lanes, Lanes);
+                        let (a, m, cc, x, accv): (&Lanes, &Lanes, &Lanes, &Lanes, Option<&Lanes>) = if alias {
+                            (ta, tm, tc, tx) = (copy(a), copy(m), copy(cc), copy(x));
+                            tacc = acc.map_or([0; W], copy);
+                            (&ta, &tm, &tc, &tx, acc.map(|_| &tacc))
+                        } else {
+                            (&*base.add(a), &*base.add(m), &*base.add(cc), &*base.add(x), acc.map(|r| &*base.add(r)))
+                        };
+                        let o: &mut Lanes = &mut *base.add(d);
+                        by_mask!(mask, cvt => {
+                            let w = |l: usize| (cvt(((a[l].wrapping_shr(shift) & mask1) >> sh) & mask) * f(m[l])) + f(cc[l]);
+                            match accv {
+                                Some(acc) => {
+                                    for l in 0..W {
+                                        o[l] = (w(l) * f(x[l]) + f(acc[l])).to_bits();
+                                    }
+                                }
+                                None => {
+                                    for l in 0..W {
+                                        o[l] = (w(l) * f(x[l])).to_bits();
+                                    }
+                                }
+                            }
+                        })
+                    }
+                }
+                Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: cc } => by_mask!(mask, cvt => {
+                    let sub = f(sub);
+                    let sh = sregs[u(s)] & 31;
+                    if cc == NO_REG {
+                        op2!(regs, u(d), u(a), u(m), |o, a, m| {
+                            for l in 0..W {
+                                let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
+                                o[l] = ((cvt(q) - sub) * f(m[l])).to_bits();
+                            }
+                        })
+                    } else {
+                        op3!(regs, u(d), u(a), u(m), u(cc), |o, a, m, cc| {
+                            for l in 0..W {
+                                let q = ((a[l].wrapping_shr(shift) & mask1) >> sh) & mask;
+                                o[l] = ((cvt(q) - sub) * f(m[l]) + f(cc[l])).to_bits();
+                            }
+                        })
                     }
                 }),
+                Inst::UnpackFMul { d, a, shift, mask, sub, m } => by_mask!(mask, cvt => op2!(regs, u(d), u(a), u(m), |o, a, m| {
+                    let sub = f(sub);
+                    for l in 0..W {
+                        o[l] = ((cvt(a[l].wrapping_shr(shift) & mask) - sub) * f(m[l])).to_bits();
+                    }
+                })),
                 Inst::UnpackFVarMul { d, a, s, mask, sub, m } => op3!(regs, u(d), u(a), u(s), u(m), |o, a, s, m| {
                     let sub = f(sub);
                     for l in 0..W {
@@ -705,13 +837,25 @@ impl<'p> Worker<'p> {
                 }
                 Inst::SMovi { d, imm } => sregs[u(d)] = imm,
                 Inst::SBin { op, d, a, b } => sregs[u(d)] = bin1(op, sregs[u(a)], sregs[u(b)]),
-                Inst::SBinImm { op, d, a, imm } => sregs[u(d)] = bin1(op, sregs[u(a)], imm),
+                Inst::SBinImm { op, d, a, imm } => {
+                    let x = sregs[u(a)];
+                    sregs[u(d)] = match op {
+                        BinOp::UDiv if imm.is_power_of_two() => x >> imm.trailing_zeros(),
+                        BinOp::URem if imm.is_power_of_two() => x & (imm - 1),
+                        _ => bin1(op, x, imm),
+                    };
+                }
                 Inst::SUn { op, d, a } => {
                     let mut o = [0u32; 1];
                     un(op, &mut o, &[sregs[u(a)]]);
                     sregs[u(d)] = o[0];
                 }
                 Inst::SSelect { d, c: cond, t, f: fv } => sregs[u(d)] = if sregs[u(cond)] != 0 { sregs[u(t)] } else { sregs[u(fv)] },
+                Inst::SMovIfAny { d, s } => {
+                    if exec != 0 {
+                        sregs[u(d)] = sregs[u(s)];
+                    }
+                }
                 Inst::SLdUniform { d, addr, off } => {
                     sregs[u(d)] = mem.uniform.get(sregs[u(addr)].wrapping_add(off) as usize).copied().unwrap_or(0)
                 }
@@ -760,6 +904,26 @@ impl<'p> Worker<'p> {
                         }
                     }
                     c.words_loaded += exec.count_ones() as u64 * n as u64;
+                }
+                Inst::LdStorageBelowNS { table, n, binding, addr, off, bound } => {
+                    let view = mem.storage[binding as usize];
+                    let limit = if bound == NO_REG { view.len } else { view.len.min(sregs[u(bound)] as usize) };
+                    let start = sregs[u(addr)].wrapping_add(off);
+                    let dst = &prog.tables[table as usize..][..n as usize];
+                    for (j, &d) in dst.iter().enumerate() {
+                        let i = start.wrapping_add(j as u32) as usize;
+                        // SAFETY: read only below `limit` <= the buffer's length.
+                        let v = if i < limit { unsafe { *view.ptr.add(i) } } else { 0 };
+                        regs[u(d)] = [v; W];
+                        if let Some(cache) = self.cache.as_mut() {
+                            if cache.access(binding, i as u32) {
+                                c.cache_hits += 1;
+                            } else {
+                                c.cache_misses += 1;
+                            }
+                        }
+                    }
+                    c.words_loaded += n as u64;
                 }
                 Inst::StStorage { s, binding, addr, off } => {
                     let view = mem.storage[binding as usize];
@@ -1140,6 +1304,25 @@ mod tests {
     fn f16_widening_matches_half_for_every_value() {
         for h in 0..=u16::MAX {
             assert_eq!(f16_to_f32(h as u32), half::f16::from_bits(h).to_f32().to_bits(), "f16 bits {h:#06x}");
+        }
+    }
+
+    #[test]
+    fn min_max_follow_fminf_fmaxf() {
+        let vals = [0.0f32, -0.0, 1.5, -2.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, -3.0e38];
+        for &a in &vals {
+            for &b in &vals {
+                let (mn, mx) = (f32::from_bits(fmin(a.to_bits(), b.to_bits())), f32::from_bits(fmax(a.to_bits(), b.to_bits())));
+                if a.is_nan() && b.is_nan() {
+                    assert!(mn.is_nan() && mx.is_nan());
+                    continue;
+                }
+                // Equal to Rust's min/max up to the sign of zero, which IEEE leaves open.
+                assert!(mn == a.min(b) && mx == a.max(b), "{a} {b}");
+                if a == 0.0 && b == 0.0 {
+                    assert_eq!((mn.is_sign_negative(), mx.is_sign_negative()), (a.is_sign_negative() || b.is_sign_negative(), a.is_sign_negative() && b.is_sign_negative()));
+                }
+            }
         }
     }
 

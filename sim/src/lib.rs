@@ -5,7 +5,7 @@
 pub mod device;
 pub mod interp;
 
-pub use device::{SimDevice, SimOptions};
+pub use device::{take_profile, ProfileRow, SimDevice, SimOptions};
 pub use interp::Counters;
 
 use qwglm_sim_lower::isa::KernelProgram;

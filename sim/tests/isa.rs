@@ -787,3 +787,163 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+/// Function variables that every lane of the function stores together with warp-uniform values
+/// live in scalar registers (`SMovIfAny`); one stored per lane, in per-lane control flow, or in a
+/// loop that lanes leave at different times stays per lane. Uniform `break`/`continue` leave the
+/// scalar unit running over code no lane runs, which must not change the variables.
+#[test]
+fn warp_uniform_variables() {
+    let src = r#"
+struct Params { n: u32, skip: u32, stop: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * 64u + lid;
+    // Uniform counter, uniform break, read after the loop.
+    var k = 0u;
+    var sum = 0u;
+    loop {
+        if (k >= p.n) {
+            break;
+        }
+        if (k == p.skip) {
+            k += 1u;
+            continue;
+        }
+        sum += k * 3u + lid;
+        k += 1u;
+    }
+    // Uniform for loop with a uniform continue; its counter read after the loop.
+    var j = 0u;
+    var t = 0u;
+    for (; j < p.n; j++) {
+        if (j == p.skip) {
+            continue;
+        }
+        t += j;
+    }
+    // Uniform value, stored in a per-lane branch: per lane.
+    var v = 1u;
+    if (lid % 2u == 0u) {
+        v = 5u;
+    }
+    // Uniform counter of a loop that lanes leave at different times (per-lane break).
+    var m = 0u;
+    for (; m < p.n; m++) {
+        if (m == lid % 7u + p.stop) {
+            break;
+        }
+    }
+    out[i * 6u] = sum;
+    out[i * 6u + 1u] = k;
+    out[i * 6u + 2u] = t;
+    out[i * 6u + 3u] = j;
+    out[i * 6u + 4u] = v;
+    out[i * 6u + 5u] = m;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::SMovIfAny { .. })), "uniform variables are scalar");
+    for (n, skip, stop) in [(10u32, 3u32, 2u32), (0, 0, 0), (5, 9, 1), (12, 0, 4)] {
+        let groups = 2u32;
+        let mut bufs = vec![vec![0u32; (groups * 64 * 6) as usize]];
+        run(src, "main", &mut bufs, &[n, skip, stop, 0], [groups, 1, 1], 1);
+        for i in 0..groups * 64 {
+            let lid = i % 64;
+            let sum: u32 = (0..n).filter(|&k| k != skip).map(|k| k * 3 + lid).sum();
+            let t: u32 = (0..n).filter(|&j| j != skip).sum();
+            let v = if lid % 2 == 0 { 5 } else { 1 };
+            let m = (0..n).find(|&m| m == lid % 7 + stop).unwrap_or(n);
+            let got = &bufs[0][(i * 6) as usize..][..6];
+            assert_eq!(got, &[sum, n, t, n, v, m], "n {n} skip {skip} stop {stop} lane {i}");
+        }
+    }
+}
+
+/// The superinstructions of the simulator's own mat-vec entry points: guarded and unguarded reads
+/// at a warp-uniform address (`LdStorageBelowNS`), nibbles shifted by a uniform amount, scaled
+/// and offset (`UnpackFSMulAdd`), signed bytes (`SExtF`); each against plain Rust.
+#[test]
+fn uniform_address_reads_and_unpacks() {
+    let src = r#"
+struct Params { n: u32, k: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn x_at(i: u32, limit: u32) -> f32 {
+    if (i < limit) {
+        return x[i];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    var acc2 = 0.0;
+    var bytes = 0.0;
+    let cm = f32(lid) * 0.25 - 3.0;
+    for (var g = 0u; g < p.n; g++) {
+        let word = w[lid * p.n + g];
+        let shift = (g % 2u) * 4u;
+        let q = (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+        let nib = (q >> vec4<u32>(shift)) & vec4<u32>(0xfu);
+        let d = f32(lid + 1u) * 0.125;
+        let dq = d * vec4<f32>(nib) + 0.5;
+        let xs = vec4<f32>(x_at(4u * g, p.k), x_at(4u * g + 1u, p.k), x_at(4u * g + 2u, p.k), x_at(4u * g + 3u, p.k));
+        acc += dot(dq, xs);
+        acc2 += dot(d * vec4<f32>((q >> vec4<u32>(shift)) & vec4<u32>(0xfu)) + cm, xs);
+        let s = vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+        bytes += dot(s, xs);
+    }
+    out[lid * 3u] = acc;
+    out[lid * 3u + 1u] = bytes;
+    out[lid * 3u + 2u] = acc2;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowNS { .. })), "uniform guarded reads");
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFSMulAdd { .. })), "uniform-shift unpack");
+    assert!(has(&program, |i| matches!(i, Inst::SExtDot { .. })), "signed bytes into the dot product");
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFSDot { .. })), "unpack into the dot product");
+    let n = 9u32;
+    let mut seed = 7u32;
+    let words: Vec<u32> = (0..64 * n)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        })
+        .collect();
+    let xs: Vec<f32> = (0..4 * n).map(|i| (i as f32 * 0.37).sin()).collect();
+    // k cuts the activations short (the guarded reads give 0 past it).
+    for k in [4 * n, 4 * n - 3, 5] {
+        let mut bufs = vec![words.clone(), xs.iter().map(|v| v.to_bits()).collect(), vec![0u32; 192]];
+        run(src, "main", &mut bufs, &[n, k, 0, 0], [1, 1, 1], 1);
+        for lid in 0..64u32 {
+            let (mut acc, mut acc2, mut bytes) = (0.0f32, 0.0f32, 0.0f32);
+            let cm = lid as f32 * 0.25 - 3.0;
+            for g in 0..n {
+                let word = words[(lid * n + g) as usize];
+                let shift = (g % 2) * 4;
+                let x = |j: u32| if 4 * g + j < k { xs[(4 * g + j) as usize] } else { 0.0 };
+                let d = (lid + 1) as f32 * 0.125;
+                let dq: Vec<f32> = (0..4).map(|b| d * (((word >> (8 * b)) & 0xff) >> shift & 0xf) as f32 + 0.5).collect();
+                let s: Vec<f32> = (0..4).map(|b| (((word << (24 - 8 * b)) as i32) >> 24) as f32).collect();
+                // WGSL dot: ((a0 b0 + a1 b1) + a2 b2) + a3 b3, as the simulator lowers it.
+                let dot = |a: &[f32]| ((a[0] * x(0) + a[1] * x(1)) + a[2] * x(2)) + a[3] * x(3);
+                acc += dot(&dq);
+                let dq2: Vec<f32> = (0..4).map(|b| d * (((word >> (8 * b)) & 0xff) >> shift & 0xf) as f32 + cm).collect();
+                acc2 += dot(&dq2);
+                bytes += dot(&s);
+            }
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3) as usize]), acc, "k {k} lane {lid} (nibbles)");
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3 + 1) as usize]), bytes, "k {k} lane {lid} (bytes)");
+            assert_eq!(f32::from_bits(bufs[2][(lid * 3 + 2) as usize]), acc2, "k {k} lane {lid} (nibbles into the dot)");
+        }
+    }
+}

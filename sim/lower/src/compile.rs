@@ -12,8 +12,11 @@
 //! - constants are pooled into registers set once in a prologue, and constant right operands
 //!   fold into `BinImm` (power-of-two div/rem/mul become shifts and masks);
 //! - uniformity: values computed only from uniforms, workgroup ids/counts/sizes and constants
-//!   live in scalar registers (one word per warp; broadcast where a vector op needs them),
-//!   function variables stay vector;
+//!   live in scalar registers (one word per warp; broadcast where a vector op needs them);
+//!   so do one-word function variables (loop counters) that every lane of the function stores
+//!   together with uniform values (`SMovIfAny`): an entry point is lowered again without the
+//!   variables found stored per lane or in per-lane control flow, or in loops that lanes leave
+//!   at different times, until nothing new turns up;
 //! - structured control flow becomes exec-mask operations with per-site mask slots; branches
 //!   that no lane takes are jumped over; branches on scalar conditions are plain jumps;
 //! - if-conversion: early-return helpers and branches that only assign variables become
@@ -50,8 +53,21 @@ pub fn compile_kernel(file: &str, text: &str, origin: Origin) -> Result<KernelPr
             return Err(LowerError::Unsupported { place: file.to_string(), what: format!("overridable workgroup size of `{}`", ep.name) });
         }
         let index = module.entry_points.iter().position(|e| e.name == ep.name).expect("entry point");
-        let lowerer = Lowerer::new(&module, &info, text, origin);
-        entries.push(lowerer.entry(index)?);
+        // Function variables start as warp-uniform (scalar registers) where their type allows;
+        // lowering finds the ones that are not (a store of a per-lane value, or in code that
+        // only some lanes run) and the loops that lanes leave at different times, and the entry
+        // point is lowered again with those facts until nothing new turns up.
+        let mut facts = UniformFacts::default();
+        let program = loop {
+            let mut lowerer = Lowerer::new(&module, &info, text, origin);
+            lowerer.facts = facts.clone();
+            let (program, found) = lowerer.entry(index)?;
+            if found == facts {
+                break program;
+            }
+            facts = found;
+        };
+        entries.push(program);
     }
     Ok(KernelProgram { file: file.to_string(), entries })
 }
@@ -79,6 +95,14 @@ enum Val {
     Ptr(Ptr),
 }
 
+/// What lowering learnt about uniformity: function variables that must stay per lane (by function
+/// and variable), and loops (by their body) that lanes leave at different times.
+#[derive(Clone, Default, PartialEq)]
+struct UniformFacts {
+    vector_locals: BTreeSet<(usize, Handle<naga::LocalVariable>)>,
+    divergent_loops: BTreeSet<usize>,
+}
+
 /// One (inlined) function instance being lowered.
 struct FnCtx<'f> {
     func: &'f Function,
@@ -94,6 +118,9 @@ struct FnCtx<'f> {
     depth: u32,
     /// The callee returns only at its end: no return mask, the result aliases the returned value.
     tail_return_only: bool,
+    /// Enclosing constructs (in this function instance) that only some of its lanes may run:
+    /// `if`s on per-lane conditions, loops that lanes leave at different times.
+    div: u32,
 }
 
 struct LoopCtx {
@@ -103,6 +130,9 @@ struct LoopCtx {
     body_depth: u32,
     /// Jumps to patch to the loop's continuing part (taken when every lane left the body).
     to_continuing: Vec<u32>,
+    /// The loop's body (its key in `UniformFacts::divergent_loops`) and `div` inside it.
+    key: usize,
+    div: u32,
 }
 
 /// Largest branch (in expressions) that if-conversion evaluates unconditionally.
@@ -131,6 +161,11 @@ struct Lowerer<'m> {
     builtins: Vec<(Builtin, Reg)>,
     storage_bindings: BTreeSet<u8>,
     span: Span,
+    /// Uniformity facts assumed by this lowering, and what it found (`entry` returns them).
+    facts: UniformFacts,
+    found: UniformFacts,
+    /// The variable (function, handle) of each scalar register that holds one.
+    scalar_locals: HashMap<Reg, (usize, Handle<naga::LocalVariable>)>,
 }
 
 type R<T> = Result<T, LowerError>;
@@ -156,6 +191,9 @@ impl<'m> Lowerer<'m> {
             shared_words: 0,
             builtins: Vec::new(),
             storage_bindings: BTreeSet::new(),
+            facts: UniformFacts::default(),
+            found: UniformFacts::default(),
+            scalar_locals: HashMap::new(),
             span: Span::default(),
         }
     }
@@ -279,7 +317,7 @@ impl<'m> Lowerer<'m> {
         at
     }
 
-    fn entry(mut self, index: usize) -> R<EntryProgram> {
+    fn entry(mut self, index: usize) -> R<(EntryProgram, UniformFacts)> {
         let module = self.module;
         let ep = &module.entry_points[index];
         let finfo = self.info.get_entry_point(index);
@@ -333,6 +371,7 @@ impl<'m> Lowerer<'m> {
             is_entry: true,
             depth: 0,
             tail_return_only: false,
+            div: 0,
         };
         self.function_body(&mut ctx)?;
         self.emit(Inst::Halt);
@@ -365,14 +404,23 @@ impl<'m> Lowerer<'m> {
         };
         crate::peephole::fuse(&mut program);
         crate::regalloc::allocate(&mut program);
-        Ok(program)
+        Ok((program, self.found))
     }
 
     /// Locals, then the body, of a function instance.
     fn function_body(&mut self, ctx: &mut FnCtx) -> R<()> {
+        // The facts of this lowering start as those assumed.
+        self.found.vector_locals.extend(self.facts.vector_locals.iter().copied());
+        self.found.divergent_loops.extend(self.facts.divergent_loops.iter().copied());
         for (h, local) in ctx.func.local_variables.iter() {
-            let n = self.flat_len(&self.module.types[local.ty].inner)?;
-            let regs = self.regs(n);
+            let inner = &self.module.types[local.ty].inner;
+            let n = self.flat_len(inner)?;
+            // A one-word variable not known to be per lane lives in a scalar register.
+            let scalar = matches!(inner, TypeInner::Scalar(_)) && !self.facts.vector_locals.contains(&(fn_key(ctx.func), h));
+            let regs = if scalar { vec![self.sreg()] } else { self.regs(n) };
+            if scalar {
+                self.scalar_locals.insert(regs[0], (fn_key(ctx.func), h));
+            }
             let init = match local.init {
                 Some(e) => self.const_words(ctx.func, e).ok_or_else(|| LowerError::Unsupported {
                     place: self.place(),
@@ -381,7 +429,11 @@ impl<'m> Lowerer<'m> {
                 None => vec![0; n],
             };
             for (&d, imm) in regs.iter().zip(init) {
-                self.emit(Inst::Movi { d, imm });
+                if d & SCALAR != 0 {
+                    self.insts.push(Inst::SMovi { d: d & !SCALAR, imm });
+                } else {
+                    self.emit(Inst::Movi { d, imm });
+                }
             }
             ctx.locals.insert(h, Rc::new(regs));
         }
@@ -624,6 +676,15 @@ impl<'m> Lowerer<'m> {
     }
 
     fn bin_imm(&mut self, op: BinOp, a: Reg, imm: u32) -> Reg {
+        // Algebra: `x % 1`, `x & 0` are 0 (a uniform constant, so e.g. a loop counter that
+        // starts at `tid % lanes` with lanes = 1 is warp-uniform); `x >> 0`, `x + 0`, `x * 1`
+        // are `x` (no instruction).
+        match (op, imm) {
+            (BinOp::URem | BinOp::And | BinOp::IMul, 0) if op != BinOp::URem => return self.constant(0),
+            (BinOp::URem, 1) => return self.constant(0),
+            (BinOp::ShrU | BinOp::ShrS | BinOp::Shl | BinOp::IAdd | BinOp::ISub | BinOp::Or | BinOp::Xor, 0) | (BinOp::IMul | BinOp::UDiv, 1) => return a,
+            _ => {}
+        }
         if a & SCALAR != 0 {
             let d = self.sreg();
             self.insts.push(Inst::SBinImm { op, d: d & !SCALAR, a: a & !SCALAR, imm });
@@ -1026,6 +1087,14 @@ impl<'m> Lowerer<'m> {
                 let table = ptr.dynamic.map(|_| self.table(regs));
                 Ok((0..n as u32)
                     .map(|k| {
+                        let s = regs[(ptr.off + k) as usize];
+                        if s & SCALAR != 0 {
+                            // A warp-uniform variable: a scalar copy (the variable may change
+                            // while the value is still needed).
+                            let d = self.sreg();
+                            self.insts.push(Inst::SBinImm { op: BinOp::Or, d: d & !SCALAR, a: s & !SCALAR, imm: 0 });
+                            return d;
+                        }
                         let d = self.reg();
                         match table {
                             None => self.emit(Inst::Mov { d, s: regs[(ptr.off + k) as usize] }),
@@ -1060,10 +1129,25 @@ impl<'m> Lowerer<'m> {
         }
     }
 
-    fn store(&mut self, ptr: &Ptr, ty: &TypeInner, value: &[Reg]) -> R<()> {
+    /// `direct`: the store names a variable of the function instance being lowered (not one
+    /// reached through a pointer argument), with `div` per-lane constructs around it there.
+    fn store(&mut self, ptr: &Ptr, ty: &TypeInner, value: &[Reg], direct: bool, div: u32) -> R<()> {
         let addr = ptr.dynamic.unwrap_or(ZERO);
         match &ptr.root {
             Root::Local(regs) => {
+                if regs.iter().any(|&r| r & SCALAR != 0) {
+                    // A warp-uniform variable: its value must be uniform, and every lane of the
+                    // function instance must store it together (else it is per lane: lowered
+                    // again with the variable in vector registers).
+                    let (&d, &s) = (&regs[ptr.off as usize], &value[0]);
+                    if ptr.dynamic.is_some() || value.len() != 1 || !self.is_uniform(s) || !direct || div > 0 {
+                        self.found.vector_locals.insert(self.scalar_locals[&d]);
+                        return Ok(());
+                    }
+                    let s = self.scalar(s);
+                    self.insts.push(Inst::SMovIfAny { d: d & !SCALAR, s });
+                    return Ok(());
+                }
                 let table = ptr.dynamic.map(|_| self.table(regs));
                 for (k, &s) in value.iter().enumerate() {
                     let k = k as u32;
@@ -1112,7 +1196,12 @@ impl<'m> Lowerer<'m> {
         let c = self.scalar_of(ctx, cond)?;
         let (brk, body_depth) = ctx.loops.last().map(|l| (l.brk, l.body_depth)).expect("loop");
         if c & SCALAR != 0 {
-            // Uniform: every active lane leaves or none does.
+            // Uniform: every active lane leaves or none does (all of the loop's lanes, unless
+            // this point is inside a per-lane branch of the loop).
+            let l = ctx.loops.last().expect("loop");
+            if ctx.div > l.div {
+                self.found.divergent_loops.insert(l.key);
+            }
             let c = c & !SCALAR;
             let stay = self.emit(if unless { Inst::JumpIfNonZeroS { c, to: 0 } } else { Inst::JumpIfZeroS { c, to: 0 } });
             self.emit(Inst::Leave { m: brk });
@@ -1124,6 +1213,9 @@ impl<'m> Lowerer<'m> {
             self.patch(stay, next);
             return Ok(true);
         }
+        // Lanes may leave at different times (also when `c` is uniform here but this point is
+        // inside a per-lane branch of the loop).
+        self.found.divergent_loops.insert(ctx.loops.last().expect("loop").key);
         self.emit(if unless { Inst::BreakUnless { m: brk, c } } else { Inst::BreakIf { m: brk, c } });
         if ctx.depth == body_depth {
             let jump = self.emit(Inst::JumpIfNone { to: 0 });
@@ -1161,6 +1253,11 @@ impl<'m> Lowerer<'m> {
                 let v = self.regs_of(ctx, *value)?;
                 for (k, &r) in v.iter().enumerate() {
                     let dest = regs[off as usize + k];
+                    if dest & SCALAR != 0 {
+                        // A store on a per-lane condition: the variable is per lane.
+                        self.found.vector_locals.insert(self.scalar_locals[&dest]);
+                        continue;
+                    }
                     let slot = match merged.iter().position(|m| m.0 == dest) {
                         Some(i) => i,
                         None => {
@@ -1229,6 +1326,7 @@ impl<'m> Lowerer<'m> {
             is_entry: false,
             depth: 0,
             tail_return_only: true,
+            div: 0,
         };
         let span = self.span;
         let mut early: Vec<(Reg, Vec<Reg>)> = Vec::new();
@@ -1302,6 +1400,7 @@ impl<'m> Lowerer<'m> {
                 self.emit(Inst::AndCond { c });
                 let skip = self.emit(Inst::JumpIfNone { to: 0 });
                 ctx.depth += 1;
+                ctx.div += 1;
                 self.block(ctx, accept)?;
                 let after_accept = self.here();
                 self.patch(skip, after_accept);
@@ -1313,6 +1412,7 @@ impl<'m> Lowerer<'m> {
                     self.patch(skip, end);
                 }
                 ctx.depth -= 1;
+                ctx.div -= 1;
                 self.join(ctx, saved);
             }
             S::Loop { body, continuing, break_if } => {
@@ -1321,7 +1421,10 @@ impl<'m> Lowerer<'m> {
                 self.emit(Inst::ClearMask { m: brk });
                 let top = self.here();
                 ctx.depth += 1;
-                ctx.loops.push(LoopCtx { brk, cont, body_depth: ctx.depth, to_continuing: Vec::new() });
+                let key = body as *const naga::Block as usize;
+                let divergent = self.facts.divergent_loops.contains(&key);
+                ctx.div += divergent as u32;
+                ctx.loops.push(LoopCtx { brk, cont, body_depth: ctx.depth, to_continuing: Vec::new(), key, div: ctx.div });
                 self.block(ctx, body)?;
                 let continuing_at = self.here();
                 for jump in std::mem::take(&mut ctx.loops.last_mut().expect("loop").to_continuing) {
@@ -1331,19 +1434,31 @@ impl<'m> Lowerer<'m> {
                 self.block(ctx, continuing)?;
                 if let Some(c) = break_if {
                     let c = self.scalar_of(ctx, *c)?;
+                    if c & SCALAR == 0 {
+                        self.found.divergent_loops.insert(key);
+                    }
                     self.emit(Inst::BreakIf { m: brk, c });
                 }
                 ctx.depth -= 1;
+                ctx.div -= divergent as u32;
                 ctx.loops.pop();
                 self.emit(Inst::JumpIfAny { to: top });
                 self.emit(Inst::ExecFrom { m: brk });
             }
             S::Break => {
-                let brk = ctx.loops.last().expect("break outside a loop").brk;
+                let l = ctx.loops.last().expect("break outside a loop");
+                let brk = l.brk;
+                if ctx.div > l.div {
+                    self.found.divergent_loops.insert(l.key);
+                }
                 self.emit(Inst::Leave { m: brk });
             }
             S::Continue => {
-                let cont = ctx.loops.last().expect("continue outside a loop").cont;
+                let l = ctx.loops.last().expect("continue outside a loop");
+                let cont = l.cont;
+                if ctx.div > l.div {
+                    self.found.divergent_loops.insert(l.key);
+                }
                 self.emit(Inst::Leave { m: cont });
             }
             S::Return { value } if ctx.tail_return_only => {
@@ -1371,7 +1486,8 @@ impl<'m> Lowerer<'m> {
                 let Val::Ptr(ptr) = self.val(ctx, *pointer)? else { return self.unsupported("store through a non-pointer") };
                 let ty = self.pointee(ctx, *pointer)?;
                 let v = self.regs_of(ctx, *value)?;
-                self.store(&ptr, &ty, &v)?;
+                let direct = matches!(ctx.func.expressions[*pointer], E::LocalVariable(_));
+                self.store(&ptr, &ty, &v, direct, ctx.div)?;
             }
             S::Call { function, arguments, result } => {
                 let mut args = Vec::new();
@@ -1400,6 +1516,7 @@ impl<'m> Lowerer<'m> {
                         is_entry: false,
                         depth: 0,
                         tail_return_only: true,
+                        div: 0,
                     };
                     let span = self.span;
                     self.function_body(&mut inner)?;
@@ -1429,6 +1546,7 @@ impl<'m> Lowerer<'m> {
                     is_entry: false,
                     depth: 0,
                     tail_return_only: false,
+                    div: 0,
                 };
                 let span = self.span;
                 self.function_body(&mut inner)?;
@@ -1483,6 +1601,11 @@ impl<'m> Lowerer<'m> {
         }
         Ok(())
     }
+}
+
+/// Identity of a function of the module (its key in `UniformFacts`).
+fn fn_key(f: &Function) -> usize {
+    f as *const Function as usize
 }
 
 /// Tag of scalar registers while lowering (stripped in the emitted scalar instructions).

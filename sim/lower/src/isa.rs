@@ -19,6 +19,8 @@ pub type SReg = u32;
 pub type MaskSlot = u16;
 /// "No slot" in `Join`.
 pub const NO_MASK: MaskSlot = u16::MAX;
+/// "No register" in `UnpackFSMulAdd`'s `c`.
+pub const NO_REG: Reg = u32::MAX;
 /// Register 0 is zero in every lane: the address register of accesses with constant addresses.
 pub const ZERO: Reg = 0;
 /// Scalar register 0 is zero.
@@ -193,6 +195,24 @@ pub enum Inst {
     /// Superinstruction: `UnpackF` times a per-lane scale, `d = (f32((a >> shift) & mask) - sub) * m`
     /// (rounded as the separate instructions): the `d * (q - c)` of the quant formats.
     UnpackFMul { d: Reg, a: Reg, shift: u32, mask: u32, sub: u32, m: Reg },
+    /// Superinstruction: a nibble/byte field shifted by a warp-uniform amount, converted, offset,
+    /// scaled and (unless `c` is `NO_REG`) added to: `d = (f32((((a >> shift) & mask1) >>
+    /// (sregs[s] & 31)) & mask) - sub) * m + c`, rounded after each step as the separate
+    /// instructions. The `d * q + m` unpacking of the quant formats when the field's shift comes
+    /// from a warp-uniform loop counter.
+    UnpackFSMulAdd { d: Reg, a: Reg, s: SReg, shift: u32, mask1: u32, mask: u32, sub: u32, m: Reg, c: Reg },
+    /// Superinstruction: `UnpackFSMulAdd` (with `c`, no `sub`) feeding a multiply-add, the
+    /// dequantized weight times an activation: `w = f32((((a >> shift) & mask1) >> (sregs[s] &
+    /// 31)) & mask) * m + c`, then `d = w * x + acc` (`d = w * x` when `acc` is `NO_REG`),
+    /// rounded after each step as the separate instructions.
+    UnpackFSDot { d: Reg, a: Reg, s: SReg, shift: u32, mask1: u32, mask: u32, m: Reg, c: Reg, x: Reg, acc: Reg },
+    /// Superinstruction: `SExtF` feeding a multiply-add, `d = f32(i32(a << shl) >> shr) * x + acc`
+    /// (`* x` only when `acc` is `NO_REG`), rounded as the separate instructions: the 8-bit
+    /// formats' dot products.
+    SExtDot { d: Reg, a: Reg, shl: u32, shr: u32, x: Reg, acc: Reg },
+    /// Superinstruction (peephole of `<<`, arithmetic `>>` and the i32 -> f32 conversion):
+    /// `d = f32(i32(a << shl) >> shr)`, the sign-extended bytes of the 8-bit quant formats.
+    SExtF { d: Reg, a: Reg, shl: u32, shr: u32 },
     /// Superinstruction: `UnpackFVar` times a per-lane scale.
     UnpackFVarMul { d: Reg, a: Reg, s: Reg, mask: u32, sub: u32, m: Reg },
 
@@ -202,6 +222,10 @@ pub enum Inst {
     SBinImm { op: BinOp, d: SReg, a: SReg, imm: u32 },
     SUn { op: UnOp, d: SReg, a: SReg },
     SSelect { d: SReg, c: SReg, t: SReg, f: SReg },
+    /// `d = s` when any lane is active: a store into a warp-uniform function variable (a scalar
+    /// register). Code that no lane runs (after a uniform `break` or `continue`) still runs the
+    /// scalar unit, and must not change the variable.
+    SMovIfAny { d: SReg, s: SReg },
     /// `d = uniform[a + off]` with a scalar address.
     SLdUniform { d: SReg, addr: SReg, off: u32 },
     /// Vector `d = s` in every lane.
@@ -222,6 +246,13 @@ pub enum Inst {
     /// Superinstruction: `n` consecutive `LdStorageBelow`s from one address register,
     /// `regs[tables[table + j]] = i < sregs[bound] ? storage[i] : 0` with `i = addr + off + j`.
     LdStorageBelowN { table: u32, n: u32, binding: u8, addr: Reg, off: u32, bound: SReg },
+    /// Superinstruction: guarded reads at a warp-uniform (scalar) address, `n` consecutive words
+    /// broadcast to every lane: `regs[tables[table + j]] = i < sregs[bound] ? storage[i] : 0`
+    /// with `i = sregs[addr] + off + j` (wrapping; out of the buffer reads 0). The `x_at`
+    /// activation reads of a loop whose counter is warp-uniform. With `bound` = `NO_REG` the
+    /// reads are unguarded (`LdStorage`/`LdStorageN` at a broadcast address; out of the buffer
+    /// reads 0).
+    LdStorageBelowNS { table: u32, n: u32, binding: u8, addr: SReg, off: u32, bound: SReg },
     StStorage { s: Reg, binding: u8, addr: Reg, off: u32 },
     LdUniform { d: Reg, addr: Reg, off: u32 },
     LdShared { d: Reg, addr: Reg, off: u32 },

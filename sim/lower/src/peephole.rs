@@ -10,7 +10,13 @@
 //!   products and accumulations;
 //! - `storage[(a + k) + off]` → `storage[a + (k + off)]` (single-use address), then loads from
 //!   one address register at consecutive offsets → `LdStorageN` / `LdStorageBelowN`: the
-//!   activation and weight words a lane reads side by side, as one multi-word load.
+//!   activation and weight words a lane reads side by side, as one multi-word load;
+//! - at a warp-uniform (scalar) address, the guarded and plain reads → `LdStorageBelowNS` (one
+//!   read per word for the warp, broadcast); a field shifted by a uniform amount, scaled and
+//!   offset → `UnpackFSMulAdd`, and with the multiply-add of its dot product → `UnpackFSDot`;
+//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`;
+//! - scalar copies are propagated, unread scalar ops dropped, and loop-invariant scalar ops
+//!   hoisted in front of their loop.
 
 use crate::isa::*;
 
@@ -33,6 +39,10 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::UnpackF { d, .. }
         | Inst::UnpackFVar { d, .. }
         | Inst::UnpackFMul { d, .. }
+        | Inst::UnpackFSMulAdd { d, .. }
+        | Inst::UnpackFSDot { d, .. }
+        | Inst::SExtDot { d, .. }
+        | Inst::SExtF { d, .. }
         | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
         | Inst::BinVS { d, .. }
@@ -50,11 +60,29 @@ fn dest(inst: &Inst) -> Option<Reg> {
 fn sources(inst: &Inst, out: &mut Vec<Reg>) {
     out.clear();
     match *inst {
-        Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => out.push(s),
+        Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
         Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => out.extend([a, b, c]),
         Inst::UnpackFMul { a, m, .. } => out.extend([a, m]),
+        Inst::UnpackFSMulAdd { a, m, c, .. } => {
+            out.extend([a, m]);
+            if c != NO_REG {
+                out.push(c);
+            }
+        }
+        Inst::UnpackFSDot { a, m, c, x, acc, .. } => {
+            out.extend([a, m, c, x]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
+        Inst::SExtDot { a, x, acc, .. } => {
+            out.extend([a, x]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -75,8 +103,26 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
 fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
     let g = |r: &mut Reg| *r = f(*r);
     match inst {
-        Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } => g(s),
+        Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => g(s),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } | Inst::UnpackFMul { a, m: b, .. } => (g(a), g(b)).1,
+        Inst::UnpackFSMulAdd { a, m, c, .. } => {
+            (g(a), g(m));
+            if *c != NO_REG {
+                g(c);
+            }
+        }
+        Inst::UnpackFSDot { a, m, c, x, acc, .. } => {
+            (g(a), g(m), g(c), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot { a, x, acc, .. } => {
+            (g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
         Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => (g(a), g(b), g(c)).2,
         Inst::Select { c, t, f, .. } => (g(c), g(t), g(f)).2,
         Inst::ExtractBits { e, off, cnt, .. } => (g(e), g(off), g(cnt)).2,
@@ -224,7 +270,7 @@ impl Uses {
 /// Scalar register written by `inst`, if any.
 fn sdest(inst: &Inst) -> Option<SReg> {
     match *inst {
-        Inst::SMovi { d, .. } | Inst::SBin { d, .. } | Inst::SBinImm { d, .. } | Inst::SUn { d, .. } | Inst::SSelect { d, .. } | Inst::SLdUniform { d, .. } => Some(d),
+        Inst::SMovi { d, .. } | Inst::SBin { d, .. } | Inst::SBinImm { d, .. } | Inst::SUn { d, .. } | Inst::SSelect { d, .. } | Inst::SLdUniform { d, .. } | Inst::SMovIfAny { d, .. } => Some(d),
         _ => None,
     }
 }
@@ -246,6 +292,183 @@ fn pure_between(insts: &[Inst], removed: &[bool], from: usize, to: usize, s: SRe
 /// True when no instruction strictly between `from` and `to` writes one of `regs`.
 fn unchanged(insts: &[Inst], removed: &[bool], from: usize, to: usize, regs: &[Reg]) -> bool {
     (from + 1..to).all(|k| removed[k] || dest(&insts[k]).is_none_or(|d| !regs.contains(&d)))
+}
+
+/// Scalar registers `inst` reads.
+fn ssources(inst: &Inst, out: &mut Vec<SReg>) {
+    out.clear();
+    match *inst {
+        Inst::SBin { a, b, .. } => out.extend([a, b]),
+        Inst::SBinImm { a, .. } | Inst::SUn { a, .. } | Inst::SLdUniform { addr: a, .. } | Inst::SMovIfAny { s: a, .. } => out.push(a),
+        Inst::SSelect { c, t, f, .. } => out.extend([c, t, f]),
+        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } | Inst::UnpackFSDot { s, .. } => out.push(s),
+        Inst::LdStorageBelow { bound, .. } | Inst::LdStorageBelowN { bound, .. } => out.push(bound),
+        Inst::LdStorageBelowNS { addr, bound, .. } => {
+            out.push(addr);
+            if bound != NO_REG {
+                out.push(bound);
+            }
+        }
+        Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => out.push(c),
+        _ => {}
+    }
+}
+
+/// Applies `f` to every scalar register `inst` reads.
+fn map_ssources(inst: &mut Inst, f: impl Fn(SReg) -> SReg) {
+    let g = |r: &mut SReg| *r = f(*r);
+    match inst {
+        Inst::SBin { a, b, .. } => (g(a), g(b)).1,
+        Inst::SBinImm { a, .. } | Inst::SUn { a, .. } | Inst::SLdUniform { addr: a, .. } | Inst::SMovIfAny { s: a, .. } => g(a),
+        Inst::SSelect { c, t, f, .. } => (g(c), g(t), g(f)).2,
+        Inst::Broadcast { s, .. } | Inst::BinVS { s, .. } | Inst::UnpackFSMulAdd { s, .. } | Inst::UnpackFSDot { s, .. } => g(s),
+        Inst::LdStorageBelow { bound, .. } | Inst::LdStorageBelowN { bound, .. } => g(bound),
+        Inst::LdStorageBelowNS { addr, bound, .. } => {
+            g(addr);
+            if *bound != NO_REG {
+                g(bound);
+            }
+        }
+        Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => g(c),
+        _ => {}
+    }
+}
+
+/// `LdStorageBelowNS`: the guarded reads of `x_at` at a scalar address, found in the shape the
+/// lowering gives them (scalar index and compare, broadcasts for the vector load and select),
+/// then merged where consecutive words are read from one base; scalar instructions left unread
+/// go.
+fn fuse_uniform_reads(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &mut Vec<Reg>) {
+    let ns = prog.n_sregs.max(1) as usize;
+    let (mut swrites, mut sdef) = (vec![0u32; ns], vec![usize::MAX; ns]);
+    for (i, inst) in insts.iter().enumerate() {
+        if let Some(d) = sdest(inst) {
+            swrites[d as usize] += 1;
+            sdef[d as usize] = i;
+        }
+    }
+    // Scalar registers written once (by a pure scalar op), before `at` in the same basic block.
+    let sdef_before = |r: SReg, at: usize| -> Option<usize> {
+        let i = sdef[r as usize];
+        (swrites[r as usize] == 1 && i < at && !uses.block_start[i + 1..=at].iter().any(|&b| b)).then_some(i)
+    };
+    let var: Vec<bool> = (0..ns).map(|r| sdef[r] != usize::MAX && matches!(insts[sdef[r]], Inst::SMovIfAny { .. })).collect();
+    let ssa = |r: SReg| r == SZERO || (swrites[r as usize] <= 1 && !var[r as usize]);
+    let table_base = prog.tables.len() as u32;
+    let mut single = Vec::new();
+    for k in 0..insts.len() {
+        let Inst::Select { d, c: vc, t: v, f: ZERO } = insts[k] else { continue };
+        if removed[k] {
+            continue;
+        }
+        let Some(ic) = uses.single_use_def(vc, k) else { continue };
+        let Inst::Broadcast { s: sc, .. } = insts[ic] else { continue };
+        let iv = uses.def_at[v as usize];
+        if iv >= k || uses.writes[v as usize] != 1 || uses.reads[v as usize] != 2 || uses.block_start[iv + 1..=k].iter().any(|&b| b) {
+            continue;
+        }
+        let Inst::LdStorage { binding, addr: va, off: off0, .. } = insts[iv] else { continue };
+        let ia = uses.def_at[va as usize];
+        if removed[iv] || removed[ic] || ia >= iv || uses.writes[va as usize] != 1 {
+            continue;
+        }
+        let Inst::Broadcast { s: si, .. } = insts[ia] else { continue };
+        let Some(icmp) = sdef_before(sc, k) else { continue };
+        let Inst::SBin { op: BinOp::ULt, a, b: bound, .. } = insts[icmp] else { continue };
+        if a != si || !ssa(si) || !ssa(bound) {
+            continue;
+        }
+        let (base, off) = match sdef_before(si, k).map(|i| insts[i]) {
+            Some(Inst::SBinImm { op: BinOp::IAdd, a: sb, imm, .. }) if ssa(sb) => (sb, imm.wrapping_add(off0)),
+            _ => (si, off0),
+        };
+        let table = table_base + new_tables.len() as u32;
+        new_tables.push(d);
+        insts[k] = Inst::LdStorageBelowNS { table, n: 1, binding, addr: base, off, bound };
+        removed[iv] = true;
+        removed[ic] = true;
+        if uses.reads[va as usize] == 1 {
+            removed[ia] = true;
+        }
+        single.push(k);
+    }
+    // Scalar copies (the loads of warp-uniform variables, `d = v | 0`): readers in the same
+    // basic block before `v` changes read `v` itself; the copy goes when none is left.
+    for i in 0..insts.len() {
+        let Inst::SBinImm { op: BinOp::Or, d, a: v, imm: 0 } = insts[i] else { continue };
+        if removed[i] || swrites[d as usize] != 1 || d == v {
+            continue;
+        }
+        let mut k = i + 1;
+        while k < insts.len() && !uses.block_start[k] {
+            if !removed[k] {
+                map_ssources(&mut insts[k], |r| if r == d { v } else { r });
+                if sdest(&insts[k]) == Some(v) {
+                    break;
+                }
+            }
+            k += 1;
+        }
+    }
+    // Scalar instructions nobody reads any more (the index and compare, copies) go.
+    let mut src = Vec::new();
+    loop {
+        let mut sreads = vec![0u32; ns];
+        for (i, inst) in insts.iter().enumerate() {
+            if !removed[i] {
+                ssources(inst, &mut src);
+                src.iter().for_each(|&r| sreads[r as usize] += 1);
+            }
+        }
+        let mut changed = false;
+        for (i, inst) in insts.iter().enumerate() {
+            if !removed[i] && matches!(inst, Inst::SBin { .. } | Inst::SBinImm { .. }) && sdest(inst).is_some_and(|d| sreads[d as usize] == 0) {
+                removed[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Runs of them from one base at consecutive offsets merge (only removed instructions, or
+    // pure ones that read none of the run's registers, between them).
+    const MAX_WORDS: u32 = 8;
+    let mut i = 0;
+    while i < single.len() {
+        let k0 = single[i];
+        let Inst::LdStorageBelowNS { table, binding, addr, off, bound, .. } = insts[k0] else { unreachable!("fused above") };
+        let mut run = vec![new_tables[(table - table_base) as usize]];
+        let mut j = i + 1;
+        while j < single.len() && (run.len() as u32) < MAX_WORDS {
+            let k = single[j];
+            let Inst::LdStorageBelowNS { table: t, binding: b, addr: a, off: o, bound: s, .. } = insts[k] else { unreachable!("fused above") };
+            if (b, a, s, o) != (binding, addr, bound, off.wrapping_add(run.len() as u32)) {
+                break;
+            }
+            let between_ok = (single[j - 1] + 1..k).all(|m| {
+                removed[m] || {
+                    sources(&insts[m], &mut src);
+                    !uses.block_start[m] && dest(&insts[m]).is_some() && !src.iter().any(|r| run.contains(r)) && !run.contains(&dest(&insts[m]).expect("checked"))
+                }
+            }) && !uses.block_start[k];
+            if !between_ok {
+                break;
+            }
+            run.push(new_tables[(t - table_base) as usize]);
+            j += 1;
+        }
+        if run.len() > 1 {
+            let n = run.len() as u32;
+            let table = table_base + new_tables.len() as u32;
+            new_tables.extend_from_slice(&run);
+            insts[k0] = Inst::LdStorageBelowNS { table, n, binding, addr, off, bound };
+            for &k in &single[i + 1..j] {
+                removed[k] = true;
+            }
+        }
+        i = j;
+    }
 }
 
 /// Fuses the unpack patterns in `prog` and drops the instructions they replace.
@@ -285,6 +508,25 @@ pub fn fuse(prog: &mut EntryProgram) {
             insts[j] = f;
             removed[i] = true;
         }
+    }
+    // f32(i32(a << k) >> r) → SExtF (the shift left may be missing: k = 0).
+    for j in 0..insts.len() {
+        let Inst::Un { op: UnOp::S2F, d, a: t } = insts[j] else { continue };
+        let Some(i) = uses.single_use_def(t, j) else { continue };
+        let Inst::BinImm { op: BinOp::ShrS, a: t0, imm: shr, .. } = insts[i] else { continue };
+        if removed[i] || shr >= 32 {
+            continue;
+        }
+        let (a, shl) = match uses.single_use_def(t0, i).map(|h| (h, insts[h])) {
+            Some((h, Inst::BinImm { op: BinOp::Shl, a, imm, .. })) if imm < 32 && !removed[h] && unchanged(&insts, &removed, h, j, &[a]) => {
+                removed[h] = true;
+                (a, imm)
+            }
+            _ if unchanged(&insts, &removed, i, j, &[t0]) => (t0, 0),
+            _ => continue,
+        };
+        insts[j] = Inst::SExtF { d, a, shl, shr };
+        removed[i] = true;
     }
     // ... - c folds into the unpack.
     for k in 0..insts.len() {
@@ -353,6 +595,42 @@ pub fn fuse(prog: &mut EntryProgram) {
             break;
         }
     }
+    // A field shifted by a scalar amount: `t1 = (a >> k) & m1` (optional), `t2 = t1 >> s`
+    // (s scalar), `t3 = (f32(t2 & m) - sub) * scale` → UnpackFSMulAdd, then `t3 + c` folds in.
+    for k in 0..insts.len() {
+        let Inst::UnpackFMul { d, a: t2, shift: 0, mask, sub, m } = insts[k] else { continue };
+        let Some(j) = uses.single_use_def(t2, k) else { continue };
+        let Inst::BinVS { op: BinOp::ShrU, a: t1, s, .. } = insts[j] else { continue };
+        if removed[j] || !unchanged(&insts, &removed, j, k, &[t1]) || !pure_between(&insts, &removed, j, k, s) {
+            continue;
+        }
+        let (a, shift, mask1) = match uses.single_use_def(t1, j).map(|i| (i, insts[i])) {
+            Some((i, Inst::ShrAnd { a, shift, mask, .. })) if !removed[i] && unchanged(&insts, &removed, i, k, &[a]) => {
+                removed[i] = true;
+                (a, shift, mask)
+            }
+            Some((i, Inst::BinImm { op: BinOp::And, a, imm: mask, .. })) if !removed[i] && unchanged(&insts, &removed, i, k, &[a]) => {
+                removed[i] = true;
+                (a, 0, mask)
+            }
+            _ => (t1, 0, u32::MAX),
+        };
+        insts[k] = Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: NO_REG };
+        removed[j] = true;
+    }
+    for k in 0..insts.len() {
+        let Inst::Bin { op: BinOp::FAdd, d, a: x, b: y } = insts[k] else { continue };
+        for (t, other) in [(x, y), (y, x)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            let Inst::UnpackFSMulAdd { a, s, shift, mask1, mask, sub, m, c: NO_REG, .. } = insts[j] else { continue };
+            if removed[j] || other == t || !unchanged(&insts, &removed, j, k, &[a, m]) || !pure_between(&insts, &removed, j, k, s) {
+                continue;
+            }
+            insts[k] = Inst::UnpackFSMulAdd { d, a, s, shift, mask1, mask, sub, m, c: other };
+            removed[j] = true;
+            break;
+        }
+    }
     // x + a * b → MulAdd (f32 addition commutes exactly, so either operand may be the product).
     for k in 0..insts.len() {
         let Inst::Bin { op: BinOp::FAdd, d, a: x, b: y } = insts[k] else { continue };
@@ -369,6 +647,36 @@ pub fn fuse(prog: &mut EntryProgram) {
             }
         }
     }
+    // The dequantized weight times an activation: UnpackFSMulAdd (single use) into the
+    // multiply-add (or the first product) of a dot product → UnpackFSDot.
+    for k in 0..insts.len() {
+        let (d, p, q, acc) = match insts[k] {
+            Inst::MulAdd { d, a, b, c } => (d, a, b, c),
+            Inst::Bin { op: BinOp::FMul, d, a, b } => (d, a, b, NO_REG),
+            _ => continue,
+        };
+        if removed[k] {
+            continue;
+        }
+        for (t, x) in [(p, q), (q, p)] {
+            let Some(j) = uses.single_use_def(t, k) else { continue };
+            if let Inst::SExtF { a, shl, shr, .. } = insts[j] {
+                if !removed[j] && x != t && unchanged(&insts, &removed, j, k, &[a]) {
+                    insts[k] = Inst::SExtDot { d, a, shl, shr, x, acc };
+                    removed[j] = true;
+                    break;
+                }
+                continue;
+            }
+            let Inst::UnpackFSMulAdd { a, s, shift, mask1, mask, sub: 0, m, c, .. } = insts[j] else { continue };
+            if removed[j] || c == NO_REG || x == t || !unchanged(&insts, &removed, j, k, &[a, m, c]) || !pure_between(&insts, &removed, j, k, s) {
+                continue;
+            }
+            insts[k] = Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c, x, acc };
+            removed[j] = true;
+            break;
+        }
+    }
     // A load's address `a + k` (single use) folds into its offset: the wrapping sums agree.
     for k in 0..insts.len() {
         let (Inst::LdStorage { addr, .. } | Inst::LdStorageBelow { addr, .. }) = insts[k] else { continue };
@@ -383,6 +691,11 @@ pub fn fuse(prog: &mut EntryProgram) {
         }
         removed[ia] = true;
     }
+    // The same guarded reads at a warp-uniform address (a loop counter in a scalar register):
+    // `si = sb + k; sc = si < bound; v = storage[broadcast(si)]; d = broadcast(sc) ? v : 0`
+    // → LdStorageBelowNS (one word for the warp), then runs of them merged.
+    let mut new_tables: Vec<Reg> = Vec::new();
+    fuse_uniform_reads(prog, &mut insts, &uses, &mut removed, &mut new_tables);
     // Loads from one address register at consecutive offsets → LdStorageN / LdStorageBelowN,
     // at the first load's place. The later loads move up over pure instructions only (no
     // store, atomic, barrier or mask change), none of which writes the address or the bound
@@ -390,7 +703,6 @@ pub fn fuse(prog: &mut EntryProgram) {
     // (Runs last: `dest`/`sources` do not know the multi-destination loads.)
     const MAX_WORDS: usize = 8;
     let mut src = Vec::new();
-    let mut new_tables: Vec<Reg> = Vec::new();
     for i0 in 0..insts.len() {
         let (binding, addr, off, bound) = match insts[i0] {
             Inst::LdStorage { binding, addr, off, .. } => (binding, addr, off, None),
@@ -455,7 +767,141 @@ pub fn fuse(prog: &mut EntryProgram) {
             removed[k] = true;
         }
     }
+    // Unguarded loads at a broadcast scalar address → LdStorageBelowNS without a bound (one
+    // read per word for the warp instead of one per lane).
+    let (mut swrites, mut bdef) = (vec![0u32; prog.n_sregs.max(1) as usize], vec![None; prog.n_regs as usize]);
+    for (i, inst) in insts.iter().enumerate() {
+        if let Some(d) = sdest(inst) {
+            swrites[d as usize] += 1 + matches!(inst, Inst::SMovIfAny { .. }) as u32;
+        }
+        if let Inst::Broadcast { d, s } = *inst {
+            if uses.writes[d as usize] == 1 && !removed[i] {
+                bdef[d as usize] = Some((i, s));
+            }
+        }
+    }
+    for k in 0..insts.len() {
+        if removed[k] {
+            continue;
+        }
+        let (table, n, binding, va, off) = match insts[k] {
+            Inst::LdStorageN { table, n, binding, addr, off } => (table, n, binding, addr, off),
+            Inst::LdStorage { d, binding, addr, off } if uses.writes[d as usize] == 1 && d != addr => {
+                let t = (prog.tables.len() + new_tables.len()) as u32;
+                (t, 1, binding, addr, off)
+            }
+            _ => continue,
+        };
+        let Some((ib, s)) = bdef[va as usize] else { continue };
+        if ib >= k || swrites[s as usize] > 1 || uses.block_start[ib + 1..=k].iter().any(|&b| b) {
+            continue;
+        }
+        if let Inst::LdStorage { d, .. } = insts[k] {
+            new_tables.push(d);
+        }
+        insts[k] = Inst::LdStorageBelowNS { table, n, binding, addr: s, off, bound: NO_REG };
+    }
+    // Broadcasts nobody reads any more go.
+    let mut vreads = vec![0u32; prog.n_regs as usize];
+    for (i, inst) in insts.iter().enumerate() {
+        if removed[i] {
+            continue;
+        }
+        match *inst {
+            Inst::LdStorageN { addr, .. } | Inst::LdStorageBelowN { addr, .. } => vreads[addr as usize] += 1,
+            _ => {
+                sources(inst, &mut src);
+                src.iter().for_each(|&r| vreads[r as usize] += 1);
+            }
+        }
+    }
+    for (i, inst) in insts.iter().enumerate() {
+        if let Inst::Broadcast { d, .. } = *inst {
+            if vreads[d as usize] == 0 && !prog.tables.contains(&d) && !new_tables.contains(&d) {
+                removed[i] = true;
+            }
+        }
+    }
     prog.tables.extend(new_tables);
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     prog.insts = compact(insts, &removed);
+    hoist_invariants(prog);
+}
+
+/// Loop-invariant code motion of scalar instructions: a pure scalar op inside a loop (from a
+/// jump target `t` to the jump back to it) whose operands are written only before the loop (or
+/// by ops already hoisted) moves in front of the loop, so it runs once instead of per
+/// iteration (the params loads and the index arithmetic on them). Pure scalar ops have no
+/// effect besides their register (uniform reads out of range give 0, division by 0 is defined),
+/// so running them once more or once less is harmless.
+fn hoist_invariants(prog: &mut EntryProgram) {
+    for _ in 0..64 {
+        let insts = &prog.insts;
+        let ns = prog.n_sregs.max(1) as usize;
+        let mut swrites = vec![0u32; ns];
+        let mut sdef = vec![usize::MAX; ns];
+        for (i, inst) in insts.iter().enumerate() {
+            if let Some(d) = sdest(inst) {
+                swrites[d as usize] += 1;
+                sdef[d as usize] = i;
+            }
+        }
+        let mut src = Vec::new();
+        let mut changed = None;
+        for b in 0..insts.len() {
+            let Some(t) = jump_target(&insts[b]).map(|t| t as usize).filter(|&t| t <= b) else { continue };
+            // Only loops entered at their top: no jump from outside lands inside.
+            let entered_inside = insts.iter().enumerate().any(|(j, x)| {
+                (j < t || j > b) && jump_target(x).is_some_and(|to| (to as usize) > t && (to as usize) <= b)
+            });
+            if entered_inside {
+                continue;
+            }
+            let mut hoisted: Vec<usize> = Vec::new();
+            for k in t..=b {
+                let pure = matches!(insts[k], Inst::SMovi { .. } | Inst::SBin { .. } | Inst::SBinImm { .. } | Inst::SUn { .. } | Inst::SSelect { .. } | Inst::SLdUniform { .. });
+                let Some(d) = sdest(&insts[k]) else { continue };
+                if !pure || swrites[d as usize] != 1 {
+                    continue;
+                }
+                ssources(&insts[k], &mut src);
+                let invariant = src.iter().all(|&r| {
+                    let def = sdef[r as usize];
+                    let outside = def == usize::MAX || def < t || hoisted.contains(&def);
+                    outside && !(t..=b).any(|m| !hoisted.contains(&m) && sdest(&insts[m]) == Some(r))
+                });
+                if invariant {
+                    hoisted.push(k);
+                }
+            }
+            if !hoisted.is_empty() {
+                changed = Some((t, b, hoisted));
+                break;
+            }
+        }
+        let Some((t, b, hoisted)) = changed else { return };
+        // New order: [..t), hoisted, the rest. Jumps from inside the loop to its top go to the
+        // top's first kept instruction; from outside, to the hoisted ones.
+        let n = prog.insts.len();
+        let mut order: Vec<usize> = (0..t).collect();
+        order.extend(hoisted.iter().copied());
+        order.extend((t..n).filter(|k| !hoisted.contains(k)));
+        let mut new_index = vec![0u32; n + 1];
+        for (at, &old) in order.iter().enumerate() {
+            new_index[old] = at as u32;
+        }
+        new_index[n] = n as u32;
+        let kept_from = |x: usize| (x..=n).find(|k| !hoisted.contains(k)).expect("a jump is never hoisted");
+        let mut out = Vec::with_capacity(n);
+        for &old in &order {
+            let mut inst = prog.insts[old];
+            let inside = old >= t && old <= b;
+            if let Inst::JumpIfNone { to } | Inst::JumpIfAny { to } | Inst::Jump { to } | Inst::JumpIfZeroS { to, .. } | Inst::JumpIfNonZeroS { to, .. } = &mut inst {
+                let target = *to as usize;
+                *to = if target == t && !inside { t as u32 } else { new_index[kept_from(target)] };
+            }
+            out.push(inst);
+        }
+        prog.insts = out;
+    }
 }

@@ -40,10 +40,31 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
         Inst::Movi { d: x, .. } | Inst::ArrayLength { d: x, .. } => d.push(x),
         Inst::Mov { d: x, s } | Inst::Un { d: x, a: s, .. } | Inst::BinImm { d: x, a: s, .. } => (d.push(x), u.push(s)).0,
         Inst::MovMasked { d: x, s } => (d.push(x), u.extend([x, s])).0,
-        Inst::ShrAnd { d: x, a, .. } | Inst::UnpackF { d: x, a, .. } | Inst::BinVS { d: x, a, .. } => (d.push(x), u.push(a)).0,
+        Inst::ShrAnd { d: x, a, .. } | Inst::UnpackF { d: x, a, .. } | Inst::BinVS { d: x, a, .. } | Inst::SExtF { d: x, a, .. } => (d.push(x), u.push(a)).0,
         Inst::Bin { d: x, a, b, .. } | Inst::UnpackFVar { d: x, a, s: b, .. } | Inst::UnpackFMul { d: x, a, m: b, .. } => (d.push(x), u.extend([a, b])).0,
         Inst::Fma { d: x, a, b, c } | Inst::MulAdd { d: x, a, b, c } | Inst::UnpackFVarMul { d: x, a, s: b, m: c, .. } => (d.push(x), u.extend([a, b, c])).0,
         Inst::Select { d: x, c, t, f } => (d.push(x), u.extend([c, t, f])).0,
+        Inst::UnpackFSMulAdd { d: x, a, m, c, .. } => {
+            d.push(x);
+            u.extend([a, m]);
+            if c != NO_REG {
+                u.push(c);
+            }
+        }
+        Inst::UnpackFSDot { d: dd, a, m, c, x, acc, .. } => {
+            d.push(dd);
+            u.extend([a, m, c, x]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
+        Inst::SExtDot { d: dd, a, x, acc, .. } => {
+            d.push(dd);
+            u.extend([a, x]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
         Inst::ExtractBits { d: x, e, off, cnt, .. } => (d.push(x), u.extend([e, off, cnt])).0,
         Inst::InsertBits { d: x, e, n, off, cnt } => (d.push(x), u.extend([e, n, off, cnt])).0,
         Inst::Gather { d: x, table: at, len, idx, .. } => {
@@ -65,6 +86,7 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
             d.extend_from_slice(table(at, n));
             u.push(addr);
         }
+        Inst::LdStorageBelowNS { table: at, n, .. } => d.extend_from_slice(table(at, n)),
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => u.extend([s, addr]),
         Inst::Atomic { d: x, addr, v, cmp, .. } => (d.push(x), u.extend([addr, v, cmp])).0,
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => u.push(c),
@@ -73,6 +95,7 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
         | Inst::SBinImm { .. }
         | Inst::SUn { .. }
         | Inst::SSelect { .. }
+        | Inst::SMovIfAny { .. }
         | Inst::SLdUniform { .. }
         | Inst::SaveExec { .. }
         | Inst::Join { .. }
@@ -96,10 +119,28 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
     match inst {
         Inst::Movi { d, .. } | Inst::ArrayLength { d, .. } | Inst::Broadcast { d, .. } => g(d),
         Inst::Mov { d, s } | Inst::MovMasked { d, s } | Inst::Un { d, a: s, .. } | Inst::BinImm { d, a: s, .. } => (g(d), g(s)).1,
-        Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::BinVS { d, a, .. } => (g(d), g(a)).1,
+        Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::BinVS { d, a, .. } | Inst::SExtF { d, a, .. } => (g(d), g(a)).1,
         Inst::Bin { d, a, b, .. } | Inst::UnpackFVar { d, a, s: b, .. } | Inst::UnpackFMul { d, a, m: b, .. } => (g(d), g(a), g(b)).2,
         Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (g(d), g(a), g(b), g(c)).3,
         Inst::Select { d, c, t, f } => (g(d), g(c), g(t), g(f)).3,
+        Inst::UnpackFSMulAdd { d, a, m, c, .. } => {
+            (g(d), g(a), g(m));
+            if *c != NO_REG {
+                g(c);
+            }
+        }
+        Inst::UnpackFSDot { d, a, m, c, x, acc, .. } => {
+            (g(d), g(a), g(m), g(c), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot { d, a, x, acc, .. } => {
+            (g(d), g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
         Inst::ExtractBits { d, e, off, cnt, .. } => (g(d), g(e), g(off), g(cnt)).3,
         Inst::InsertBits { d, e, n, off, cnt } => (g(d), g(e), g(n), g(off), g(cnt)).4,
         Inst::Gather { d, idx, .. } => (g(d), g(idx)).1,
@@ -114,6 +155,8 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
         | Inst::SBinImm { .. }
         | Inst::SUn { .. }
         | Inst::SSelect { .. }
+        | Inst::SMovIfAny { .. }
+        | Inst::LdStorageBelowNS { .. }
         | Inst::SLdUniform { .. }
         | Inst::SaveExec { .. }
         | Inst::Join { .. }

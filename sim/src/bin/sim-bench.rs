@@ -55,6 +55,25 @@ mod native {
         engine::session::now_or_never(f).expect("simulator futures are ready at once")
     }
 
+    /// Prints a dispatch profile (`QWGLM_SIM_PROFILE`), per step of `steps` taking `wall` seconds.
+    fn print_profile(what: &str, profile: &[(String, qwglm_sim::ProfileRow)], steps: usize, wall: f64) {
+        if profile.is_empty() {
+            return;
+        }
+        let total: f64 = profile.iter().map(|(_, r)| r.seconds).sum();
+        println!("{what}: dispatches {:.1} ms of {:.1} ms per step", total * 1e3 / steps as f64, wall * 1e3 / steps as f64);
+        for (key, r) in profile.iter().take(12) {
+            println!(
+                "  {:6.1}% {:8.1} ms/step {:5} calls {:8.2} M warp instr/step {:5.1} ns/warp instr  {key}",
+                100.0 * r.seconds / total.max(1e-12),
+                r.seconds * 1e3 / steps as f64,
+                r.calls,
+                r.warp_instructions as f64 / 1e6 / steps as f64,
+                r.seconds * 1e9 / (r.warp_instructions.max(1) as f64)
+            );
+        }
+    }
+
     /// SmolLM2-135M Q4_1 decode speed on the simulator with `threads` workers.
     fn smollm2_decode(threads: usize, tokens: usize) {
         let dir = std::env::var_os("QWGLM_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| {
@@ -68,11 +87,14 @@ mod native {
         let t = Instant::now();
         let mut id = block(session.prefill_argmax(&[1, 2, 3, 4, 5, 6, 7, 8])).expect("prefill").0;
         let prefill = t.elapsed().as_secs_f64();
+        print_profile("prefill", &qwglm_sim::take_profile(), 1, prefill);
         let t = Instant::now();
         for _ in 0..tokens {
             id = block(session.append_argmax_pipelined(id, 1)).expect("decode");
         }
         let decode = t.elapsed().as_secs_f64();
+        // QWGLM_SIM_PROFILE set: where the time went, by kernel, entry and grid.
+        print_profile("decode", &qwglm_sim::take_profile(), tokens, decode);
         println!(
             "SmolLM2-135M Q4_1, threads option {threads} (0 = all cores): prefill 8 tokens {:.2} s; decode {:.3} tok/s ({tokens} tokens in {:.2} s)",
             prefill,
@@ -96,7 +118,10 @@ mod native {
             return;
         }
         if std::env::args().any(|a| a == "--smollm2") {
-            for threads in [1, 0] {
+            // `--smollm2 1`: one worker only.
+            let one = argv.iter().any(|a| a == "1");
+            for threads in if one { &[1][..] } else { &[1, 0][..] } {
+                let threads = *threads;
                 smollm2_decode(threads, 4);
             }
             return;
