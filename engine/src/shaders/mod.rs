@@ -139,7 +139,8 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
 }
 
 /// The file of `kernel` on a device with (`tensor_cores`) or without cooperative matrices: the
-/// MatMul kernels then have a variant with the same bindings and grid (matmul_coop_<format>.wgsl).
+/// MatMul kernels then have a variant with the same bindings and its own tile shapes
+/// (matmul_coop_<format>.wgsl; `plan_for` picks the tile).
 pub fn kernel_file_for(kernel: KernelId, tensor_cores: bool) -> Result<String> {
     match kernel {
         KernelId::MatMul(f) if tensor_cores => Ok(format!("matmul_coop_{}.wgsl", format_suffix(kernel, f)?)),
@@ -473,6 +474,36 @@ mod tests {
         let mut listed: Vec<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
         listed.sort();
         assert_eq!(listed, on_disk, "engine/src/shaders/mod.rs FILES must list every file in shaders/");
+    }
+
+    #[test]
+    fn tensor_core_matmul_tiles() {
+        use crate::device::BufferId;
+        use crate::kernels::{MatMulParams, WeightBuf};
+        use crate::quant::GgmlType;
+        let op = |m: u32, n: u32, k: u32| Op::MatMul {
+            w: WeightBuf { buf: BufferId(0), format: GgmlType::Q4_K, rows: n, cols: k },
+            x: BufferId(1),
+            bias: None,
+            out: BufferId(2),
+            p: MatMulParams { m, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
+        };
+        let tile = |m, n| {
+            let plan = plan_for(&op(m, n, 4096), true).unwrap();
+            assert_eq!(plan.len(), 1);
+            (entry_points_for(KernelId::MatMul(GgmlType::Q4_K), true)[plan[0].entry], plan[0].workgroups)
+        };
+        // Llama-3-8B at pp512: gate|up 128 x 128 tiles, q / down 64 x 128, k|v (n = 1024) 64 x 64.
+        assert_eq!(tile(512, 28672), ("wide", [224, 4, 1]));
+        assert_eq!(tile(512, 4096), ("rows128", [64, 4, 1]));
+        assert_eq!(tile(512, 1024), ("main", [16, 8, 1]));
+        // Partial tiles round up; nothing to do is no dispatch.
+        assert_eq!(tile(129, 32770), ("wide", [257, 2, 1]));
+        assert!(plan_for(&op(0, 4096, 4096), true).unwrap().is_empty());
+        // Without tensor cores: the f32 kernel's 64 x 64 tiles.
+        assert_eq!(plan(&op(512, 28672, 4096)).unwrap()[0].workgroups, [448, 8, 1]);
+        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), true).unwrap(), "matmul_coop_q4_k.wgsl");
+        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), false).unwrap(), "matmul_q4_k.wgsl");
     }
 
     #[test]
