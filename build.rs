@@ -62,7 +62,7 @@ fn validate_shaders() {
         // unpack2x16float is core WGSL; naga gates it because GLES lacks it. Only the tensor-core
         // kernels (native, chosen by adapter features) may use f16 and cooperative matrices.
         let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-        if uses_cooperative_matrices(text) {
+        if preprocess::uses_cooperative_matrices(text) {
             caps |= naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX;
         }
         let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
@@ -87,11 +87,6 @@ fn validate_shaders() {
         }
         panic!("{} WGSL error(s) in shaders/ (listed above)", errors.len());
     }
-}
-
-/// A kernel that declares `enable wgpu_cooperative_matrix;` (the same test as sim/build.rs).
-fn uses_cooperative_matrices(text: &str) -> bool {
-    text.lines().any(|l| l.trim() == "enable wgpu_cooperative_matrix;")
 }
 
 fn stamp_commit() {

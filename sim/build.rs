@@ -29,8 +29,7 @@ fn main() {
     // The tensor-core matmuls (`enable wgpu_cooperative_matrix;`) are native-only variants of the
     // matmul kernels, used where the adapter has cooperative matrices; the simulator runs the
     // plain matmul_<format>.wgsl of the same op instead.
-    let tensor_core = |text: &str| text.lines().any(|l| l.trim() == "enable wgpu_cooperative_matrix;");
-    for path in files.iter().filter(|(p, text)| !p.starts_with("common/") && !tensor_core(text)).map(|(p, _)| p) {
+    for path in files.iter().filter(|(p, text)| !p.starts_with("common/") && !preprocess::uses_cooperative_matrices(text)).map(|(p, _)| p) {
         let expanded = match preprocess::preprocess(path, &|p| files.get(p).map(String::as_str)) {
             Ok(e) => e,
             Err(e) => {

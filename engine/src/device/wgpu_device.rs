@@ -176,6 +176,7 @@ impl Drop for WgpuDevice {
 /// Workgroup memory of shaders/common/matmul_coop_body.wgsl's largest entry (`wide`): activation
 /// and weight tiles 4 x 10 KiB, store stage 8 KiB (above WebGPU's default 16 KiB; the H200 offers
 /// exactly 48 KiB).
+#[cfg(not(target_arch = "wasm32"))]
 const COOP_MATMUL_WORKGROUP_BYTES: u32 = 4 * 10240 + 8192;
 
 /// Whether MatMul runs on cooperative matrices (tensor cores): native only, where the adapter

@@ -3,6 +3,13 @@
 //! engine (kernel registry), the root build.rs (naga validation) and, later, the GPU simulator;
 //! it depends on `std` only so build.rs can include this file by path.
 
+/// Whether a kernel file declares `enable wgpu_cooperative_matrix;`: a native-only tensor-core
+/// variant (validated with f16 and cooperative matrices by build.rs, skipped by the simulator's
+/// build, which runs the plain kernel of the same op).
+pub fn uses_cooperative_matrices(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "enable wgpu_cooperative_matrix;")
+}
+
 /// A kernel after `#include` expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preprocessed {
