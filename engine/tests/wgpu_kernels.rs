@@ -8,11 +8,15 @@
 
 mod kernel_cases;
 
-use engine::device::WgpuDevice;
+use engine::device::{WgpuDevice, WgpuOptions};
 use kernel_cases::Pair;
 
 fn pair() -> Pair {
-    let gpu = pollster::block_on(WgpuDevice::new(Default::default())).unwrap_or_else(|e| {
+    pair_with(WgpuOptions::default())
+}
+
+fn pair_with(opts: WgpuOptions) -> Pair {
+    let gpu = pollster::block_on(WgpuDevice::new(opts)).unwrap_or_else(|e| {
         panic!("the wgpu kernel tests need a GPU adapter (CI: apt-get install mesa-vulkan-drivers libvulkan1): {e}")
     });
     eprintln!("adapter: {}", gpu.describe());
@@ -26,7 +30,16 @@ fn embed_every_format() {
 
 #[test]
 fn matvec_every_format() {
-    pollster::block_on(kernel_cases::matvec_every_format(pair()));
+    let pair = pair();
+    assert!(pair.gpu.info().name.contains("planes matvecs"), "native devices run the planes matvecs: {}", pair.gpu.info().name);
+    pollster::block_on(kernel_cases::matvec_every_format(pair));
+}
+
+/// The same cases on the f32 matvecs where the device would run planes variants (native
+/// devices run matvec_planes_<format>.wgsl by default; the browser runs the f32 kernels).
+#[test]
+fn matvec_every_format_f32_only() {
+    pollster::block_on(kernel_cases::matvec_every_format(pair_with(WgpuOptions { no_planes_matvecs: true, ..Default::default() })));
 }
 
 #[test]

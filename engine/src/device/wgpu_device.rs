@@ -36,6 +36,8 @@ pub struct WgpuOptions {
     /// each run: a profiling mode, not for production). Native only; also set by the
     /// `QWGLM_KERNEL_TIMES` environment variable. A table is printed when the device is dropped.
     pub kernel_times: bool,
+    /// Keep the f32 decode matvecs where a planes variant exists (tests of both paths).
+    pub no_planes_matvecs: bool,
 }
 
 struct Buffer {
@@ -78,8 +80,9 @@ pub struct WgpuDevice {
     readbacks: Vec<ReadbackSlot>,
     /// Bound where a MatMul has no bias, so one layout serves both cases.
     dummy: wgpu::Buffer,
-    /// MatMul runs shaders/matmul_coop_<format>.wgsl (see `tensor_core_matmuls`).
-    tensor_cores: bool,
+    /// Kernel variants this GPU runs: tensor-core MatMuls (`tensor_core_matmuls`), planes
+    /// matvecs (native; `QWGLM_NO_PLANES=1` or `WgpuOptions::no_planes_matvecs` keeps the f32 ones).
+    variants: shaders::Variants,
     /// Errors wgpu reported outside any scope (validation, internal), oldest first.
     errors: Arc<Mutex<Vec<EngineError>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -252,6 +255,12 @@ impl WgpuDevice {
         // WebGPU defaults, raised to what the adapter really offers for the two limits that decide
         // how weights are split.
         let tensor_cores = tensor_core_matmuls(&adapter);
+        // Native only for now: the browser keeps the f32 matvecs until the planes kernels are
+        // measured on WebGPU (Chrome has the packed dot products; SwiftShader emulates them).
+        #[cfg(not(target_arch = "wasm32"))]
+        let planes_matvecs = !opts.no_planes_matvecs && std::env::var_os("QWGLM_NO_PLANES").is_none();
+        #[cfg(target_arch = "wasm32")]
+        let planes_matvecs = false;
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size,
             max_buffer_size: adapter_limits.max_buffer_size,
@@ -346,7 +355,12 @@ impl WgpuDevice {
             }
         });
         let info = DeviceInfo {
-            name: if tensor_cores { format!("{}, tensor-core matmuls", adapter_info.name) } else { adapter_info.name.clone() },
+            name: match (tensor_cores, planes_matvecs) {
+                (true, true) => format!("{}, tensor-core matmuls, planes matvecs", adapter_info.name),
+                (true, false) => format!("{}, tensor-core matmuls", adapter_info.name),
+                (false, true) => format!("{}, planes matvecs", adapter_info.name),
+                (false, false) => adapter_info.name.clone(),
+            },
             backend: backend_name(adapter_info.backend),
             max_binding_bytes,
         };
@@ -366,7 +380,7 @@ impl WgpuDevice {
             staging_busy: false,
             readbacks: Vec::new(),
             dummy,
-            tensor_cores,
+            variants: shaders::Variants { tensor_cores, planes_matvecs },
             errors,
             lost,
             pending_scopes: Vec::new(),
@@ -445,9 +459,9 @@ impl WgpuDevice {
         if self.kernels.contains_key(&kernel) {
             return Ok(());
         }
-        let source = shaders::kernel_source_for(kernel, self.tensor_cores)?;
+        let source = shaders::kernel_source_for(kernel, self.variants)?;
         let label = format!("{kernel:?}");
-        let (storage, writable) = shaders::storage_layout(kernel);
+        let (storage, writable) = shaders::storage_layout_for(kernel, self.variants);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -481,7 +495,7 @@ impl WgpuDevice {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.source.as_str().into()),
         });
-        let pipelines = shaders::entry_points_for(kernel, self.tensor_cores)
+        let pipelines = shaders::entry_points_for(kernel, self.variants)
             .iter()
             .map(|entry| {
                 self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -551,8 +565,8 @@ impl WgpuDevice {
             }
         }
         // WebGPU forbids a buffer bound writable and bound again in the same dispatch.
-        let slots = shaders::slots(op);
-        let (_, writable) = shaders::storage_layout(op.kernel_id());
+        let slots = shaders::slots_for(op, self.variants);
+        let (_, writable) = shaders::storage_layout_for(op.kernel_id(), self.variants);
         let first_writable = slots.len().saturating_sub(writable);
         for (i, slot) in slots.iter().enumerate() {
             let Slot::Buffer(id) = slot else { continue };
@@ -842,8 +856,8 @@ impl WgpuDevice {
         let mut scratch_bytes = 0;
         for op in pass {
             self.check_op(op)?;
-            plans.push(shaders::plan_for(op, self.tensor_cores)?);
-            scratch_bytes = scratch_bytes.max(shaders::scratch_bytes(op));
+            plans.push(shaders::plan_for(op, self.variants)?);
+            scratch_bytes = scratch_bytes.max(shaders::scratch_bytes_for(op, self.variants));
         }
         // 2. One params slot per op, all written with one queue write.
         let stride = self.params_stride;
@@ -862,7 +876,7 @@ impl WgpuDevice {
         for op in pass {
             let kernel = op.kernel_id();
             self.ensure_kernel(kernel)?;
-            let op_slots = shaders::slots(op);
+            let op_slots = shaders::slots_for(op, self.variants);
             self.ensure_bind_group(kernel, &op_slots)?;
             slots.push(op_slots);
         }

@@ -65,6 +65,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("matvec_q5_1.wgsl"),
     shader!("matvec_q5_k.wgsl"),
     shader!("matvec_q6_k.wgsl"),
+    shader!("matvec_planes_q4_k.wgsl"),
     shader!("matvec_q8_0.wgsl"),
     shader!("rms_norm.wgsl"),
     shader!("rope_kv_write_interleaved.wgsl"),
@@ -91,6 +92,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/matmul_params.wgsl"),
     shader!("common/matmul_struct.wgsl"),
     shader!("common/matvec_body.wgsl"),
+    shader!("common/matvec_q4_k_f32.wgsl"),
     shader!("common/matvec_rows.wgsl"),
     shader!("common/q5_bits.wgsl"),
     shader!("common/rope_kv_write_body.wgsl"),
@@ -138,24 +140,45 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
     })
 }
 
-/// The file of `kernel` on a device with (`tensor_cores`) or without cooperative matrices: the
-/// MatMul kernels then have a variant with the same bindings and its own tile shapes
-/// (matmul_coop_<format>.wgsl; `plan_for` picks the tile).
-pub fn kernel_file_for(kernel: KernelId, tensor_cores: bool) -> Result<String> {
+/// Kernel files a device runs in place of the portable ones, by what its GPU offers. The
+/// variants keep the bindings of the kernel they replace (plus the device scratch for the
+/// planes matvecs) and their own dispatch plans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Variants {
+    /// MatMul on cooperative matrices (matmul_coop_<format>.wgsl; `plan_for` picks the tile).
+    pub tensor_cores: bool,
+    /// Decode matvecs on integer dot products over 8-bit planes of the activations
+    /// (matvec_planes_<format>.wgsl, formats of `is_planes_matvec`): a `quantize` dispatch
+    /// into the device scratch, then the matvec.
+    pub planes_matvecs: bool,
+}
+
+/// Whether `format` has a planes matvec (matvec_planes_<format>.wgsl).
+pub fn is_planes_matvec(format: WeightFormat) -> bool {
+    matches!(format, crate::quant::GgmlType::Q4_K)
+}
+
+fn uses_planes(kernel: KernelId, variants: Variants) -> bool {
+    matches!(kernel, KernelId::MatVec(f) if variants.planes_matvecs && is_planes_matvec(f))
+}
+
+/// The file of `kernel` on a device with `variants`.
+pub fn kernel_file_for(kernel: KernelId, variants: Variants) -> Result<String> {
     match kernel {
-        KernelId::MatMul(f) if tensor_cores => Ok(format!("matmul_coop_{}.wgsl", format_suffix(kernel, f)?)),
+        KernelId::MatMul(f) if variants.tensor_cores => Ok(format!("matmul_coop_{}.wgsl", format_suffix(kernel, f)?)),
+        KernelId::MatVec(f) if uses_planes(kernel, variants) => Ok(format!("matvec_planes_{}.wgsl", format_suffix(kernel, f)?)),
         _ => kernel_file(kernel),
     }
 }
 
 /// The preprocessed WGSL of `kernel`.
 pub fn kernel_source(kernel: KernelId) -> Result<Preprocessed> {
-    kernel_source_for(kernel, false)
+    kernel_source_for(kernel, Variants::default())
 }
 
-/// The preprocessed WGSL of `kernel` (its tensor-core variant where `tensor_cores`).
-pub fn kernel_source_for(kernel: KernelId, tensor_cores: bool) -> Result<Preprocessed> {
-    let path = kernel_file_for(kernel, tensor_cores)?;
+/// The preprocessed WGSL of `kernel`'s file on a device with `variants`.
+pub fn kernel_source_for(kernel: KernelId, variants: Variants) -> Result<Preprocessed> {
+    let path = kernel_file_for(kernel, variants)?;
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(dir) = std::env::var_os("QWGLM_SHADER_DIR") {
         return kernel_source_from(kernel, &path, std::path::Path::new(&dir));
@@ -206,10 +229,13 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     }
 }
 
-/// Entry points of `kernel`'s file on a device with or without tensor cores (`kernel_file_for`).
-pub fn entry_points_for(kernel: KernelId, tensor_cores: bool) -> &'static [&'static str] {
+/// Entry points of `kernel`'s file on a device with `variants` (`kernel_file_for`).
+pub fn entry_points_for(kernel: KernelId, variants: Variants) -> &'static [&'static str] {
     match kernel {
-        KernelId::MatMul(_) if tensor_cores => &["main", "rows128", "wide"],
+        KernelId::MatMul(_) if variants.tensor_cores => &["main", "rows128", "wide"],
+        KernelId::MatVec(_) if uses_planes(kernel, variants) => {
+            &["main", "lanes64", "lanes128", "quantize", "f32_main", "f32_lanes64", "f32_lanes128"]
+        }
         _ => entry_points(kernel),
     }
 }
@@ -240,6 +266,11 @@ pub enum Slot {
 
 /// Storage bindings of an op in binding order (binding 0, the params uniform, excluded).
 pub fn slots(op: &Op) -> Vec<Slot> {
+    slots_for(op, Variants::default())
+}
+
+/// `slots` on a device with `variants`.
+pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
     let mut slots: Vec<Slot> = op.bindings().into_iter().map(Slot::Buffer).collect();
     match op {
         Op::MatMul { bias: None, .. } => slots.insert(2, Slot::Dummy),
@@ -250,11 +281,34 @@ pub fn slots(op: &Op) -> Vec<Slot> {
         Op::Attention { .. } | Op::Argmax { .. } => slots.push(Slot::Scratch),
         _ => {}
     }
+    if uses_planes(op.kernel_id(), variants) {
+        slots.push(Slot::Scratch);
+    }
     slots
+}
+
+/// Fewest weights for which a planes matvec quantizes its activations: below, the `quantize`
+/// dispatch costs more than the integer dot products save (H200: the 0.5B's matrices, 1-9 M
+/// weights, lost 3 % of decode speed; the 8B's, 16-117 M, gained 13 %).
+const PLANES_MIN_WEIGHTS: u64 = 1 << 24;
+
+/// Whether `op` quantizes its activations into planes on a device with `variants` (else a
+/// planes kernel runs its f32 entry points).
+fn is_planes_op(op: &Op, variants: Variants) -> bool {
+    matches!(op, Op::MatMul { p, .. } if p.m == 1 && p.n as u64 * p.k as u64 >= PLANES_MIN_WEIGHTS)
+        && uses_planes(op.kernel_id(), variants)
 }
 
 /// `(storage bindings, of which the last ones are read_write)` of a kernel's layout.
 pub fn storage_layout(kernel: KernelId) -> (usize, usize) {
+    storage_layout_for(kernel, Variants::default())
+}
+
+/// `storage_layout` of `kernel`'s file on a device with `variants`.
+pub fn storage_layout_for(kernel: KernelId, variants: Variants) -> (usize, usize) {
+    if uses_planes(kernel, variants) {
+        return (5, 2); // + the planes scratch
+    }
     match kernel {
         KernelId::Embed(_) | KernelId::RmsNorm => (3, 1),
         KernelId::AddRmsNorm => (4, 2),
@@ -335,8 +389,24 @@ fn attention_rows(head_dim: u32) -> u32 {
 /// Logits per workgroup of the argmax `partial` entry point (`CHUNK` of shaders/argmax.wgsl).
 pub const ARGMAX_CHUNK: u32 = 1024;
 
+/// Elements per group of the planes matvecs (`GROUP_ELEMENTS` of matvec_planes_<format>.wgsl).
+const PLANES_GROUP: u64 = 16;
+
+/// Groups per workgroup of their `quantize` entry point.
+const PLANES_QUANTIZE_GROUPS: u64 = 64;
+
 /// Bytes of the device scratch (`Slot::Scratch`) an op needs for its partial results.
 pub fn scratch_bytes(op: &Op) -> u64 {
+    scratch_bytes_for(op, Variants::default())
+}
+
+/// `scratch_bytes` on a device with `variants`.
+pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
+    if let (true, Op::MatMul { p, .. }) = (is_planes_op(op, variants), op) {
+        // Three 16-byte planes per group, then (s, sum) per group.
+        let groups = p.k as u64 / PLANES_GROUP;
+        return groups * 48 + groups.div_ceil(2) * 16;
+    }
     match op {
         Op::Attention { p, .. } => {
             p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
@@ -350,11 +420,12 @@ pub fn scratch_bytes(op: &Op) -> u64 {
 /// The dispatches that run `op`, in order; empty when the op has nothing to do. Shapes that the
 /// kernels cannot handle are errors here, before anything reaches a device.
 pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
-    plan_for(op, false)
+    plan_for(op, Variants::default())
 }
 
-/// `plan` on a device that runs the tensor-core MatMul variant where `tensor_cores`.
-pub fn plan_for(op: &Op, tensor_cores: bool) -> Result<Vec<Dispatch>> {
+/// `plan` on a device with `variants`.
+pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
+    let tensor_cores = variants.tensor_cores;
     let kernel = op.kernel_id();
     let one = |workgroups: [u32; 3]| {
         let empty = workgroups.contains(&0);
@@ -380,7 +451,16 @@ pub fn plan_for(op: &Op, tensor_cores: bool) -> Result<Vec<Dispatch>> {
         Op::MatMul { w, p, .. } if p.m == 1 => {
             let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64);
             let workgroups = folded((p.n as u64).div_ceil(rows))?;
-            Ok(if workgroups.contains(&0) { Vec::new() } else { vec![Dispatch { entry, workgroups }] })
+            if workgroups.contains(&0) {
+                return Ok(Vec::new());
+            }
+            if is_planes_op(op, variants) {
+                let quantize = folded((p.k as u64 / PLANES_GROUP).div_ceil(PLANES_QUANTIZE_GROUPS))?;
+                return Ok(vec![Dispatch { entry: 3, workgroups: quantize }, Dispatch { entry, workgroups }]);
+            }
+            // A planes kernel's own copies of the f32 entry points follow `quantize`.
+            let entry = if uses_planes(kernel, variants) { entry + 4 } else { entry };
+            Ok(vec![Dispatch { entry, workgroups }])
         }
         Op::MatMul { p, .. } if tensor_cores => {
             let n_tiles = dim((p.n as u64).div_ceil(64), "n")?;
@@ -488,10 +568,11 @@ mod tests {
             out: BufferId(2),
             p: MatMulParams { m, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
         };
+        let coop = Variants { tensor_cores: true, planes_matvecs: false };
         let tile = |m, n| {
-            let plan = plan_for(&op(m, n, 4096), true).unwrap();
+            let plan = plan_for(&op(m, n, 4096), coop).unwrap();
             assert_eq!(plan.len(), 1);
-            (entry_points_for(KernelId::MatMul(GgmlType::Q4_K), true)[plan[0].entry], plan[0].workgroups)
+            (entry_points_for(KernelId::MatMul(GgmlType::Q4_K), coop)[plan[0].entry], plan[0].workgroups)
         };
         // Llama-3-8B at pp512: gate|up 128 x 128 tiles, q / down 64 x 128, k|v (n = 1024) 64 x 64.
         assert_eq!(tile(512, 28672), ("wide", [224, 4, 1]));
@@ -499,11 +580,47 @@ mod tests {
         assert_eq!(tile(512, 1024), ("main", [16, 8, 1]));
         // Partial tiles round up; nothing to do is no dispatch.
         assert_eq!(tile(129, 32770), ("wide", [257, 2, 1]));
-        assert!(plan_for(&op(0, 4096, 4096), true).unwrap().is_empty());
+        assert!(plan_for(&op(0, 4096, 4096), coop).unwrap().is_empty());
         // Without tensor cores: the f32 kernel's 64 x 64 tiles.
         assert_eq!(plan(&op(512, 28672, 4096)).unwrap()[0].workgroups, [448, 8, 1]);
-        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), true).unwrap(), "matmul_coop_q4_k.wgsl");
-        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), false).unwrap(), "matmul_q4_k.wgsl");
+        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), coop).unwrap(), "matmul_coop_q4_k.wgsl");
+        assert_eq!(kernel_file_for(KernelId::MatMul(GgmlType::Q4_K), Variants::default()).unwrap(), "matmul_q4_k.wgsl");
+    }
+
+    #[test]
+    fn planes_matvec_plans() {
+        use crate::device::BufferId;
+        use crate::kernels::{MatMulParams, WeightBuf};
+        use crate::quant::GgmlType;
+        let op = |format, n: u32, k: u32| Op::MatMul {
+            w: WeightBuf { buf: BufferId(0), format, rows: n, cols: k },
+            x: BufferId(1),
+            bias: None,
+            out: BufferId(2),
+            p: MatMulParams { m: 1, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
+        };
+        let planes = Variants { tensor_cores: false, planes_matvecs: true };
+        let entries = |op: &Op| {
+            let names = entry_points_for(op.kernel_id(), planes);
+            plan_for(op, planes).unwrap().iter().map(|d| (names[d.entry], d.workgroups)).collect::<Vec<_>>()
+        };
+        // The 8B's gate|up (28672 x 4096): quantize 256 groups (4 workgroups of 64), then 32 threads per pair.
+        let gate_up = op(GgmlType::Q4_K, 28672, 4096);
+        assert_eq!(entries(&gate_up), vec![("quantize", [4, 1, 1]), ("main", [3584, 1, 1])]);
+        assert_eq!(scratch_bytes_for(&gate_up, planes), 256 * 48 + 128 * 16);
+        assert_eq!(slots_for(&gate_up, planes).last(), Some(&Slot::Scratch));
+        // Below 2^24 weights: the planes file's f32 entry points, no quantize, scratch still bound.
+        let small = op(GgmlType::Q4_K, 4864, 896 / 128 * 256);
+        assert_eq!(entries(&small), vec![("f32_lanes64", [1216, 1, 1])]);
+        assert_eq!(scratch_bytes_for(&small, planes), 0);
+        assert_eq!(slots_for(&small, planes).len(), 5);
+        // Other formats and devices without the variant: unchanged.
+        let q6 = op(GgmlType::Q6_K, 28672, 4096);
+        assert_eq!(entries(&q6), vec![("main", [3584, 1, 1])]);
+        assert_eq!(plan_for(&gate_up, Variants::default()).unwrap(), vec![Dispatch { entry: 0, workgroups: [3584, 1, 1] }]);
+        assert_eq!(slots_for(&gate_up, Variants::default()).len(), 4);
+        assert_eq!(kernel_file_for(gate_up.kernel_id(), planes).unwrap(), "matvec_planes_q4_k.wgsl");
+        assert_eq!(storage_layout_for(gate_up.kernel_id(), planes), (5, 2));
     }
 
     #[test]

@@ -993,6 +993,29 @@ impl<'m> Lowerer<'m> {
                 let up = self.bin_imm(BinOp::Shl, a[0], 24 - 8 * i);
                 self.bin_imm(BinOp::ShrS, up, 24)
             }).collect(),
+            // Four byte products summed in i32 (wrapping, as the WGSL builtins).
+            M::Dot4I8Packed | M::Dot4U8Packed => {
+                let signed = fun == M::Dot4I8Packed;
+                let mut acc = None;
+                for i in 0..4 {
+                    let byte = |s: &mut Self, r: Reg| {
+                        if signed {
+                            let up = s.bin_imm(BinOp::Shl, r, 24 - 8 * i);
+                            s.bin_imm(BinOp::ShrS, up, 24)
+                        } else {
+                            let shifted = s.bin_imm(BinOp::ShrU, r, 8 * i);
+                            s.bin_imm(BinOp::And, shifted, 0xff)
+                        }
+                    };
+                    let (x, y) = (byte(self, a[0]), byte(self, b[0]));
+                    let product = self.bin(BinOp::IMul, x, y);
+                    acc = Some(match acc {
+                        None => product,
+                        Some(sum) => self.bin(BinOp::IAdd, sum, product),
+                    });
+                }
+                vec![acc.expect("four products")]
+            }
             other => return self.unsupported(format!("math function {other:?}")),
         }))
     }
