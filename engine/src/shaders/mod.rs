@@ -66,6 +66,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("matvec_q5_k.wgsl"),
     shader!("matvec_q6_k.wgsl"),
     shader!("matvec_planes_q4_k.wgsl"),
+    shader!("matvec_planes_q6_k.wgsl"),
     shader!("matvec_q8_0.wgsl"),
     shader!("rms_norm.wgsl"),
     shader!("rope_kv_write_interleaved.wgsl"),
@@ -93,7 +94,9 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/matmul_struct.wgsl"),
     shader!("common/matvec_body.wgsl"),
     shader!("common/matvec_q4_k_f32.wgsl"),
+    shader!("common/matvec_q6_k_f32.wgsl"),
     shader!("common/matvec_rows.wgsl"),
+    shader!("common/planes.wgsl"),
     shader!("common/q5_bits.wgsl"),
     shader!("common/rope_kv_write_body.wgsl"),
     shader!("common/row_sum.wgsl"),
@@ -155,7 +158,7 @@ pub struct Variants {
 
 /// Whether `format` has a planes matvec (matvec_planes_<format>.wgsl).
 pub fn is_planes_matvec(format: WeightFormat) -> bool {
-    matches!(format, crate::quant::GgmlType::Q4_K)
+    matches!(format, crate::quant::GgmlType::Q4_K | crate::quant::GgmlType::Q6_K)
 }
 
 fn uses_planes(kernel: KernelId, variants: Variants) -> bool {
@@ -615,8 +618,10 @@ mod tests {
         assert_eq!(scratch_bytes_for(&small, planes), 0);
         assert_eq!(slots_for(&small, planes).len(), 5);
         // Other formats and devices without the variant: unchanged.
-        let q6 = op(GgmlType::Q6_K, 28672, 4096);
-        assert_eq!(entries(&q6), vec![("main", [3584, 1, 1])]);
+        let q6 = op(GgmlType::Q6_K, 4096, 14336);
+        assert_eq!(entries(&q6), vec![("quantize", [14, 1, 1]), ("lanes64", [1024, 1, 1])]);
+        let q8 = op(GgmlType::Q8_0, 28672, 4096);
+        assert_eq!(entries(&q8), vec![("main", [3584, 1, 1])]);
         assert_eq!(plan_for(&gate_up, Variants::default()).unwrap(), vec![Dispatch { entry: 0, workgroups: [3584, 1, 1] }]);
         assert_eq!(slots_for(&gate_up, Variants::default()).len(), 4);
         assert_eq!(kernel_file_for(gate_up.kernel_id(), planes).unwrap(), "matvec_planes_q4_k.wgsl");

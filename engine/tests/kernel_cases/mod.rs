@@ -227,9 +227,12 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 8195, 512, false, false).await;
     }
     // Matrices of at least 2^24 weights, where native devices quantize the activations into
-    // planes (engine::shaders PLANES_MIN_WEIGHTS): 128 and 32 threads per pair of rows.
-    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 4097, 4096, true, false).await;
-    matmul_case(&mut pair, &mut rng, GgmlType::Q4_K, 1, 16391, 1024, false, true).await;
+    // planes (engine::shaders PLANES_MIN_WEIGHTS): 128, 64 and 32 threads per pair of rows.
+    for format in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        matmul_case(&mut pair, &mut rng, format, 1, 1029, 16384, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 4097, 4096, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 16391, 1024, false, true).await;
+    }
     for format in [GgmlType::Q8_0, GgmlType::Q5_0] {
         matmul_case(&mut pair, &mut rng, format, 1, 38, 896, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 2347, 896, true, false).await;

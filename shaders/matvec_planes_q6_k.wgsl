@@ -1,0 +1,96 @@
+// matvec_planes_q6_k: MatVec(Q6_K) with integer dot products -- decode projection y = W x (+ b)
+// for one activation row with a Q6_K weight, on GPUs where the engine picks it
+// (engine::shaders::kernel_file_for; matvec_q6_k.wgsl is the f32 variant with the same bindings 0-4).
+// The activations go through the planes of common/planes.wgsl (see matvec_planes_q4_k.wgsl for
+// why and how exact): each 16-element group of 6-bit weights is 12 packed dot products.
+//
+// Bindings (group 0):
+//   0 uniform MatMulParams { m (= 1), n, k, x_row, has_bias, out_stride, out_col }
+//   1 weights: array<vec4<u32>>      packed [n, k] (SoA segments ql | qh | scales | d; k a multiple of 256)
+//   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read (by `quantize`)
+//   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
+//   4 out: array<f32> (read_write)   out[out_col + r], r < n
+//   5 planes: array<vec4<u32>> (read_write, device scratch: common/planes.wgsl)
+// Dispatch (engine::shaders::plan_for): matrices of at least PLANES_MIN_WEIGHTS weights run
+//   `quantize` first, workgroup_size 256, ceil(k / 1024) workgroups (4 threads per group);
+//   then `main` / `lanes64` / `lanes128` as matvec_q6_k.wgsl (32 / 64 / 128 threads per pair of
+//   rows, engine::shaders::matvec_rows_per_workgroup), workgroups folded by engine::shaders::grid;
+//   smaller ones run the f32 kernel's `f32_main` / `f32_lanes64` / `f32_lanes128` instead.
+//
+// Work split as matvec_q6_k.wgsl: slot t = 4 half + u of a block holds the low 4 bits of group
+// 8 half + u (low nibbles) and of group 8 half + u + 4 (high nibbles), their top 2 bits in qh
+// bytes 32 half + 16 (u % 2) + (0..15) at bits 2 (u / 2) and 4 + 2 (u / 2). Per group a row
+// needs d * scale * (sum(q x) - 32 sum(x)).
+
+#include "common/matvec_rows.wgsl"
+#include "common/matvec_q6_k_f32.wgsl"
+#include "common/planes.wgsl"
+
+// The 6-bit weights of 16 elements as bytes: low bits from `ql` (shifted by `ql_shift`), top
+// two from `qh` (shifted by `qh_shift`).
+fn six_bit_bytes(ql: vec4<u32>, ql_shift: u32, qh: vec4<u32>, qh_shift: u32) -> vec4<u32> {
+    return ((ql >> vec4<u32>(ql_shift)) & vec4<u32>(0x0f0f0f0fu)) | (((qh >> vec4<u32>(qh_shift)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+}
+
+// One row's share of slot `slot` (0..7 of its block): `ql` / `qh` its bits, `scales` the block's
+// 16 signed scales, `d` its scale, `x_lo` / `x_hi` the slot's two groups.
+fn slot_dot(ql: vec4<u32>, qh: vec4<u32>, scales: vec4<u32>, d: f32, slot: u32, x_lo: Group, x_hi: Group) -> f32 {
+    let half_index = slot / 4u;
+    let u = slot % 4u;
+    let shift_lo = 2u * (u / 2u);
+    let dot_lo = group_dot(six_bit_bytes(ql, 0u, qh, shift_lo), x_lo);
+    let dot_hi = group_dot(six_bit_bytes(ql, 4u, qh, shift_lo + 4u), x_hi);
+    let scale_lo = signed_byte(scales, 8u * half_index + u);
+    let scale_hi = signed_byte(scales, 8u * half_index + 4u + u);
+    return d * (scale_lo * (dot_lo - 32.0 * x_lo.side.y) + scale_hi * (dot_hi - 32.0 * x_hi.side.y));
+}
+
+fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
+    let row0 = first_pair_row(wid, nwg, lanes);
+    if (row0 >= p.n) {
+        return;
+    }
+    let blocks_per_row = p.k / 256u;
+    let n_blocks = p.n * blocks_per_row;
+    let rows = pair_row_blocks(row0, tid, blocks_per_row, lanes);
+    var sum_a = 0.0;
+    var sum_b = 0.0;
+    let slots = blocks_per_row * 8u;
+    for (var s = tid % lanes; s < slots; s += lanes) {
+        let b = s / 8u;
+        let slot = s % 8u;
+        let block_a = rows.x + b;
+        let block_b = rows.y + b;
+        let qh_slot = (slot / 4u) * 2u + slot % 2u;
+        let ql_a = weights[block_a * 8u + slot];
+        let ql_b = weights[block_b * 8u + slot];
+        let qh_a = weights[8u * n_blocks + block_a * 4u + qh_slot];
+        let qh_b = weights[8u * n_blocks + block_b * 4u + qh_slot];
+        let scales_a = weights[12u * n_blocks + block_a];
+        let scales_b = weights[12u * n_blocks + block_b];
+        let d_a = unpack2x16float(word_at(52u * n_blocks + block_a / 2u))[block_a % 2u];
+        let d_b = unpack2x16float(word_at(52u * n_blocks + block_b / 2u))[block_b % 2u];
+        let g_lo = b * 16u + 8u * (slot / 4u) + slot % 4u;
+        let x_lo = load_group(g_lo);
+        let x_hi = load_group(g_lo + 4u);
+        sum_a += slot_dot(ql_a, qh_a, scales_a, d_a, slot, x_lo, x_hi);
+        sum_b += slot_dot(ql_b, qh_b, scales_b, d_b, slot, x_lo, x_hi);
+    }
+    finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
+}
+
+// The f32 kernel's entry points (matvec_q6_k.wgsl), for matrices too small to repay `quantize`.
+@compute @workgroup_size(128)
+fn f32_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs_f32(wid, nwg, tid, 32u);
+}
+
+@compute @workgroup_size(128)
+fn f32_lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs_f32(wid, nwg, tid, 64u);
+}
+
+@compute @workgroup_size(128)
+fn f32_lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs_f32(wid, nwg, tid, 128u);
+}
