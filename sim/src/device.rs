@@ -22,6 +22,10 @@ pub struct SimOptions {
     pub max_binding_bytes: Option<u64>,
     /// Start with the cache model on (see `SimDevice::set_cache_model`).
     pub cache_model: bool,
+    /// Kernel variants to run in place of the portable kernels, as a GPU offering them would
+    /// (engine::shaders::Variants): the simulator's own choice is none (its f32 mat-vecs with
+    /// their CPU geometry are faster here); tests turn them on to check those kernels too.
+    pub variants: shaders::Variants,
 }
 
 pub struct SimDevice {
@@ -33,6 +37,7 @@ pub struct SimDevice {
     threads: usize,
     max_binding_bytes: u64,
     cache_model: bool,
+    variants: shaders::Variants,
     counters: Counters,
 }
 
@@ -130,6 +135,7 @@ impl SimDevice {
             threads,
             max_binding_bytes: opts.max_binding_bytes.unwrap_or(1 << 30),
             cache_model: opts.cache_model,
+            variants: opts.variants,
             counters: Counters::default(),
         })
     }
@@ -167,8 +173,8 @@ impl SimDevice {
             }
         }
         // As WebGPU: a buffer bound writable may not be bound again in the same dispatch.
-        let slots = shaders::slots(op);
-        let (_, writable) = shaders::storage_layout(op.kernel_id());
+        let slots = shaders::slots_for(op, self.variants);
+        let (_, writable) = shaders::storage_layout_for(op.kernel_id(), self.variants);
         let first_writable = slots.len().saturating_sub(writable);
         for (i, slot) in slots.iter().enumerate() {
             let Slot::Buffer(id) = slot else { continue };
@@ -203,12 +209,14 @@ impl SimDevice {
             }
         }
         let kernel = op.kernel_id();
-        let plan = shaders::plan(op)?;
+        let plan = shaders::plan_for(op, self.variants)?;
         if plan.is_empty() {
             return Ok(());
         }
-        let file = shaders::kernel_file(kernel)?;
-        let words = (shaders::scratch_bytes(op) / 4) as usize;
+        let file = shaders::kernel_file_for(kernel, self.variants)?;
+        // A variant file runs with the GPU's plan (its dispatches depend on each other).
+        let variant = file != shaders::kernel_file(kernel)?;
+        let words = (shaders::scratch_bytes_for(op, self.variants) / 4) as usize;
         if self.scratch.len() < words {
             self.scratch.resize(words, 0);
         }
@@ -216,7 +224,7 @@ impl SimDevice {
         let mut uniform = vec![0u32; params.len().div_ceil(4)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut uniform)[..params.len()].copy_from_slice(params);
         // Binding i + 1 is slot i; views are raw, so a buffer bound twice is fine.
-        let slots = shaders::slots(op);
+        let slots = shaders::slots_for(op, self.variants);
         let mut views = vec![View::EMPTY; slots.len() + 1];
         for (i, slot) in slots.iter().enumerate() {
             views[i + 1] = match slot {
@@ -233,9 +241,9 @@ impl SimDevice {
             };
         }
         let program = self.programs.get(&file).ok_or_else(|| SimError::MissingKernel(file.clone()))?;
-        let entries = shaders::entry_points(kernel);
+        let entries = shaders::entry_points_for(kernel, self.variants);
         let mem = Bindings { storage: &views, uniform: &uniform };
-        let own = sim_matvec(op, program);
+        let own = if variant { None } else { sim_matvec(op, program) };
         for d in plan {
             let (name, d) = match own {
                 Some((name, workgroups)) => (name, shaders::Dispatch { entry: d.entry, workgroups }),

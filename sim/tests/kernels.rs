@@ -22,6 +22,16 @@ fn matvec_every_format() {
     pollster::block_on(kernel_cases::matvec_every_format(pair()));
 }
 
+/// The planes mat-vecs (shaders/matvec_planes_<format>.wgsl: `quantize`, integer dot products,
+/// their f32 entry points for small matrices), with the GPU's plan, as a GPU offering them runs
+/// them.
+#[test]
+fn matvec_every_format_planes() {
+    let variants = engine::shaders::Variants { planes_matvecs: true, ..Default::default() };
+    let sim = SimDevice::new(SimOptions { variants, ..Default::default() }).expect("simulator");
+    pollster::block_on(kernel_cases::matvec_every_format(Pair::new(Box::new(sim))));
+}
+
 #[test]
 fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));
