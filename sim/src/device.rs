@@ -22,6 +22,10 @@ pub struct SimOptions {
     pub max_binding_bytes: Option<u64>,
     /// Start with the cache model on (see `SimDevice::set_cache_model`).
     pub cache_model: bool,
+    /// Run MatMul (m > 1) on the tensor-core kernels (matmul_coop_<format>.wgsl, cooperative
+    /// matrices) with the tiles `WgpuDevice` picks on such adapters (`shaders::plan_for`),
+    /// instead of the plain matmul_<format>.wgsl: for checking those kernels (much slower here).
+    pub tensor_cores: bool,
 }
 
 pub struct SimDevice {
@@ -33,6 +37,7 @@ pub struct SimDevice {
     threads: usize,
     max_binding_bytes: u64,
     cache_model: bool,
+    tensor_cores: bool,
     counters: Counters,
 }
 
@@ -130,6 +135,7 @@ impl SimDevice {
             threads,
             max_binding_bytes: opts.max_binding_bytes.unwrap_or(1 << 30),
             cache_model: opts.cache_model,
+            tensor_cores: opts.tensor_cores,
             counters: Counters::default(),
         })
     }
@@ -190,7 +196,7 @@ impl SimDevice {
         if let Op::MatMul { w, x, bias, out, p } = *op {
             let full = p.m / MATMUL_TILE_ROWS * MATMUL_TILE_ROWS;
             let rest = p.m - full;
-            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() {
+            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() && !self.tensor_cores {
                 if full > 0 {
                     self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } })?;
                 }
@@ -203,11 +209,12 @@ impl SimDevice {
             }
         }
         let kernel = op.kernel_id();
-        let plan = shaders::plan(op)?;
+        let tc = self.tensor_cores;
+        let plan = shaders::plan_for(op, tc)?;
         if plan.is_empty() {
             return Ok(());
         }
-        let file = shaders::kernel_file(kernel)?;
+        let file = shaders::kernel_file_for(kernel, tc)?;
         let words = (shaders::scratch_bytes(op) / 4) as usize;
         if self.scratch.len() < words {
             self.scratch.resize(words, 0);
@@ -233,7 +240,7 @@ impl SimDevice {
             };
         }
         let program = self.programs.get(&file).ok_or_else(|| SimError::MissingKernel(file.clone()))?;
-        let entries = shaders::entry_points(kernel);
+        let entries = shaders::entry_points_for(kernel, tc);
         let mem = Bindings { storage: &views, uniform: &uniform };
         let own = sim_matvec(op, program);
         for d in plan {
@@ -264,7 +271,12 @@ impl SimDevice {
 impl Device for SimDevice {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
-            name: format!("GPU simulator ({} lanes per warp, {} workers)", interp::W, self.threads),
+            name: format!(
+                "GPU simulator ({} lanes per warp, {} workers{})",
+                interp::W,
+                self.threads,
+                if self.tensor_cores { ", tensor-core MatMul" } else { "" }
+            ),
             backend: "sim",
             max_binding_bytes: self.max_binding_bytes,
         }
