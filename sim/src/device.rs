@@ -24,7 +24,8 @@ pub struct SimOptions {
     pub cache_model: bool,
     /// Run MatMul (m > 1) on the tensor-core kernels (matmul_coop_<format>.wgsl, cooperative
     /// matrices) with the tiles `WgpuDevice` picks on such adapters (`shaders::plan_for`),
-    /// instead of the plain matmul_<format>.wgsl: for checking those kernels (much slower here).
+    /// instead of the plain matmul_<format>.wgsl: for checking those kernels (slower here).
+    /// Native builds only: the wasm build leaves their bytecode out (`MissingKernel` there).
     pub tensor_cores: bool,
 }
 

@@ -101,6 +101,12 @@ fn every_registry_kernel_has_bytecode() {
         for entry in engine::shaders::entry_points(kernel) {
             assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
         }
+        // The tensor-core variants too (native builds embed them).
+        let file = engine::shaders::kernel_file_for(kernel, true).expect("file");
+        let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
+        for entry in engine::shaders::entry_points_for(kernel, true) {
+            assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
+        }
     }
 }
 
