@@ -17,7 +17,7 @@ use qwglm_sim_lower::isa::{
 pub const W: usize = 64;
 type Lanes = [u32; W];
 // Cooperative matrices belong to 32-lane subgroups: a warp holds a whole number of them.
-const _: () = assert!(W % SUBGROUP == 0);
+const _: () = assert!(W.is_multiple_of(SUBGROUP));
 const ALL_LANES: u64 = u64::MAX;
 
 /// A storage buffer as the kernels see it: words behind a raw pointer, because workgroups on
