@@ -23,8 +23,10 @@ pub struct SimOptions {
     /// Start with the cache model on (see `SimDevice::set_cache_model`).
     pub cache_model: bool,
     /// Kernel variants to run in place of the portable kernels, as a GPU offering them would
-    /// (engine::shaders::Variants): the simulator's own choice is none (its f32 mat-vecs with
-    /// their CPU geometry are faster here); tests turn them on to check those kernels too.
+    /// (engine::shaders::Variants, with `WgpuDevice`'s plans and tiles): the simulator's own
+    /// choice is none (its f32 kernels with their CPU geometry are faster here); tests turn them
+    /// on to check those kernels too. Tensor-core MatMuls (matmul_coop_<format>.wgsl) only in
+    /// native builds: the wasm build leaves their bytecode out (`MissingKernel` there).
     pub variants: shaders::Variants,
 }
 
@@ -196,7 +198,7 @@ impl SimDevice {
         if let Op::MatMul { w, x, bias, out, p } = *op {
             let full = p.m / MATMUL_TILE_ROWS * MATMUL_TILE_ROWS;
             let rest = p.m - full;
-            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() {
+            if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() && !self.variants.tensor_cores {
                 if full > 0 {
                     self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } })?;
                 }
@@ -272,7 +274,13 @@ impl SimDevice {
 impl Device for SimDevice {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
-            name: format!("GPU simulator ({} lanes per warp, {} workers)", interp::W, self.threads),
+            name: format!(
+                "GPU simulator ({} lanes per warp, {} workers{}{})",
+                interp::W,
+                self.threads,
+                if self.variants.tensor_cores { ", tensor-core MatMul" } else { "" },
+                if self.variants.planes_matvecs { ", planes mat-vecs" } else { "" }
+            ),
             backend: "sim",
             max_binding_bytes: self.max_binding_bytes,
         }

@@ -9,11 +9,15 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use qwglm_sim_lower::isa::{AtomicOp, AtomicSpace, BinOp, Builtin, EntryProgram, Inst, UnOp, NO_MASK, NO_REG};
+use qwglm_sim_lower::isa::{
+    AtomicOp, AtomicSpace, BinOp, Builtin, CoopSpace, EntryProgram, Inst, UnOp, COOP_DIM, COOP_REGS, NO_MASK, NO_REG, SUBGROUP,
+};
 
 /// Lanes per warp.
 pub const W: usize = 64;
 type Lanes = [u32; W];
+// Cooperative matrices belong to 32-lane subgroups: a warp holds a whole number of them.
+const _: () = assert!(W.is_multiple_of(SUBGROUP));
 const ALL_LANES: u64 = u64::MAX;
 
 /// A storage buffer as the kernels see it: words behind a raw pointer, because workgroups on
@@ -530,6 +534,9 @@ fn check_program(prog: &EntryProgram) {
             Inst::StStorage { s: v, addr, .. } | Inst::StShared { s: v, addr, .. } => (r(v), r(addr)).1,
             Inst::Atomic { d, addr, v, cmp, .. } => (r(d), r(addr), r(v), r(cmp)).3,
             Inst::ArrayLength { d, .. } => r(d),
+            Inst::CoopLoad { d, addr, stride, .. } => (r(addr), r(stride), t(d, COOP_REGS), distinct(d, COOP_REGS)).3,
+            Inst::CoopStore { s: v, addr, stride, .. } => (r(addr), r(stride), t(v, COOP_REGS)).2,
+            Inst::CoopMulAdd { d, a, b, c: cc, .. } => (t(d, COOP_REGS), distinct(d, COOP_REGS), t(a, COOP_REGS), t(b, COOP_REGS), t(cc, COOP_REGS)).4,
             Inst::SaveExec { m: x } | Inst::ClearMask { m: x } | Inst::Leave { m: x } | Inst::Rejoin { m: x } | Inst::ExecFrom { m: x } => m(x),
             Inst::AndCond { c } => r(c),
             Inst::ElseOf { m: x, c } | Inst::BreakIf { m: x, c } | Inst::BreakUnless { m: x, c } => (m(x), r(c)).1,
@@ -998,6 +1005,18 @@ impl<'p> Worker<'p> {
                     let len = mem.storage[binding as usize].len as u32;
                     regs[u(d)] = [len.saturating_sub(offset_words) / stride_words.max(1); W];
                 }
+                Inst::CoopLoad { d, space, addr, off, stride, row_major } => {
+                    let dst = &prog.tables[d as usize..][..COOP_REGS as usize];
+                    c.words_loaded += coop_load(regs, dst, exec, mem, shared, space, u(addr), off, u(stride), row_major);
+                }
+                Inst::CoopStore { s, space, addr, off, stride, row_major } => {
+                    let src = &prog.tables[s as usize..][..COOP_REGS as usize];
+                    c.words_stored += coop_store(regs, src, exec, mem, shared, space, u(addr), off, u(stride), row_major);
+                }
+                Inst::CoopMulAdd { d, a, b, c: cc, f16 } => {
+                    let t = |x: u32| &prog.tables[x as usize..][..COOP_REGS as usize];
+                    coop_mul_add(regs, exec, t(d), t(a), t(b), t(cc), f16);
+                }
                 Inst::SaveExec { m } => masks[m as usize] = exec,
                 Inst::AndCond { c: cond } => exec &= nonzero(&regs[u(cond)]),
                 Inst::ElseOf { m, c: cond } => exec = masks[m as usize] & !nonzero(&regs[u(cond)]),
@@ -1060,6 +1079,103 @@ impl<'p> Worker<'p> {
         warp.pc = pc;
         warp.exec = exec;
         stop
+    }
+}
+
+/// Elements of one cooperative matrix.
+const COOP_ELEMS: usize = COOP_DIM * COOP_DIM;
+
+/// The subgroups of the warp with an active lane: (first lane of the subgroup, its first active
+/// lane).
+fn active_subgroups(exec: u64) -> impl Iterator<Item = (usize, usize)> {
+    (0..W / SUBGROUP).filter_map(move |h| {
+        let lanes = (exec >> (h * SUBGROUP)) & (u64::MAX >> (64 - SUBGROUP));
+        (lanes != 0).then(|| (h * SUBGROUP, h * SUBGROUP + lanes.trailing_zeros() as usize))
+    })
+}
+
+/// Word address of element `e` (row-major index) of a matrix at `base` with `stride`.
+#[inline(always)]
+fn coop_addr(base: u32, stride: u32, e: usize, row_major: bool) -> u32 {
+    let (i, j) = ((e / COOP_DIM) as u32, (e % COOP_DIM) as u32);
+    let (major, minor) = if row_major { (i, j) } else { (j, i) };
+    base.wrapping_add(major.wrapping_mul(stride)).wrapping_add(minor)
+}
+
+/// `CoopLoad`: each active subgroup's matrix from memory into the registers `dst`; returns the
+/// storage words read.
+#[allow(clippy::too_many_arguments)]
+fn coop_load(regs: &mut [Lanes], dst: &[u32], exec: u64, mem: &Bindings, shared: &[u32], space: CoopSpace, addr: usize, off: u32, stride: usize, row_major: bool) -> u64 {
+    let mut words = 0;
+    for (lane0, first) in active_subgroups(exec) {
+        let base = regs[addr][first].wrapping_add(off);
+        let st = regs[stride][first];
+        for e in 0..COOP_ELEMS {
+            let i = coop_addr(base, st, e, row_major);
+            let v = match space {
+                CoopSpace::Workgroup => shared.get(i as usize).copied().unwrap_or(0),
+                CoopSpace::Storage(b) => {
+                    words += 1;
+                    mem.storage[b as usize].get(i)
+                }
+            };
+            regs[dst[e / SUBGROUP] as usize][lane0 + e % SUBGROUP] = v;
+        }
+    }
+    words
+}
+
+/// `CoopStore`: each active subgroup's matrix in the registers `src` to memory; returns the
+/// storage words written.
+#[allow(clippy::too_many_arguments)]
+fn coop_store(regs: &[Lanes], src: &[u32], exec: u64, mem: &Bindings, shared: &mut [u32], space: CoopSpace, addr: usize, off: u32, stride: usize, row_major: bool) -> u64 {
+    let mut words = 0;
+    for (lane0, first) in active_subgroups(exec) {
+        let base = regs[addr][first].wrapping_add(off);
+        let st = regs[stride][first];
+        for e in 0..COOP_ELEMS {
+            let i = coop_addr(base, st, e, row_major);
+            let v = regs[src[e / SUBGROUP] as usize][lane0 + e % SUBGROUP];
+            match space {
+                CoopSpace::Workgroup => {
+                    if let Some(slot) = shared.get_mut(i as usize) {
+                        *slot = v;
+                    }
+                }
+                CoopSpace::Storage(b) => {
+                    words += 1;
+                    mem.storage[b as usize].set(i, v);
+                }
+            }
+        }
+    }
+    words
+}
+
+/// `CoopMulAdd`: `d = a * b + c` for each active subgroup, in the order `isa` documents.
+fn coop_mul_add(regs: &mut [Lanes], exec: u64, d: &[u32], a: &[u32], b: &[u32], c: &[u32], f16: bool) {
+    let gather = |regs: &[Lanes], t: &[u32], lane0: usize| -> [f32; COOP_ELEMS] {
+        std::array::from_fn(|e| f(regs[t[e / SUBGROUP] as usize][lane0 + e % SUBGROUP]))
+    };
+    for (lane0, _) in active_subgroups(exec) {
+        let (ma, mb) = (gather(regs, a, lane0), gather(regs, b, lane0));
+        let mut acc = gather(regs, c, lane0);
+        // k outermost per row, so the inner loop runs over the 16 columns (vectorised) while each
+        // element still sums k = 0, 1, ..., 15 in order.
+        for i in 0..COOP_DIM {
+            let row = &mut acc[i * COOP_DIM..][..COOP_DIM];
+            for k in 0..COOP_DIM {
+                let x = ma[i * COOP_DIM + k];
+                let bk = &mb[k * COOP_DIM..][..COOP_DIM];
+                for j in 0..COOP_DIM {
+                    row[j] += x * bk[j];
+                }
+            }
+        }
+        for (e, &v) in acc.iter().enumerate() {
+            let v = if f16 { half::f16::from_f32(v).to_f32() } else { v };
+            regs[d[e / SUBGROUP] as usize][lane0 + e % SUBGROUP] = v.to_bits();
+        }
     }
 }
 

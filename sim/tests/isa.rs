@@ -947,3 +947,251 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         }
     }
 }
+
+/// f64 -> nearest f16 value (ties to even; |x| >= 65520 overflows to infinity; subnormals in
+/// steps of 2^-24), written out here independently of the simulator (which uses the `half`
+/// crate): the reference for every f16 rounding.
+fn f16_rne(x: f64) -> f64 {
+    if x.is_nan() || x.is_infinite() {
+        return x;
+    }
+    let a = x.abs();
+    if a >= 65520.0 {
+        return f64::INFINITY.copysign(x);
+    }
+    let quantum = if a < 2f64.powi(-14) {
+        2f64.powi(-24)
+    } else {
+        let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        2f64.powi(e - 10)
+    };
+    ((a / quantum).round_ties_even() * quantum).copysign(x)
+}
+
+#[test]
+fn f16_rounding_reference_agrees_with_half() {
+    let mut seed = 0x2545_f491u32;
+    for i in 0..200_000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        // Random bits, and every f16 value's neighbourhood (ties between f16 values included).
+        let x = if i % 2 == 0 { f32::from_bits(seed) } else { half::f16::from_bits((i / 2) as u16).to_f32() * (1.0 + ((seed % 5) as f32 - 2.0) * 2f32.powi(-11)) };
+        if x.is_nan() {
+            continue;
+        }
+        assert_eq!(f16_rne(x as f64) as f32, half::f16::from_f32(x).to_f32(), "{x:e}");
+    }
+}
+
+/// f16 scalars and vectors: each conversion and arithmetic result is rounded to f16 (round to
+/// nearest even, overflow to infinity, subnormals), f16 literals, f16 workgroup arrays read
+/// back through dynamic indices, f16 `dot`: bit for bit against `f16_rne` on exact f64 math.
+#[test]
+fn f16_values_round_like_f16() {
+    let src = r#"
+enable f16;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+var<workgroup> tile: array<vec4<f16>, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let x = a[2u * lid];
+    let y = a[2u * lid + 1u];
+    let hx = f16(x);
+    let hy = f16(y);
+    let o = lid * 12u;
+    out[o + 0u] = f32(hx);
+    out[o + 1u] = f32(hx + hy);
+    out[o + 2u] = f32(hx - hy);
+    out[o + 3u] = f32(hx * hy);
+    out[o + 4u] = f32(hx / hy);
+    out[o + 5u] = f32(hx * 0.1h);
+    out[o + 6u] = f32(f16(lid * 1001u));
+    let v = vec4<f16>(vec4<f32>(x, y, x * 3.0, -y));
+    tile[63u - lid] = v;
+    workgroupBarrier();
+    let w = tile[lid];
+    out[o + 7u] = f32(w.x) + 1024.0 * f32(w.w);
+    out[o + 8u] = f32(w.z);
+    out[o + 9u] = f32(dot(v.xy, v.zw));
+    out[o + 10u] = f32(-hx);
+    out[o + 11u] = f32(max(hx, hy));
+}
+"#;
+    let mut seed = 0x9e37_79b9u32;
+    let mut vals = Vec::new();
+    // Ties and near-ties at several exponents, overflow, subnormals, zero, random values.
+    let specials = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 65519.0, 65520.0, 1.0e5, 3.0e-8, 2.9e-8, 6.0e-5, -0.0, 0.0, 2048.0 + 1.0, 2048.0 + 3.0];
+    for i in 0..128 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let r = (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0;
+        vals.push(match i % 4 {
+            0 => specials[(i / 4) % specials.len()],
+            1 => r * 100.0,
+            2 => r * 1e-4,
+            _ => r * 3.0,
+        });
+    }
+    let mut bufs = vec![vals.iter().map(|&v| f(v)).collect::<Vec<u32>>(), vec![0u32; 64 * 12]];
+    run(src, "main", &mut bufs, &[], [1, 1, 1], 1);
+    let r = |x: f64| f16_rne(x);
+    for lane in 0..64usize {
+        let (x, y) = (vals[2 * lane], vals[2 * lane + 1]);
+        let (hx, hy) = (r(x as f64), r(y as f64));
+        let l2 = 63 - lane; // the lane whose vector this lane reads back
+        let (x2, y2) = (vals[2 * l2], vals[2 * l2 + 1]);
+        let v = [hx, hy, r(x as f64 * 3.0), r(-(y as f64))];
+        let want = [
+            hx,
+            r(hx + hy),
+            r(hx - hy),
+            r(hx * hy),
+            r(hx / hy),
+            r(hx * r(0.1)),
+            r(lane as f64 * 1001.0),
+            (r(x2 as f64) as f32 + 1024.0 * r(-(y2 as f64)) as f32) as f64,
+            r((x2 * 3.0) as f64),
+            r(r(r(v[0] * v[2]) + r(v[1] * v[3]))),
+            -hx,
+            hx.max(hy),
+        ];
+        for (j, &w) in want.iter().enumerate() {
+            let got = f32::from_bits(bufs[1][lane * 12 + j]);
+            assert!(got.to_bits() == (w as f32).to_bits() || (got.is_nan() && w.is_nan()), "lane {lane} out {j}: x {x:e} y {y:e}: got {got:e}, want {w:e}");
+        }
+    }
+}
+
+/// Cooperative matrices: per 32-lane subgroup (two in each 64-lane warp, two warps), an f16 A
+/// loaded row-major (`coopLoadT`) and an f16 B column-major (`coopLoad`) from a vec4<f16>
+/// workgroup array (strides in vec4s, one of them from a uniform), an f32 C from workgroup
+/// memory, `coopMultiplyAdd`, and the result stored row- and column-major to storage and to
+/// workgroup memory: bit for bit against plain Rust summing k = 0..15 in order in f32.
+#[test]
+fn cooperative_matrices_load_multiply_add_and_store() {
+    let src = r#"
+enable f16;
+enable wgpu_cooperative_matrix;
+@group(0) @binding(0) var<uniform> u: vec4<u32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+var<workgroup> halves: array<vec4<f16>, 1024>;
+var<workgroup> tc: array<f32, 2048>;
+var<workgroup> back: array<f32, 1024>;
+
+@compute @workgroup_size(128)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    for (var i = lid; i < 1024u; i += 128u) {
+        halves[i] = vec4<f16>(vec4<f32>(src[4u * i], src[4u * i + 1u], src[4u * i + 2u], src[4u * i + 3u]));
+    }
+    for (var i = lid; i < 2048u; i += 128u) {
+        tc[i] = src[4096u + i];
+    }
+    workgroupBarrier();
+    let sub = lid / 32u;
+    let a = coopLoadT<coop_mat16x16<f16, A>>(&halves[sub * 80u + 1u], 5u);
+    let b = coopLoad<coop_mat16x16<f16, B>>(&halves[512u + sub * 70u], u.x);
+    let c = coopLoadT<coop_mat16x16<f32, C>>(&tc[sub * 300u + 7u], 17u);
+    var d = coopMultiplyAdd(a, b, c);
+    coopStoreT(d, &out[sub * 600u], 19u);
+    coopStore(d, &out[2400u + sub * 600u], 21u);
+    // Column-major into workgroup memory, back row-major: the transpose.
+    coopStore(d, &back[sub * 256u], 16u);
+    let t = coopLoadT<coop_mat16x16<f32, C>>(&back[sub * 256u], 16u);
+    coopStoreT(t, &out[4800u + sub * 256u], 16u);
+}
+"#;
+    let mut seed = 0x1357_9bdfu32;
+    let vals: Vec<f32> = (0..4096 + 2048)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            ((seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0) * 4.0
+        })
+        .collect();
+    let b_stride = 6u32; // vec4s: 24 halves between columns of B
+    let mut bufs = vec![vals.iter().map(|&v| f(v)).collect::<Vec<u32>>(), vec![0u32; 4800 + 1024 + 16]];
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(i, Inst::CoopMulAdd { f16: false, .. })));
+    run(src, "main", &mut bufs, &[b_stride, 0, 0, 0], [1, 1, 1], 1);
+    let halves: Vec<f32> = vals[..4096].iter().map(|&v| f16_rne(v as f64) as f32).collect();
+    let mut want = vec![0f32; 4800 + 1024 + 16];
+    for sub in 0..4usize {
+        let a = |i: usize, k: usize| halves[4 * (sub * 80 + 1) + i * 20 + k];
+        let b = |k: usize, j: usize| halves[4 * (512 + sub * 70) + j * 4 * b_stride as usize + k];
+        for i in 0..16 {
+            for j in 0..16 {
+                let mut acc = vals[4096 + sub * 300 + 7 + i * 17 + j];
+                for k in 0..16 {
+                    acc += a(i, k) * b(k, j);
+                }
+                want[sub * 600 + i * 19 + j] = acc;
+                want[2400 + sub * 600 + j * 21 + i] = acc;
+                want[4800 + sub * 256 + j * 16 + i] = acc;
+            }
+        }
+    }
+    for (i, (&g, &w)) in bufs[1].iter().zip(&want).enumerate() {
+        assert_eq!(g, w.to_bits(), "out[{i}]: got {}, want {w}", f32::from_bits(g));
+    }
+}
+
+/// An f16 accumulator is rounded to f16 after the f32 sums; coop ops in non-full subgroups,
+/// f16 in host-visible memory and matrices other than 16 x 16 are errors at file:line.
+#[test]
+fn cooperative_f16_accumulators_and_unsupported_f16_constructs() {
+    let src = r#"
+enable f16;
+enable wgpu_cooperative_matrix;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+var<workgroup> h: array<f16, 768>;
+var<workgroup> o: array<f16, 256>;
+
+@compute @workgroup_size(32)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    for (var i = lid; i < 768u; i += 32u) {
+        h[i] = f16(src[i]);
+    }
+    workgroupBarrier();
+    let a = coopLoadT<coop_mat16x16<f16, A>>(&h[0], 16u);
+    let b = coopLoadT<coop_mat16x16<f16, B>>(&h[256], 16u);
+    let c = coopLoadT<coop_mat16x16<f16, C>>(&h[512], 16u);
+    coopStoreT(coopMultiplyAdd(a, b, c), &o[0], 16u);
+    workgroupBarrier();
+    for (var i = lid; i < 256u; i += 32u) {
+        out[i] = f32(o[i]);
+    }
+}
+"#;
+    let vals: Vec<f32> = (0..768).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173).collect();
+    let mut bufs = vec![vals.iter().map(|&v| f(v)).collect::<Vec<u32>>(), vec![0u32; 256]];
+    run(src, "main", &mut bufs, &[], [1, 1, 1], 1);
+    let hv: Vec<f32> = vals.iter().map(|&v| f16_rne(v as f64) as f32).collect();
+    for i in 0..16 {
+        for j in 0..16 {
+            let mut acc = hv[512 + i * 16 + j];
+            for k in 0..16 {
+                acc += hv[i * 16 + k] * hv[256 + k * 16 + j];
+            }
+            let want = f16_rne(acc as f64) as f32;
+            assert_eq!(f32::from_bits(bufs[1][i * 16 + j]), want, "({i}, {j})");
+        }
+    }
+
+    let err = |src: &str| compile_kernel("bad.wgsl", src, &|line| format!("bad.wgsl:{line}")).expect_err("unsupported").to_string();
+    let partial = "enable f16;\nenable wgpu_cooperative_matrix;\nvar<workgroup> h: array<f16, 256>;\n@compute @workgroup_size(48)\nfn main() {\n    let a = coopLoad<coop_mat16x16<f16, A>>(&h[0], 16u);\n    coopStore(a, &h[0], 16u);\n}\n";
+    let e = err(partial);
+    assert!(e.starts_with("bad.wgsl:") && e.contains("multiple of 32"), "{e}");
+    let storage = "enable f16;\n@group(0) @binding(1) var<storage, read_write> out: array<f16>;\n@compute @workgroup_size(64)\nfn main() {\n    out[0] = 1.0h;\n}\n";
+    let e = err(storage);
+    assert!(e.starts_with("bad.wgsl:5") && e.contains("f16 in storage"), "{e}");
+    let small = "enable wgpu_cooperative_matrix;\nvar<workgroup> m: array<f32, 64>;\n@compute @workgroup_size(64)\nfn main() {\n    let a = coopLoad<coop_mat8x8<f32, C>>(&m[0], 8u);\n    coopStore(a, &m[0], 8u);\n}\n";
+    let e = err(small);
+    assert!(e.starts_with("bad.wgsl:5") && e.contains("16 x 16"), "{e}");
+}

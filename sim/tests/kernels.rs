@@ -37,6 +37,37 @@ fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));
 }
 
+const TENSOR_CORES: engine::shaders::Variants = engine::shaders::Variants { tensor_cores: true, planes_matvecs: false };
+
+/// The simulator with the tensor-core MatMul kernels (matmul_coop_<format>.wgsl: cooperative
+/// matrices, f16 hi + lo operands) in place of the plain ones, tiles as `WgpuDevice` picks them.
+fn tensor_core_pair() -> Pair {
+    Pair::new(Box::new(SimDevice::new(SimOptions { variants: TENSOR_CORES, ..Default::default() }).expect("simulator")))
+}
+
+#[test]
+fn matmul_tensor_cores_every_format() {
+    pollster::block_on(kernel_cases::matmul_every_format(tensor_core_pair()));
+}
+
+/// Every format on each of the three entry points (`main`, `rows128`, `wide`), partial tiles.
+#[test]
+fn matmul_tensor_cores_tile_shapes() {
+    // The shapes of `matmul_tile_shapes_every_format` reach each entry point (plan_for's
+    // workgroup-count thresholds decide).
+    use engine::device::BufferId;
+    use engine::kernels::{MatMulParams, Op, WeightBuf};
+    let entry = |m: u32, n: u32| {
+        let w = WeightBuf { buf: BufferId(0), format: engine::quant::GgmlType::F32, rows: n, cols: 40 };
+        let p = MatMulParams { m, n, k: 40, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 };
+        let op = Op::MatMul { w, x: BufferId(1), bias: None, out: BufferId(2), p };
+        let plan = engine::shaders::plan_for(&op, TENSOR_CORES).expect("plan");
+        engine::shaders::entry_points_for(op.kernel_id(), TENSOR_CORES)[plan[0].entry]
+    };
+    assert_eq!([entry(70, 131), entry(130, 8133), entry(129, 32650)], ["main", "rows128", "wide"]);
+    pollster::block_on(kernel_cases::matmul_tile_shapes_every_format(tensor_core_pair()));
+}
+
 #[test]
 fn norms() {
     pollster::block_on(kernel_cases::norms(pair()));
@@ -80,6 +111,13 @@ fn every_registry_kernel_has_bytecode() {
         let file = engine::shaders::kernel_file(kernel).expect("file");
         let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
         for entry in engine::shaders::entry_points(kernel) {
+            assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
+        }
+        // The variants too (native builds embed the tensor-core ones).
+        let all = engine::shaders::Variants { tensor_cores: true, planes_matvecs: true };
+        let file = engine::shaders::kernel_file_for(kernel, all).expect("file");
+        let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
+        for entry in engine::shaders::entry_points_for(kernel, all) {
             assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
         }
     }

@@ -263,6 +263,30 @@ pub async fn matmul_every_format(mut pair: Pair) {
     matmul_case(&mut pair, &mut rng, GgmlType::F32, 129, 32770, 40, true, true).await;
 }
 
+/// The MatMul kernels' tile shapes for every format: several 64 x 64 tiles (partial in both
+/// directions), and shapes with enough workgroups for the tensor-core variant's `rows128` (64 x 128
+/// tiles from 256 workgroups) and `wide` (128 x 128 from 512) entry points
+/// (`engine::shaders::plan_for`), their last tiles partial in both directions and k not a
+/// multiple of the 32-wide K step where the format allows. Costly on slow devices: the simulator
+/// runs it for the tensor-core kernels (sim/tests/kernels.rs).
+pub async fn matmul_tile_shapes_every_format(mut pair: Pair) {
+    let mut rng = Rng(9);
+    for format in FORMATS {
+        let k = awkward_k(format) as u32;
+        matmul_case(&mut pair, &mut rng, format, 7, 37, k, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 70, 131, k, true, true).await;
+        // Few k (the shapes are wide): a K step and a partial one for the unquantized formats,
+        // two blocks or one super-block otherwise.
+        let small_k = match format.block_elems() {
+            1 => 40,
+            32 => 64,
+            _ => 256,
+        };
+        matmul_case(&mut pair, &mut rng, format, 130, 8133, small_k, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 129, 32650, small_k, false, true).await;
+    }
+}
+
 pub async fn norms(mut pair: Pair) {
     let mut rng = Rng(4);
     for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32), (2, 4099)] {

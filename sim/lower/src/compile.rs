@@ -84,6 +84,9 @@ enum Root {
 #[derive(Clone)]
 struct Ptr {
     root: Root,
+    /// Bytes of naga's layout per word of ours in memory: 4, or 2 in a workgroup variable that
+    /// holds f16 (each f16 widened to a word of its own, every byte offset halved).
+    unit: u32,
     /// Per-lane word offset (memory) or flat component index (locals), if any.
     dynamic: Option<Reg>,
     off: u32,
@@ -166,6 +169,8 @@ struct Lowerer<'m> {
     found: UniformFacts,
     /// The variable (function, handle) of each scalar register that holds one.
     scalar_locals: HashMap<Reg, (usize, Handle<naga::LocalVariable>)>,
+    /// Where the entry point first uses cooperative matrices, if it does.
+    coop_span: Option<Span>,
 }
 
 type R<T> = Result<T, LowerError>;
@@ -194,6 +199,7 @@ impl<'m> Lowerer<'m> {
             facts: UniformFacts::default(),
             found: UniformFacts::default(),
             scalar_locals: HashMap::new(),
+            coop_span: None,
             span: Span::default(),
         }
     }
@@ -226,6 +232,9 @@ impl<'m> Lowerer<'m> {
     /// Emits `inst`; scalar registers (tagged `SCALAR`) in its vector operands are replaced by
     /// vector copies (`Broadcast`), so only scalar-aware sites need to know about them.
     fn emit(&mut self, mut inst: Inst) -> u32 {
+        if matches!(inst, Inst::CoopLoad { .. } | Inst::CoopStore { .. } | Inst::CoopMulAdd { .. }) {
+            self.coop_span.get_or_insert(self.span);
+        }
         let mut v = |r: &mut Reg| *r = self.vector(*r);
         match &mut inst {
             Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } => v(s),
@@ -241,6 +250,7 @@ impl<'m> Lowerer<'m> {
             Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (v(s), v(addr)).1,
             Inst::Atomic { addr, v: val, cmp, .. } => (v(addr), v(val), v(cmp)).2,
             Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => v(c),
+            Inst::CoopLoad { addr, stride, .. } | Inst::CoopStore { addr, stride, .. } => (v(addr), v(stride)).1,
             _ => {}
         }
         self.insts.push(inst);
@@ -325,7 +335,8 @@ impl<'m> Lowerer<'m> {
         // Workgroup memory layout: every var<workgroup> at a word offset.
         for (h, gv) in module.global_variables.iter() {
             if gv.space == AddressSpace::WorkGroup {
-                let words = self.mem_words(&module.types[gv.ty].inner)?;
+                let inner = &module.types[gv.ty].inner;
+                let words = self.mem_words(inner, self.unit_of(inner))?;
                 self.shared.insert(h, self.shared_words);
                 self.shared_words += words;
             }
@@ -375,6 +386,13 @@ impl<'m> Lowerer<'m> {
         };
         self.function_body(&mut ctx)?;
         self.emit(Inst::Halt);
+        if let Some(span) = self.coop_span.filter(|_| ep.workgroup_size.iter().product::<u32>() % SUBGROUP as u32 != 0) {
+            self.span = span;
+            return Err(LowerError::Unsupported {
+                place: self.place(),
+                what: format!("cooperative matrices in `{}`, whose workgroup size is not a multiple of {SUBGROUP} (whole subgroups)", ep.name),
+            });
+        }
         // Prologue: the constant pool (register 0 included), then the body with jumps shifted.
         let mut consts: Vec<(u32, Reg)> = self.pool.iter().map(|(&v, &r)| (v, r)).collect();
         consts.sort_by_key(|&(_, r)| r);
@@ -463,30 +481,74 @@ impl<'m> Lowerer<'m> {
                 }
                 n
             }
+            TypeInner::CooperativeMatrix { columns, rows, scalar, .. } => {
+                self.check_scalar(*scalar)?;
+                if (*columns as usize, *rows as usize) != (COOP_DIM, COOP_DIM) || scalar.kind != ScalarKind::Float {
+                    return self.unsupported(format!("cooperative matrices other than 16 x 16 f16/f32 ({inner:?})"));
+                }
+                COOP_REGS as usize
+            }
             other => return self.unsupported(format!("values of type {other:?}")),
         })
     }
 
     fn check_scalar(&self, s: naga::Scalar) -> R<()> {
         match (s.kind, s.width) {
-            (ScalarKind::Bool, _) | (_, 4) => Ok(()),
-            _ => self.unsupported(format!("{:?} of {} bytes (only 32-bit scalars)", s.kind, s.width)),
+            (ScalarKind::Bool, _) | (_, 4) | (ScalarKind::Float, 2) => Ok(()),
+            _ => self.unsupported(format!("{:?} of {} bytes (only 32-bit scalars and f16)", s.kind, s.width)),
         }
     }
 
-    /// Word offsets in memory of each flattened component.
-    fn mem_offsets(&self, inner: &TypeInner, base: u32, out: &mut Vec<u32>) -> R<()> {
+    /// Whether a type holds f16 scalars anywhere.
+    fn holds_f16(&self, inner: &TypeInner) -> bool {
+        match inner {
+            TypeInner::Scalar(s) | TypeInner::Vector { scalar: s, .. } | TypeInner::Matrix { scalar: s, .. } | TypeInner::Atomic(s) => {
+                s.kind == ScalarKind::Float && s.width == 2
+            }
+            TypeInner::CooperativeMatrix { scalar, .. } => scalar.width == 2,
+            TypeInner::Array { base, .. } => self.holds_f16(&self.module.types[*base].inner),
+            TypeInner::Struct { members, .. } => members.iter().any(|m| self.holds_f16(&self.module.types[m.ty].inner)),
+            _ => false,
+        }
+    }
+
+    /// Bytes of naga's layout per word of workgroup memory for a variable of this type (see
+    /// `Ptr::unit`): a value is one word per scalar in registers, and f16 too in workgroup memory,
+    /// which the host never sees, so no f16 packing or unpacking is needed.
+    fn unit_of(&self, inner: &TypeInner) -> u32 {
+        if self.holds_f16(inner) {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// The f16 rounding of every component of a value of type `inner` when it is f16 (a fresh
+    /// result of f32 arithmetic or a conversion); other values as they are. f32 has more than
+    /// 2 x 11 + 2 significant bits, so +, -, *, / and sqrt computed in f32 and rounded to f16 give
+    /// the correctly rounded f16 result.
+    fn round_f16(&mut self, inner: &TypeInner, regs: Vec<Reg>) -> Vec<Reg> {
+        match inner {
+            TypeInner::Scalar(s) | TypeInner::Vector { scalar: s, .. } if s.kind == ScalarKind::Float && s.width == 2 => {
+                regs.into_iter().map(|r| self.un(UnOp::QuantizeF16, r)).collect()
+            }
+            _ => regs,
+        }
+    }
+
+    /// Word offsets in memory of each flattened component (`unit`: see `Ptr::unit`).
+    fn mem_offsets(&self, inner: &TypeInner, base: u32, unit: u32, out: &mut Vec<u32>) -> R<()> {
         match inner {
             TypeInner::Scalar(_) | TypeInner::Atomic(_) => out.push(base),
-            TypeInner::Vector { size, .. } => out.extend((0..*size as u32).map(|i| base + i)),
+            TypeInner::Vector { size, scalar } => out.extend((0..*size as u32).map(|i| base + i * scalar.width as u32 / unit)),
             TypeInner::Array { base: elem, size: ArraySize::Constant(n), stride } => {
                 for i in 0..n.get() {
-                    self.mem_offsets(&self.module.types[*elem].inner, base + i * stride / 4, out)?;
+                    self.mem_offsets(&self.module.types[*elem].inner, base + i * stride / unit, unit, out)?;
                 }
             }
             TypeInner::Struct { members, .. } => {
                 for m in members {
-                    self.mem_offsets(&self.module.types[m.ty].inner, base + m.offset / 4, out)?;
+                    self.mem_offsets(&self.module.types[m.ty].inner, base + m.offset / unit, unit, out)?;
                 }
             }
             other => return self.unsupported(format!("memory of type {other:?}")),
@@ -494,14 +556,14 @@ impl<'m> Lowerer<'m> {
         Ok(())
     }
 
-    fn mem_words(&self, inner: &TypeInner) -> R<u32> {
+    fn mem_words(&self, inner: &TypeInner, unit: u32) -> R<u32> {
         Ok(match inner {
             TypeInner::Array { base, size: ArraySize::Constant(n), stride } => {
                 let _ = base;
-                n.get() * stride / 4
+                n.get() * stride / unit
             }
-            TypeInner::Struct { span, .. } => span / 4,
-            TypeInner::Vector { size, .. } => *size as u32,
+            TypeInner::Struct { span, .. } => span / unit,
+            TypeInner::Vector { size, scalar } => *size as u32 * scalar.width as u32 / unit,
             _ => 1,
         })
     }
@@ -535,6 +597,8 @@ impl<'m> Lowerer<'m> {
             naga::Literal::U32(v) => v,
             naga::Literal::I32(v) => v as u32,
             naga::Literal::Bool(b) => b as u32,
+            // f16 values live as the f32 of the same value.
+            naga::Literal::F16(v) => v.to_f32().to_bits(),
             _ => return None,
         })
     }
@@ -577,6 +641,11 @@ impl<'m> Lowerer<'m> {
         let v = match &ctx.func.expressions[h] {
             E::GlobalVariable(g) => {
                 let gv = &self.module.global_variables[*g];
+                let inner = &self.module.types[gv.ty].inner;
+                if gv.space != AddressSpace::WorkGroup && self.holds_f16(inner) {
+                    return self.unsupported("f16 in storage or uniform memory (the host's layout packs two a word)");
+                }
+                let unit = if gv.space == AddressSpace::WorkGroup { self.unit_of(inner) } else { 4 };
                 let root = match gv.space {
                     AddressSpace::Storage { .. } => {
                         let b = gv.binding.as_ref().map_or(0, |b| b.binding) as u8;
@@ -588,9 +657,9 @@ impl<'m> Lowerer<'m> {
                     other => return self.unsupported(format!("globals in address space {other:?}")),
                 };
                 let off = self.shared.get(g).copied().unwrap_or(0);
-                Val::Ptr(Ptr { root, dynamic: None, off })
+                Val::Ptr(Ptr { root, unit, dynamic: None, off })
             }
-            E::LocalVariable(l) => Val::Ptr(Ptr { root: Root::Local(ctx.locals[l].clone()), dynamic: None, off: 0 }),
+            E::LocalVariable(l) => Val::Ptr(Ptr { root: Root::Local(ctx.locals[l].clone()), unit: 4, dynamic: None, off: 0 }),
             E::FunctionArgument(i) => ctx.args[*i as usize].clone(),
             _ => match self.const_words(ctx.func, h) {
                 Some(words) => Val::Regs(words.into_iter().map(|w| self.constant(w)).collect()),
@@ -648,6 +717,16 @@ impl<'m> Lowerer<'m> {
                 self.emit(Inst::Bin { op, d, a, b });
                 d
             }
+        }
+    }
+
+    /// `bin`, its result rounded to f16 when `f16`.
+    fn bin_f16(&mut self, f16: bool, op: BinOp, a: Reg, b: Reg) -> Reg {
+        let d = self.bin(op, a, b);
+        if f16 {
+            self.un(UnOp::QuantizeF16, d)
+        } else {
+            d
         }
     }
 
@@ -711,7 +790,73 @@ impl<'m> Lowerer<'m> {
     fn expr(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>) -> R<Val> {
         self.span = ctx.func.expressions.get_span(h);
         let expr = ctx.func.expressions[h].clone();
+        let v = self.expr_value(ctx, h, &expr)?;
+        // f16 results of arithmetic and conversions are rounded to f16 (computed in f32).
+        Ok(match (&expr, v) {
+            (E::Binary { .. } | E::Math { .. } | E::As { .. }, Val::Regs(regs)) => {
+                let inner = self.inner_of(ctx, h).clone();
+                Val::Regs(self.round_f16(&inner, regs))
+            }
+            (_, v) => v,
+        })
+    }
+
+    fn is_f16(&self, ctx: &FnCtx, h: Handle<naga::Expression>) -> bool {
+        let inner = self.inner_of(ctx, h);
+        matches!(inner, TypeInner::Scalar(_) | TypeInner::Vector { .. }) && self.holds_f16(inner)
+    }
+
+    /// The memory, word stride and layout of a cooperative load or store; checks the matrix type.
+    fn coop_data(&mut self, ctx: &mut FnCtx, matrix: &TypeInner, data: &naga::CooperativeData) -> R<(CoopSpace, Reg, u32, Reg)> {
+        self.flat_len(matrix)?;
+        let Val::Ptr(ptr) = self.val(ctx, data.pointer)? else { return self.unsupported("a cooperative load or store through a non-pointer") };
+        let space = match ptr.root {
+            Root::Shared => CoopSpace::Workgroup,
+            Root::Storage(b) => CoopSpace::Storage(b),
+            _ => return self.unsupported("cooperative loads and stores outside workgroup and storage memory"),
+        };
+        let TypeInner::CooperativeMatrix { scalar, .. } = matrix else { unreachable!("checked by naga") };
+        if scalar.width as u32 != ptr.unit {
+            return self.unsupported("a cooperative matrix in memory whose elements are not one word apart");
+        }
+        // The stride counts elements of the pointer's type (a vec4<f16> pointer: 4 scalars).
+        let pointee = self.pointee(ctx, data.pointer)?;
+        let words = self.mem_words(&pointee, ptr.unit)?;
+        let stride = match self.const_words(ctx.func, data.stride) {
+            Some(w) => self.constant(w[0].wrapping_mul(words)),
+            None => {
+                let s = self.scalar_of(ctx, data.stride)?;
+                self.bin_imm(BinOp::IMul, s, words)
+            }
+        };
+        Ok((space, ptr.dynamic.unwrap_or(ZERO), ptr.off, stride))
+    }
+
+    fn expr_value(&mut self, ctx: &mut FnCtx, h: Handle<naga::Expression>, expr: &naga::Expression) -> R<Val> {
+        let expr = expr.clone();
         Ok(match expr {
+            E::CooperativeLoad { data, .. } => {
+                let matrix = self.inner_of(ctx, h).clone();
+                let (space, addr, off, stride) = self.coop_data(ctx, &matrix, &data)?;
+                let d = self.regs(COOP_REGS as usize);
+                let table = self.table(&d);
+                self.emit(Inst::CoopLoad { d: table, space, addr, off, stride, row_major: data.row_major });
+                Val::Regs(d)
+            }
+            E::CooperativeMultiplyAdd { a, b, c } => {
+                let matrix = self.inner_of(ctx, h).clone();
+                self.flat_len(&matrix)?;
+                let f16 = self.holds_f16(&matrix);
+                let mut tables = [0; 3];
+                for (t, x) in tables.iter_mut().zip([a, b, c]) {
+                    let regs = self.regs_of(ctx, x)?;
+                    *t = self.table(&regs);
+                }
+                let d = self.regs(COOP_REGS as usize);
+                let table = self.table(&d);
+                self.emit(Inst::CoopMulAdd { d: table, a: tables[0], b: tables[1], c: tables[2], f16 });
+                Val::Regs(d)
+            }
             E::Literal(_) | E::Constant(_) | E::ZeroValue(_) | E::GlobalVariable(_) | E::LocalVariable(_) | E::FunctionArgument(_) => {
                 return self.val(ctx, h)
             }
@@ -786,6 +931,9 @@ impl<'m> Lowerer<'m> {
                 let from = self.kind_of(ctx, expr)?;
                 let a = self.regs_of(ctx, expr)?;
                 if convert.is_none() {
+                    if self.is_f16(ctx, expr) || self.is_f16(ctx, h) {
+                        return self.unsupported("bitcasts of f16 values (an f16 is an f32 word in registers)");
+                    }
                     return Ok(Val::Regs(a)); // bitcast: registers are untyped
                 }
                 use ScalarKind::*;
@@ -877,6 +1025,8 @@ impl<'m> Lowerer<'m> {
         use MathFunction as M;
         use ScalarKind::*;
         let kind = self.kind_of(ctx, arg)?;
+        // f16 operands: results are rounded by `expr`, the steps of Dot and Mix here.
+        let f16 = self.is_f16(ctx, arg);
         let a = self.regs_of(ctx, arg)?;
         let b = match arg1 {
             Some(h) => self.regs_of(ctx, h)?,
@@ -948,17 +1098,17 @@ impl<'m> Lowerer<'m> {
                 })
                 .collect(),
             M::Mix => {
-                // a + (b - a) * t
-                let diff = self.zip(&b, &a, |s, x, y| s.bin(BinOp::FSub, x, y));
-                let scaled = self.zip(&diff, &c, |s, x, y| s.bin(BinOp::FMul, x, y));
-                self.zip(&a, &scaled, |s, x, y| s.bin(BinOp::FAdd, x, y))
+                // a + (b - a) * t, each step rounded to f16 for f16 operands.
+                let diff = self.zip(&b, &a, |s, x, y| s.bin_f16(f16, BinOp::FSub, x, y));
+                let scaled = self.zip(&diff, &c, |s, x, y| s.bin_f16(f16, BinOp::FMul, x, y));
+                self.zip(&a, &scaled, |s, x, y| s.bin_f16(f16, BinOp::FAdd, x, y))
             }
             M::Dot => {
                 let (mul, add) = if kind == Float { (BinOp::FMul, BinOp::FAdd) } else { (BinOp::IMul, BinOp::IAdd) };
-                let products = self.zip(&a, &b, |s, x, y| s.bin(mul, x, y));
+                let products = self.zip(&a, &b, |s, x, y| s.bin_f16(f16, mul, x, y));
                 let mut acc = products[0];
                 for &p in &products[1..] {
-                    acc = self.bin(add, acc, p);
+                    acc = self.bin_f16(f16, add, acc, p);
                 }
                 vec![acc]
             }
@@ -1062,10 +1212,14 @@ impl<'m> Lowerer<'m> {
             Val::Ptr(ptr) => {
                 let local = matches!(ptr.root, Root::Local(_));
                 let pointee = self.pointee(ctx, base)?;
+                let unit = ptr.unit;
                 let (stride, member_off) = match &pointee {
-                    TypeInner::Vector { .. } => (1, index),
+                    TypeInner::Vector { scalar, .. } => {
+                        let s = if local { 1 } else { scalar.width as u32 / unit };
+                        (s, index * s)
+                    }
                     TypeInner::Array { base: elem, stride, .. } => {
-                        let s = if local { self.flat_len(&self.module.types[*elem].inner)? as u32 } else { stride / 4 };
+                        let s = if local { self.flat_len(&self.module.types[*elem].inner)? as u32 } else { stride / unit };
                         (s, index * s)
                     }
                     TypeInner::Struct { members, .. } => {
@@ -1076,7 +1230,7 @@ impl<'m> Lowerer<'m> {
                             }
                             start
                         } else {
-                            members[index as usize].offset / 4
+                            members[index as usize].offset / unit
                         };
                         (0, off)
                     }
@@ -1129,7 +1283,7 @@ impl<'m> Lowerer<'m> {
             }
             root => {
                 let mut offs = Vec::new();
-                self.mem_offsets(ty, ptr.off, &mut offs)?;
+                self.mem_offsets(ty, ptr.off, ptr.unit, &mut offs)?;
                 Ok(offs
                     .into_iter()
                     .map(|off| {
@@ -1183,7 +1337,7 @@ impl<'m> Lowerer<'m> {
             Root::Uniform => return self.unsupported("a store to a uniform"),
             root => {
                 let mut offs = Vec::new();
-                self.mem_offsets(ty, ptr.off, &mut offs)?;
+                self.mem_offsets(ty, ptr.off, ptr.unit, &mut offs)?;
                 for (off, &s) in offs.into_iter().zip(value) {
                     self.emit(match root {
                         Root::Storage(binding) => Inst::StStorage { s, binding: *binding, addr, off },
@@ -1270,7 +1424,7 @@ impl<'m> Lowerer<'m> {
             }
             for stmt in stores {
                 let S::Store { pointer, value } = stmt else { unreachable!("checked above") };
-                let Val::Ptr(Ptr { root: Root::Local(regs), dynamic: None, off }) = self.val(ctx, *pointer)? else {
+                let Val::Ptr(Ptr { root: Root::Local(regs), dynamic: None, off, .. }) = self.val(ctx, *pointer)? else {
                     unreachable!("checked above")
                 };
                 let v = self.regs_of(ctx, *value)?;
@@ -1581,6 +1735,13 @@ impl<'m> Lowerer<'m> {
             }
             S::ControlBarrier(_) => {
                 self.emit(Inst::Barrier);
+            }
+            S::CooperativeStore { target, data } => {
+                let matrix = self.inner_of(ctx, *target).clone();
+                let regs = self.regs_of(ctx, *target)?;
+                let (space, addr, off, stride) = self.coop_data(ctx, &matrix, data)?;
+                let s = self.table(&regs);
+                self.emit(Inst::CoopStore { s, space, addr, off, stride, row_major: data.row_major });
             }
             // Warps of a workgroup run on one worker, so memory is coherent between them.
             S::MemoryBarrier(_) => {}

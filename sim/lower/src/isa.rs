@@ -115,7 +115,9 @@ pub enum UnOp {
     /// Low / high half of a word as f16, widened to f32 (`unpack2x16float`).
     F16LoToF32,
     F16HiToF32,
-    /// `quantizeToF16`.
+    /// `quantizeToF16`; also the rounding of every f16 result (f16 values live in registers as
+    /// f32 words holding the f16 value: round to nearest even, overflow to infinity, f16
+    /// subnormals kept).
     QuantizeF16,
 }
 
@@ -146,6 +148,23 @@ pub enum AtomicSpace {
     Storage(u8),
     Workgroup,
 }
+
+/// Memory of a cooperative-matrix load or store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoopSpace {
+    Storage(u8),
+    Workgroup,
+}
+
+/// Lanes of a subgroup: the unit that owns a cooperative matrix. A warp of W lanes (W a multiple
+/// of it) holds W / SUBGROUP subgroups, each with its own matrices.
+pub const SUBGROUP: usize = 32;
+/// Side of the cooperative matrices the simulator implements (16 x 16, the engine's only shape).
+pub const COOP_DIM: usize = 16;
+/// Registers of one cooperative matrix (in a table): 16 x 16 elements over 32 lanes. Element
+/// (row i, column j), e = 16 i + j, is lane `32 h + e % 32` of register `tables[t + e / 32]` for
+/// subgroup h of the warp.
+pub const COOP_REGS: u32 = (COOP_DIM * COOP_DIM / SUBGROUP) as u32;
 
 /// Built-in values preloaded into registers when a warp starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +278,23 @@ pub enum Inst {
     StShared { s: Reg, addr: Reg, off: u32 },
     /// Lanes run one after another in lane order; `d` gets the old value.
     Atomic { op: AtomicOp, space: AtomicSpace, d: Reg, addr: Reg, off: u32, v: Reg, cmp: Reg },
+    /// Cooperative matrices (subgroup-wide 16 x 16 values, `COOP_REGS` registers named by a table,
+    /// see `COOP_REGS`): each op runs once per 32-lane subgroup of the warp that has an active
+    /// lane, for the whole subgroup (WGSL requires uniform control flow there), reading its base
+    /// address and stride from the subgroup's first active lane. Elements are one word apart in
+    /// memory (an f16 element is one word in workgroup memory, see `compile`); element (i, j) is
+    /// at `addr + off + i * stride + j` (`row_major`) or `addr + off + j * stride + i`
+    /// (column-major), reads outside the memory give 0, writes there are dropped.
+    /// `coopLoad` / `coopLoadT`: `d` is a table of `COOP_REGS` distinct registers.
+    CoopLoad { d: u32, space: CoopSpace, addr: Reg, off: u32, stride: Reg, row_major: bool },
+    /// `coopStore` / `coopStoreT` of the matrix in table `s`.
+    CoopStore { s: u32, space: CoopSpace, addr: Reg, off: u32, stride: Reg, row_major: bool },
+    /// `coopMultiplyAdd`: `d = a * b + c` (tables; `d` distinct registers), per output element
+    /// `acc = c[i][j]; for k in 0..16 { acc = acc + a[i][k] * b[k][j] }` in f32, each product and
+    /// each sum rounded to f32 in that order (f16 operands multiply exactly); with `f16` (an f16
+    /// accumulator) the result is rounded to f16 at the end.
+    CoopMulAdd { d: u32, a: u32, b: u32, c: u32, f16: bool },
+
     /// `d = (words of binding - offset_words) / stride_words`: `arrayLength`.
     ArrayLength { d: Reg, binding: u8, offset_words: u32, stride_words: u32 },
 

@@ -94,6 +94,8 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => out.extend([s, addr]),
         Inst::Atomic { d, addr, v, cmp, .. } => out.extend([d, addr, v, cmp]),
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => out.push(c),
+        // (Their table registers count as read and written by `Uses`: never fused.)
+        Inst::CoopLoad { addr, stride, .. } | Inst::CoopStore { addr, stride, .. } => out.extend([addr, stride]),
         _ => {}
     }
 }
@@ -134,6 +136,7 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (g(s), g(addr)).1,
         Inst::Atomic { addr, v, cmp, .. } => (g(addr), g(v), g(cmp)).2,
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => g(c),
+        Inst::CoopLoad { addr, stride, .. } | Inst::CoopStore { addr, stride, .. } => (g(addr), g(stride)).1,
         _ => {}
     }
 }

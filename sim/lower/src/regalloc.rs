@@ -90,6 +90,20 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => u.extend([s, addr]),
         Inst::Atomic { d: x, addr, v, cmp, .. } => (d.push(x), u.extend([addr, v, cmp])).0,
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => u.push(c),
+        Inst::CoopLoad { d: at, addr, stride, .. } => {
+            d.extend_from_slice(table(at, COOP_REGS));
+            u.extend([addr, stride]);
+        }
+        Inst::CoopStore { s, addr, stride, .. } => {
+            u.extend_from_slice(table(s, COOP_REGS));
+            u.extend([addr, stride]);
+        }
+        Inst::CoopMulAdd { d: at, a, b, c, .. } => {
+            d.extend_from_slice(table(at, COOP_REGS));
+            for t in [a, b, c] {
+                u.extend_from_slice(table(t, COOP_REGS));
+            }
+        }
         Inst::SMovi { .. }
         | Inst::SBin { .. }
         | Inst::SBinImm { .. }
@@ -150,7 +164,9 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
         Inst::StStorage { s, addr, .. } | Inst::StShared { s, addr, .. } => (g(s), g(addr)).1,
         Inst::Atomic { d, addr, v, cmp, .. } => (g(d), g(addr), g(v), g(cmp)).3,
         Inst::AndCond { c } | Inst::ElseOf { c, .. } | Inst::BreakIf { c, .. } | Inst::BreakUnless { c, .. } => g(c),
-        Inst::SMovi { .. }
+        Inst::CoopLoad { addr, stride, .. } | Inst::CoopStore { addr, stride, .. } => (g(addr), g(stride)).1,
+        Inst::CoopMulAdd { .. }
+        | Inst::SMovi { .. }
         | Inst::SBin { .. }
         | Inst::SBinImm { .. }
         | Inst::SUn { .. }
