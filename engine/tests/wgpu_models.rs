@@ -1,6 +1,7 @@
 //! End to end on `WgpuDevice`: the tiny random checkpoints (tests/fixtures/tiny) give logits within
 //! 1e-4 of transformers and the same greedy ids, also with weights split by rows under a small
-//! binding limit; the real SmolLM2-135M Q4_1 GGUF reproduces its 32 reference greedy ids.
+//! binding limit; the real SmolLM2-135M Q4_1 GGUF reproduces its 32 reference greedy ids, the real
+//! Qwen2.5-Coder-0.5B GGUF its first 8 with every Q4_K / Q6_K matvec on the planes kernels.
 //!
 //! Needs a GPU adapter (CI: Mesa lavapipe) and the real model cache (scripts/fetch-models.sh);
 //! without either the tests FAIL, never skip.
@@ -116,14 +117,19 @@ fn split_weights_match_transformers() {
     }
 }
 
-/// The real SmolLM2-135M-Instruct Q4_1 GGUF: the reference prompt gives transformers' 32 greedy ids.
-#[test]
-fn smollm2_q4_1_greedy_ids_on_wgpu() {
+fn real_model(file: &str) -> PathBuf {
     let dir = std::env::var_os("QWGLM_MODELS").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/qwglm/models")
     });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = dir.join(file);
     assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh (or set QWGLM_MODELS)", path.display());
+    path
+}
+
+/// The real SmolLM2-135M-Instruct Q4_1 GGUF: the reference prompt gives transformers' 32 greedy ids.
+#[test]
+fn smollm2_q4_1_greedy_ids_on_wgpu() {
+    let path = real_model("SmolLM2-135M-Instruct.Q4_1.gguf");
     let files = engine::loader::open_model(&path).expect("open gguf");
     let reference = read_json(&fixtures().join("real/smollm2-135m-instruct-q4_1.json"));
     let prompt = ids(&reference["prompt_ids"]);
@@ -135,4 +141,25 @@ fn smollm2_q4_1_greedy_ids_on_wgpu() {
     let got = pipelined_greedy(&mut s, &prompt, want.len(), engine::session::DECODE_PIPELINE_DEPTH);
     eprintln!("SmolLM2 Q4_1 on wgpu: {} prompt tokens + {} greedy ids in {:.1?}", prompt.len(), got.len(), t0.elapsed());
     assert_eq!(got, want, "SmolLM2 Q4_1 greedy ids on wgpu");
+}
+
+/// The real Qwen2.5-Coder-0.5B GGUF (Q5_0 / Q8_0 / Q4_K / Q6_K) with every Q4_K and Q6_K decode
+/// matvec on the planes kernels (integer dot products over the activations' 8-bit planes; by
+/// default only matrices of 2^24+ weights take them, which this model has none of): the
+/// reference prompt's first 8 greedy ids from transformers. 8 of the 32, so lavapipe stays quick.
+#[test]
+fn qwen2_5_coder_planes_greedy_ids_on_wgpu() {
+    let path = real_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let files = engine::loader::open_model(&path).expect("open gguf");
+    let reference = read_json(&fixtures().join("real/qwen2.5-coder-0.5b-instruct-q4_k_m.json"));
+    let prompt = ids(&reference["prompt_ids"]);
+    let want = &ids(&reference["greedy_ids"])[..8];
+    let device = gpu(WgpuOptions { planes_min_weights: Some(0), ..Default::default() });
+    assert!(device.info().name.contains("planes matvecs"), "{}", device.info().name);
+    let opts = ModelOptions { context: 128, chunk: 64, all_logits: false };
+    let mut s = session(Box::new(device), files.source.as_ref(), files.config.clone(), opts);
+    let t0 = std::time::Instant::now();
+    let got = pipelined_greedy(&mut s, &prompt, want.len(), engine::session::DECODE_PIPELINE_DEPTH);
+    eprintln!("Qwen2.5-Coder-0.5B, planes matvecs, on wgpu: {} prompt tokens + {} greedy ids in {:.1?}", prompt.len(), got.len(), t0.elapsed());
+    assert_eq!(got, want, "Qwen2.5-Coder-0.5B greedy ids on wgpu with planes matvecs");
 }

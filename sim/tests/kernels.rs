@@ -37,7 +37,7 @@ fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));
 }
 
-const TENSOR_CORES: engine::shaders::Variants = engine::shaders::Variants { tensor_cores: true, planes_matvecs: false };
+const TENSOR_CORES: engine::shaders::Variants = engine::shaders::Variants { tensor_cores: true, planes_matvecs: false, planes_min_weights: None };
 
 /// The simulator with the tensor-core MatMul kernels (matmul_coop_<format>.wgsl: cooperative
 /// matrices, f16 hi + lo operands) in place of the plain ones, tiles as `WgpuDevice` picks them.
@@ -114,7 +114,7 @@ fn every_registry_kernel_has_bytecode() {
             assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
         }
         // The variants too (native builds embed the tensor-core ones).
-        let all = engine::shaders::Variants { tensor_cores: true, planes_matvecs: true };
+        let all = engine::shaders::Variants { tensor_cores: true, planes_matvecs: true, planes_min_weights: None };
         let file = engine::shaders::kernel_file_for(kernel, all).expect("file");
         let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
         for entry in engine::shaders::entry_points_for(kernel, all) {

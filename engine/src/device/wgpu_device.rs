@@ -38,6 +38,9 @@ pub struct WgpuOptions {
     pub kernel_times: bool,
     /// Keep the f32 decode matvecs where a planes variant exists (tests of both paths).
     pub no_planes_matvecs: bool,
+    /// Run planes matvecs from this many weights (default `shaders::PLANES_MIN_WEIGHTS`): tests
+    /// use 0 to run the planes path on small models.
+    pub planes_min_weights: Option<u64>,
 }
 
 struct Buffer {
@@ -380,7 +383,7 @@ impl WgpuDevice {
             staging_busy: false,
             readbacks: Vec::new(),
             dummy,
-            variants: shaders::Variants { tensor_cores, planes_matvecs },
+            variants: shaders::Variants { tensor_cores, planes_matvecs, planes_min_weights: opts.planes_min_weights },
             errors,
             lost,
             pending_scopes: Vec::new(),

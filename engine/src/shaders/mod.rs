@@ -154,6 +154,9 @@ pub struct Variants {
     /// (matvec_planes_<format>.wgsl, formats of `is_planes_matvec`): a `quantize` dispatch
     /// into the device scratch, then the matvec.
     pub planes_matvecs: bool,
+    /// Fewest weights for which a planes matvec quantizes (None: `PLANES_MIN_WEIGHTS`); tests
+    /// lower it to run the planes path on small models.
+    pub planes_min_weights: Option<u64>,
 }
 
 /// Whether `format` has a planes matvec (matvec_planes_<format>.wgsl).
@@ -293,12 +296,13 @@ pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
 /// Fewest weights for which a planes matvec quantizes its activations: below, the `quantize`
 /// dispatch costs more than the integer dot products save (H200: the 0.5B's matrices, 1-9 M
 /// weights, lost 3 % of decode speed; the 8B's, 16-117 M, gained 13 %).
-const PLANES_MIN_WEIGHTS: u64 = 1 << 24;
+pub const PLANES_MIN_WEIGHTS: u64 = 1 << 24;
 
 /// Whether `op` quantizes its activations into planes on a device with `variants` (else a
 /// planes kernel runs its f32 entry points).
 fn is_planes_op(op: &Op, variants: Variants) -> bool {
-    matches!(op, Op::MatMul { p, .. } if p.m == 1 && p.n as u64 * p.k as u64 >= PLANES_MIN_WEIGHTS)
+    let min_weights = variants.planes_min_weights.unwrap_or(PLANES_MIN_WEIGHTS);
+    matches!(op, Op::MatMul { p, .. } if p.m == 1 && p.n as u64 * p.k as u64 >= min_weights)
         && uses_planes(op.kernel_id(), variants)
 }
 
@@ -571,7 +575,7 @@ mod tests {
             out: BufferId(2),
             p: MatMulParams { m, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
         };
-        let coop = Variants { tensor_cores: true, planes_matvecs: false };
+        let coop = Variants { tensor_cores: true, ..Default::default() };
         let tile = |m, n| {
             let plan = plan_for(&op(m, n, 4096), coop).unwrap();
             assert_eq!(plan.len(), 1);
@@ -602,7 +606,7 @@ mod tests {
             out: BufferId(2),
             p: MatMulParams { m: 1, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
         };
-        let planes = Variants { tensor_cores: false, planes_matvecs: true };
+        let planes = Variants { planes_matvecs: true, ..Default::default() };
         let entries = |op: &Op| {
             let names = entry_points_for(op.kernel_id(), planes);
             plan_for(op, planes).unwrap().iter().map(|d| (names[d.entry], d.workgroups)).collect::<Vec<_>>()
