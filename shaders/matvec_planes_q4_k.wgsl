@@ -35,6 +35,7 @@
 #include "common/k_scales.wgsl"
 #include "common/matvec_q4_k_f32.wgsl"
 #include "common/planes.wgsl"
+#include "common/matvec_f32_entries.wgsl"
 
 // One row's share of a slot: `q` its 16 qs bytes, `block_meta` its block's (d, dmin) and
 // scales, `c` the sub-block pair, `x_lo` / `x_hi` the slot's two groups.
@@ -73,20 +74,4 @@ fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
         sum_b += slot_dot(qb, meta_b, c, x_lo, x_hi);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
-}
-
-// The f32 kernel's entry points (matvec_q4_k.wgsl), for matrices too small to repay `quantize`.
-@compute @workgroup_size(128)
-fn f32_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 32u);
-}
-
-@compute @workgroup_size(128)
-fn f32_lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 64u);
-}
-
-@compute @workgroup_size(128)
-fn f32_lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 128u);
 }

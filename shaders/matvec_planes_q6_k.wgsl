@@ -25,6 +25,7 @@
 #include "common/matvec_rows.wgsl"
 #include "common/matvec_q6_k_f32.wgsl"
 #include "common/planes.wgsl"
+#include "common/matvec_f32_entries.wgsl"
 
 // The 6-bit weights of 16 elements as bytes: low bits from `ql` (shifted by `ql_shift`), top
 // two from `qh` (shifted by `qh_shift`).
@@ -77,20 +78,4 @@ fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
         sum_b += slot_dot(ql_b, qh_b, scales_b, d_b, slot, x_lo, x_hi);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
-}
-
-// The f32 kernel's entry points (matvec_q6_k.wgsl), for matrices too small to repay `quantize`.
-@compute @workgroup_size(128)
-fn f32_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 32u);
-}
-
-@compute @workgroup_size(128)
-fn f32_lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 64u);
-}
-
-@compute @workgroup_size(128)
-fn f32_lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matvec_pairs_f32(wid, nwg, tid, 128u);
 }

@@ -93,6 +93,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/matmul_params.wgsl"),
     shader!("common/matmul_struct.wgsl"),
     shader!("common/matvec_body.wgsl"),
+    shader!("common/matvec_f32_entries.wgsl"),
     shader!("common/matvec_q4_k_f32.wgsl"),
     shader!("common/matvec_q6_k_f32.wgsl"),
     shader!("common/matvec_rows.wgsl"),
