@@ -14,7 +14,9 @@
 //! - at a warp-uniform (scalar) address, the guarded and plain reads → `LdStorageBelowNS` (one
 //!   read per word for the warp, broadcast); a field shifted by a uniform amount, scaled and
 //!   offset → `UnpackFSMulAdd`, and with the multiply-add of its dot product → `UnpackFSDot`;
-//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`;
+//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`; four of those chained
+//!   through their accumulators on one word, their activations from one `LdStorageBelowNS` →
+//!   `UnpackFSDot4` / `SExtDot4`, which read the activations themselves;
 //! - scalar copies are propagated, unread scalar ops dropped, and loop-invariant scalar ops
 //!   hoisted in front of their loop.
 
@@ -42,6 +44,8 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::UnpackFSMulAdd { d, .. }
         | Inst::UnpackFSDot { d, .. }
         | Inst::SExtDot { d, .. }
+        | Inst::UnpackFSDot4 { d, .. }
+        | Inst::SExtDot4 { d, .. }
         | Inst::SExtF { d, .. }
         | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
@@ -83,6 +87,18 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
                 out.push(acc);
             }
         }
+        Inst::UnpackFSDot4 { a, m, c, acc, .. } => {
+            out.extend([a, m, c]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
+        Inst::SExtDot4 { a, acc, .. } => {
+            out.push(a);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
         Inst::Select { c, t, f, .. } => out.extend([c, t, f]),
         Inst::ExtractBits { e, off, cnt, .. } => out.extend([e, off, cnt]),
         Inst::InsertBits { e, n, off, cnt, .. } => out.extend([e, n, off, cnt]),
@@ -119,6 +135,18 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
         }
         Inst::SExtDot { a, x, acc, .. } => {
             (g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { a, m, c, acc, .. } => {
+            (g(a), g(m), g(c));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot4 { a, acc, .. } => {
+            g(a);
             if *acc != NO_REG {
                 g(acc);
             }
@@ -309,6 +337,18 @@ fn ssources(inst: &Inst, out: &mut Vec<SReg>) {
                 out.push(bound);
             }
         }
+        Inst::UnpackFSDot4 { s, xaddr, xbound, .. } => {
+            out.extend([s, xaddr]);
+            if xbound != NO_REG {
+                out.push(xbound);
+            }
+        }
+        Inst::SExtDot4 { xaddr, xbound, .. } => {
+            out.push(xaddr);
+            if xbound != NO_REG {
+                out.push(xbound);
+            }
+        }
         Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => out.push(c),
         _ => {}
     }
@@ -327,6 +367,18 @@ fn map_ssources(inst: &mut Inst, f: impl Fn(SReg) -> SReg) {
             g(addr);
             if *bound != NO_REG {
                 g(bound);
+            }
+        }
+        Inst::UnpackFSDot4 { s, xaddr, xbound, .. } => {
+            (g(s), g(xaddr));
+            if *xbound != NO_REG {
+                g(xbound);
+            }
+        }
+        Inst::SExtDot4 { xaddr, xbound, .. } => {
+            g(xaddr);
+            if *xbound != NO_REG {
+                g(xbound);
             }
         }
         Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => g(c),
@@ -801,6 +853,8 @@ pub fn fuse(prog: &mut EntryProgram) {
         }
         insts[k] = Inst::LdStorageBelowNS { table, n, binding, addr: s, off, bound: NO_REG };
     }
+    // Chains of four dot-product steps on one word, their activations read in place.
+    fuse_dot4(prog, &mut insts, &uses, &mut removed, &new_tables);
     // Broadcasts nobody reads any more go.
     let mut vreads = vec![0u32; prog.n_regs as usize];
     for (i, inst) in insts.iter().enumerate() {
@@ -826,6 +880,150 @@ pub fn fuse(prog: &mut EntryProgram) {
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     prog.insts = compact(insts, &removed);
     hoist_invariants(prog);
+}
+
+/// One dot-product step: `UnpackFSDot` or `SExtDot`, its fields apart from `d`, `x` and `acc`
+/// (which must agree along a chain) and its shift.
+#[derive(PartialEq)]
+enum DotStep {
+    Unpack { a: Reg, s: SReg, mask1: u32, mask: u32, m: Reg, c: Reg },
+    SExt { a: Reg, shr: u32 },
+}
+
+fn dot_step(inst: &Inst) -> Option<(DotStep, u32, Reg, Reg, Reg)> {
+    match *inst {
+        Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c, x, acc } => Some((DotStep::Unpack { a, s, mask1, mask, m, c }, shift & 31, d, x, acc)),
+        Inst::SExtDot { d, a, shl, shr, x, acc } if shl < 32 => Some((DotStep::SExt { a, shr }, shl, d, x, acc)),
+        _ => None,
+    }
+}
+
+/// Four `UnpackFSDot`s (or `SExtDot`s) in a row on one word, each result read only as the next
+/// one's accumulator, whose activations are four consecutive words of one `LdStorageBelowNS`
+/// (each written only there, in the same basic block, with no store and no write of its scalar
+/// address or bound in between, so a read at the dot gives the same words) → `UnpackFSDot4` /
+/// `SExtDot4` at the last one's place. A `LdStorageBelowNS` none of whose words is read any
+/// more goes.
+fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+    let nr = prog.n_regs as usize;
+    let table = |at: u32, n: u32| -> Vec<Reg> {
+        (at..at + n).map(|i| if (i as usize) < prog.tables.len() { prog.tables[i as usize] } else { new_tables[i as usize - prog.tables.len()] }).collect()
+    };
+    let (mut reads, mut writes) = (vec![0u32; nr], vec![0u32; nr]);
+    let mut xdef: Vec<Option<(usize, u32)>> = vec![None; nr];
+    // Preloaded registers and those of dynamically indexed tables never qualify.
+    for &(_, r) in &prog.builtins {
+        writes[r as usize] += 2;
+    }
+    for &r in &prog.tables {
+        (reads[r as usize], writes[r as usize]) = (reads[r as usize] + 2, writes[r as usize] + 2);
+    }
+    let mut src = Vec::new();
+    for (i, inst) in insts.iter().enumerate() {
+        if removed[i] {
+            continue;
+        }
+        match *inst {
+            Inst::LdStorageN { table: at, n, addr, .. } | Inst::LdStorageBelowN { table: at, n, addr, .. } => {
+                reads[addr as usize] += 1;
+                table(at, n).into_iter().for_each(|r| writes[r as usize] += 1);
+            }
+            Inst::LdStorageBelowNS { table: at, n, .. } => {
+                for (j, r) in table(at, n).into_iter().enumerate() {
+                    writes[r as usize] += 1;
+                    xdef[r as usize] = Some((i, j as u32));
+                }
+            }
+            _ => {
+                sources(inst, &mut src);
+                src.iter().for_each(|&r| reads[r as usize] += 1);
+                if let Some(d) = dest(inst) {
+                    writes[d as usize] += 1;
+                }
+            }
+        }
+    }
+    let mut k = 0;
+    while k < insts.len() {
+        // Four kept instructions from k on, with no block boundary among them.
+        let mut at = Vec::with_capacity(4);
+        let mut i = k;
+        while at.len() < 4 && i < insts.len() {
+            if i > k && uses.block_start[i] {
+                break;
+            }
+            if !removed[i] {
+                at.push(i);
+            }
+            i += 1;
+        }
+        let fused = (|| {
+            if at.len() < 4 {
+                return None;
+            }
+            let steps: Vec<_> = at.iter().map(|&i| dot_step(&insts[i])).collect::<Option<_>>()?;
+            let (ref kind, _, _, _, acc0) = steps[0];
+            for t in 1..4 {
+                let prev = steps[t - 1].2;
+                let inputs: &[Reg] = match *kind {
+                    DotStep::Unpack { a, m, c, .. } => &[a, m, c],
+                    DotStep::SExt { a, .. } => &[a],
+                };
+                if steps[t].0 != *kind || steps[t].4 != prev || reads[prev as usize] != 1 || writes[prev as usize] != 1 || inputs.contains(&prev) || prev == acc0 {
+                    return None;
+                }
+            }
+            // The activations: words p .. p + 4 of one uniform read.
+            let (kx, p) = xdef[steps[0].3 as usize]?;
+            for (t, st) in steps.iter().enumerate() {
+                if xdef[st.3 as usize] != Some((kx, p + t as u32)) || writes[st.3 as usize] != 1 {
+                    return None;
+                }
+            }
+            let Inst::LdStorageBelowNS { binding, addr, off, bound, .. } = insts[kx] else { return None };
+            if kx >= at[0] || uses.block_start[kx + 1..=at[3]].iter().any(|&b| b) {
+                return None;
+            }
+            let quiet = (kx + 1..at[3]).all(|m| {
+                removed[m]
+                    || match insts[m] {
+                        Inst::StStorage { .. } | Inst::StShared { .. } | Inst::Atomic { .. } | Inst::Barrier => false,
+                        ref x => sdest(x).is_none_or(|s| s != addr && s != bound),
+                    }
+            });
+            if !quiet {
+                return None;
+            }
+            let shifts = steps.iter().enumerate().fold(0u32, |acc, (t, st)| acc | st.1 << (8 * t));
+            let (d, xoff) = (steps[3].2, off.wrapping_add(p));
+            Some(match *kind {
+                DotStep::Unpack { a, s, mask1, mask, m, c } => Inst::UnpackFSDot4 { d, a, s, shifts, mask1, mask, m, c, acc: acc0, xbinding: binding, xaddr: addr, xoff, xbound: bound },
+                DotStep::SExt { a, shr } => Inst::SExtDot4 { d, a, shls: shifts, shr, acc: acc0, xbinding: binding, xaddr: addr, xoff, xbound: bound },
+            })
+        })();
+        match fused {
+            Some(inst) => {
+                for &i in &at {
+                    if let Some((_, _, _, x, _)) = dot_step(&insts[i]) {
+                        reads[x as usize] -= 1;
+                    }
+                }
+                for &i in &at[..3] {
+                    removed[i] = true;
+                }
+                insts[at[3]] = inst;
+                k = at[3] + 1;
+            }
+            None => k += 1,
+        }
+    }
+    for i in 0..insts.len() {
+        if let Inst::LdStorageBelowNS { table: at, n, .. } = insts[i] {
+            if !removed[i] && table(at, n).iter().all(|&r| reads[r as usize] == 0 && !prog.tables.contains(&r)) {
+                removed[i] = true;
+            }
+        }
+    }
 }
 
 /// Loop-invariant code motion of scalar instructions: a pure scalar op inside a loop (from a

@@ -65,6 +65,20 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
                 u.push(acc);
             }
         }
+        Inst::UnpackFSDot4 { d: dd, a, m, c, acc, .. } => {
+            d.push(dd);
+            u.extend([a, m, c]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
+        Inst::SExtDot4 { d: dd, a, acc, .. } => {
+            d.push(dd);
+            u.push(a);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
         Inst::ExtractBits { d: x, e, off, cnt, .. } => (d.push(x), u.extend([e, off, cnt])).0,
         Inst::InsertBits { d: x, e, n, off, cnt } => (d.push(x), u.extend([e, n, off, cnt])).0,
         Inst::Gather { d: x, table: at, len, idx, .. } => {
@@ -137,6 +151,18 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
         }
         Inst::SExtDot { d, a, x, acc, .. } => {
             (g(d), g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { d, a, m, c, acc, .. } => {
+            (g(d), g(a), g(m), g(c));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot4 { d, a, acc, .. } => {
+            (g(d), g(a));
             if *acc != NO_REG {
                 g(acc);
             }
@@ -222,16 +248,13 @@ pub fn allocate(prog: &mut EntryProgram) {
     // Who may share: written once, by an instruction that is not a variable store.
     let mut writes = vec![0u32; n];
     let mut pinned = vec![false; n];
-    // Registers no instruction, table or built-in names (values the peephole fused away) get
-    // no register at all.
+    // Registers no instruction (directly or through the table it uses) or built-in names (values
+    // the peephole fused away) get no register at all.
     let mut named = vec![false; n];
     pinned[ZERO as usize] = true;
     named[ZERO as usize] = true;
     for &(_, r) in &prog.builtins {
         pinned[r as usize] = true;
-        named[r as usize] = true;
-    }
-    for &r in &prog.tables {
         named[r as usize] = true;
     }
     let mut acc = Access { uses: Vec::new(), defs: Vec::new() };
@@ -385,8 +408,10 @@ pub fn allocate(prog: &mut EntryProgram) {
     for inst in &mut prog.insts {
         rename(inst, &map);
     }
+    // Entries of tables no instruction uses any more (a multi-word load the peephole fused
+    // away) name no register: register 0.
     for r in &mut prog.tables {
-        *r = map(*r);
+        *r = if named[*r as usize] { map(*r) } else { ZERO };
     }
     for (_, r) in &mut prog.builtins {
         *r = map(*r);
