@@ -776,8 +776,14 @@ impl<'p> Worker<'p> {
                         touch_words(cache, c, xbinding, sregs[u(xaddr)].wrapping_add(xoff), 4);
                     }
                     c.words_loaded += 4;
+                    // `((a >> s1) & mask1) >> s2 & mask` = `(a >> (s1 + s2)) & ((mask1 >> s2) & mask)`
+                    // (0 when s1 + s2 >= 32: every bit shifted out): one shift and one mask a step.
                     let sh = sregs[u(s)] & 31;
-                    let st = [shifts & 31, shifts >> 8 & 31, shifts >> 16 & 31, shifts >> 24 & 31];
+                    let (mut st, mut sm) = ([0u32; 4], [0u32; 4]);
+                    for t in 0..4 {
+                        let total = (shifts >> (8 * t) & 31) + sh;
+                        (st[t], sm[t]) = if total < 32 { (total, (mask1 >> sh) & mask) } else { (0, 0) };
+                    }
                     let base = regs.as_mut_ptr();
                     // SAFETY: `check_program` verified every index; sources aliasing the
                     // destination are copied first (the lanes are read before any is written).
@@ -797,7 +803,7 @@ impl<'p> Worker<'p> {
                         let o: &mut Lanes = &mut *base.add(d);
                         by_mask!(mask, cvt => {
                             // Each step as `UnpackFSDot`: w = q * m + c, then w * x + acc.
-                            let w = |l: usize, t: usize| (cvt(((a[l].wrapping_shr(st[t]) & mask1) >> sh) & mask) * f(m[l])) + f(cc[l]);
+                            let w = |l: usize, t: usize| (cvt((a[l] >> st[t]) & sm[t]) * f(m[l])) + f(cc[l]);
                             match accv {
                                 Some(acc) => {
                                     for l in 0..W {

@@ -994,7 +994,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let b = 8u * g;
         let v = load8(b, p.k);
         acc += dot(lo, v.lo) + dot(hi, v.hi);
-        let u = d * vec4<f32>((((vec4<u32>(w0 ^ w1) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) >> vec4<u32>(4u - shift)) & vec4<u32>(0xfu)) + m;
+        // A uniform shift of 0, 4 or 8: with the byte shift of 24 every bit goes (32 in all).
+        let shift3 = (g % 3u) * 4u;
+        let u = d * vec4<f32>((((vec4<u32>(w0 ^ w1) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) >> vec4<u32>(shift3)) & vec4<u32>(0xfu)) + m;
         acc3 = acc3 + u.x * v.lo.x + u.y * v.lo.y + u.z * v.lo.z + u.w * v.lo.w;
         let s = vec4<f32>((vec4<i32>(bitcast<i32>(w0 ^ w1)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
         let ys = y[g];
@@ -1039,7 +1041,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
                 // WGSL dot: ((a0 b0 + a1 b1) + a2 b2) + a3 b3, as the simulator lowers it.
                 let dot = |a: &[f32], v: &dyn Fn(u32) -> f32| ((a[0] * v(0) + a[1] * v(1)) + a[2] * v(2)) + a[3] * v(3);
                 acc += dot(&lo, &x) + dot(&hi, &|j| x(j + 4));
-                let u: Vec<f32> = (0..4).map(|b| d * (((((w0 ^ w1) >> (8 * b)) & 0xff) >> (4 - shift)) & 0xf) as f32 + m).collect();
+                let u: Vec<f32> = (0..4).map(|b| d * (((((w0 ^ w1) >> (8 * b)) & 0xff) >> ((g % 3) * 4)) & 0xf) as f32 + m).collect();
                 acc3 = acc3 + u[0] * x(0) + u[1] * x(1) + u[2] * x(2) + u[3] * x(3);
                 let s: Vec<f32> = (0..4).map(|b| ((((w0 ^ w1) << (24 - 8 * b)) as i32) >> 24) as f32).collect();
                 bytes += dot(&s, &y);
