@@ -246,6 +246,27 @@ macro_rules! by_mask {
     };
 }
 
+/// `o = a + (b + c)` (`a + b` without `c`; `a` is `o` itself when `None`) in the lanes of
+/// `exec`: the sums into a stack copy (so the lane loops vectorise), then the masked copy.
+#[inline(always)]
+fn add_masked(o: &mut Lanes, a: Option<&Lanes>, b: &Lanes, c: Option<&Lanes>, exec: u64) {
+    let mut r = [0u32; W];
+    let s: &Lanes = a.unwrap_or(o);
+    match c {
+        Some(c) => {
+            for l in 0..W {
+                r[l] = (f(s[l]) + (f(b[l]) + f(c[l]))).to_bits();
+            }
+        }
+        None => {
+            for l in 0..W {
+                r[l] = (f(s[l]) + f(b[l])).to_bits();
+            }
+        }
+    }
+    masked_copy(o, &r, exec);
+}
+
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
 #[inline(always)]
 fn nonzero(v: &Lanes) -> u64 {
@@ -515,6 +536,7 @@ fn check_program(prog: &EntryProgram) {
             Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
+            Inst::AddMasked { d, a, b, c } => (r(d), r(a), r(b), if c != NO_REG { r(c) }).3,
             Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
             Inst::InsertBits { d, e, n, off, cnt } => (r(d), r(e), r(n), r(off), r(cnt)).4,
             Inst::Gather { d, table, len, idx, .. } => (r(d), r(idx), t(table, len)).2,
@@ -669,6 +691,32 @@ impl<'p> Worker<'p> {
                 Inst::Movi { d, imm } => regs[u(d)] = [imm; W],
                 Inst::Mov { d, s } => regs[u(d)] = regs[u(s)],
                 Inst::MovMasked { d, s } => op1!(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
+                Inst::AddMasked { d, a, b, c: cc } => {
+                    let (d, a, b) = (u(d), u(a), u(b));
+                    let base = regs.as_mut_ptr();
+                    // SAFETY: `check_program` verified every index. `a` is usually `d` (the
+                    // variable added to): then it is read through the destination itself; other
+                    // sources that alias the destination are copied first.
+                    unsafe {
+                        let (tb, tc): (Lanes, Lanes);
+                        let bv: &Lanes = if b == d {
+                            tb = *base.add(b);
+                            &tb
+                        } else {
+                            &*base.add(b)
+                        };
+                        let cv: Option<&Lanes> = match cc {
+                            NO_REG => None,
+                            x if u(x) == d => {
+                                tc = *base.add(d);
+                                Some(&tc)
+                            }
+                            x => Some(&*base.add(u(x))),
+                        };
+                        let av: Option<&Lanes> = if a == d { None } else { Some(&*base.add(a)) };
+                        add_masked(&mut *base.add(d), av, bv, cv, exec);
+                    }
+                }
                 Inst::Bin { op, d, a, b } => op2!(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
                 Inst::BinImm { op, d, a, imm } => {
                     // Hardware division costs ~25 cycles a lane: powers of two become shifts.

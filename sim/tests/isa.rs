@@ -1012,6 +1012,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     assert!(dot4(false) && dot4(true), "unpack dot chains, with and without an accumulator in");
     assert!(has(&program, |i| matches!(*i, Inst::SExtDot4 { xbound, .. } if xbound == qwglm_sim_lower::isa::NO_REG)), "signed-byte dot chain, unguarded reads");
     assert!(!has(&program, |i| matches!(i, Inst::LdStorageBelowNS { .. } | Inst::UnpackFSDot { .. } | Inst::SExtDot { .. })), "every chain fused, the activation loads gone");
+    // `bytes += dot(..)` and `acc += dot(..) + dot(..)`: the adds into the variables fused too.
+    for c_in in [false, true] {
+        assert!(has(&program, move |i| matches!(*i, Inst::AddMasked { c, .. } if (c != qwglm_sim_lower::isa::NO_REG) == c_in)), "AddMasked, c given: {c_in}");
+    }
     let n = 7u32;
     let mut seed = 11u32;
     let words: Vec<u32> = (0..2 * 64 * n)
@@ -1050,5 +1054,52 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             assert_eq!(f32::from_bits(bufs[3][(lid * 3 + 1) as usize]).to_bits(), acc3.to_bits(), "k {k} lane {lid} (accumulator into the chain)");
             assert_eq!(f32::from_bits(bufs[3][(lid * 3 + 2) as usize]).to_bits(), bytes.to_bits(), "k {k} lane {lid} (signed bytes)");
         }
+    }
+}
+
+#[test]
+fn masked_accumulations_fuse_and_keep_inactive_lanes() {
+    // `acc += a + b` and `acc += a` under a per-lane condition: the adds and the variable's
+    // masked store become one `AddMasked`; lanes outside the branch keep their values.
+    let src = r#"
+struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    var acc = f32(lid) * 0.1;
+    var acc2 = 1.0;
+    for (var i = 0u; i < p.n; i++) {
+        let a = x[lid * p.n + i];
+        let b = x[(lid * p.n + i * 7u) % (64u * p.n)];
+        if (lid % 3u != 0u) {
+            acc2 += a + b;
+            acc += a * b;
+        }
+    }
+    out[2u * lid] = acc;
+    out[2u * lid + 1u] = acc2;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(*i, Inst::AddMasked { c, .. } if c != qwglm_sim_lower::isa::NO_REG)), "acc2 += a + b fused");
+    let n = 5u32;
+    let xs: Vec<f32> = (0..64 * n).map(|i| (i as f32 * 0.61).sin() * 1e3 + 0.3).collect();
+    let mut bufs = vec![xs.iter().map(|v| v.to_bits()).collect(), vec![0u32; 128]];
+    run(src, "main", &mut bufs, &[n, 0, 0, 0], [1, 1, 1], 1);
+    for lid in 0..64u32 {
+        let (mut acc, mut acc2) = (lid as f32 * 0.1, 1.0f32);
+        for i in 0..n {
+            let a = xs[(lid * n + i) as usize];
+            let b = xs[((lid * n + i * 7) % (64 * n)) as usize];
+            if lid % 3 != 0 {
+                acc2 += a + b;
+                acc += a * b;
+            }
+        }
+        assert_eq!(bufs[1][(2 * lid) as usize], acc.to_bits(), "lane {lid} (acc)");
+        assert_eq!(bufs[1][(2 * lid + 1) as usize], acc2.to_bits(), "lane {lid} (acc2)");
     }
 }

@@ -166,6 +166,10 @@ pub enum Inst {
     Mov { d: Reg, s: Reg },
     /// `d = s` in active lanes only: a store into a function variable.
     MovMasked { d: Reg, s: Reg },
+    /// Superinstruction (peephole of one or two `FAdd`s whose sum a `MovMasked` stores):
+    /// `d = a + (b + c)` (`a + b` when `c` is `NO_REG`) in active lanes only, f32, rounded after
+    /// each add as the separate instructions: `acc += x + y` into a function variable.
+    AddMasked { d: Reg, a: Reg, b: Reg, c: Reg },
     Bin { op: BinOp, d: Reg, a: Reg, b: Reg },
     /// `Bin` with an immediate right operand (constant folded by the compiler).
     BinImm { op: BinOp, d: Reg, a: Reg, imm: u32 },

@@ -17,6 +17,7 @@
 //!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`; four of those chained
 //!   through their accumulators on one word, their activations from one `LdStorageBelowNS` →
 //!   `UnpackFSDot4` / `SExtDot4`, which read the activations themselves;
+//! - `v = a + (x + y)` (or `a + x`) stored into a function variable by `MovMasked` → `AddMasked`;
 //! - scalar copies are propagated, unread scalar ops dropped, and loop-invariant scalar ops
 //!   hoisted in front of their loop.
 
@@ -28,6 +29,7 @@ fn dest(inst: &Inst) -> Option<Reg> {
         Inst::Movi { d, .. }
         | Inst::Mov { d, .. }
         | Inst::MovMasked { d, .. }
+        | Inst::AddMasked { d, .. }
         | Inst::Bin { d, .. }
         | Inst::BinImm { d, .. }
         | Inst::Un { d, .. }
@@ -66,6 +68,12 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
     match *inst {
         Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
+        Inst::AddMasked { d, a, b, c } => {
+            out.extend([d, a, b]);
+            if c != NO_REG {
+                out.push(c);
+            }
+        }
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
         Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => out.extend([a, b, c]),
         Inst::UnpackFMul { a, m, .. } => out.extend([a, m]),
@@ -121,6 +129,12 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
     match inst {
         Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => g(s),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } | Inst::UnpackFMul { a, m: b, .. } => (g(a), g(b)).1,
+        Inst::AddMasked { a, b, c, .. } => {
+            (g(a), g(b));
+            if *c != NO_REG {
+                g(c);
+            }
+        }
         Inst::UnpackFSMulAdd { a, m, c, .. } => {
             (g(a), g(m));
             if *c != NO_REG {
@@ -855,6 +869,8 @@ pub fn fuse(prog: &mut EntryProgram) {
     }
     // Chains of four dot-product steps on one word, their activations read in place.
     fuse_dot4(prog, &mut insts, &uses, &mut removed, &new_tables);
+    // `acc += x + y` into a variable: the adds and the masked store → AddMasked.
+    fuse_masked_adds(prog, &mut insts, &uses, &mut removed, &new_tables);
     // Broadcasts nobody reads any more go.
     let mut vreads = vec![0u32; prog.n_regs as usize];
     for (i, inst) in insts.iter().enumerate() {
@@ -898,17 +914,18 @@ fn dot_step(inst: &Inst) -> Option<(DotStep, u32, Reg, Reg, Reg)> {
     }
 }
 
-/// Four `UnpackFSDot`s (or `SExtDot`s) in a row on one word, each result read only as the next
-/// one's accumulator, whose activations are four consecutive words of one `LdStorageBelowNS`
-/// (each written only there, in the same basic block, with no store and no write of its scalar
-/// address or bound in between, so a read at the dot gives the same words) → `UnpackFSDot4` /
-/// `SExtDot4` at the last one's place. A `LdStorageBelowNS` none of whose words is read any
-/// more goes.
-fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+/// Registers `at .. at + n` of the tables (`prog.tables`, then the peephole's new ones).
+fn table_regs(prog: &EntryProgram, new_tables: &[Reg], at: u32, n: u32) -> Vec<Reg> {
+    (at..at + n).map(|i| if (i as usize) < prog.tables.len() { prog.tables[i as usize] } else { new_tables[i as usize - prog.tables.len()] }).collect()
+}
+
+/// Reads and writes of every vector register by the kept instructions (preloaded registers and
+/// those of dynamically indexed tables count twice, so they never look single-use), and for the
+/// words of each `LdStorageBelowNS`, the instruction and the word's position.
+#[allow(clippy::type_complexity)]
+fn counts(prog: &EntryProgram, insts: &[Inst], removed: &[bool], new_tables: &[Reg]) -> (Vec<u32>, Vec<u32>, Vec<Option<(usize, u32)>>) {
     let nr = prog.n_regs as usize;
-    let table = |at: u32, n: u32| -> Vec<Reg> {
-        (at..at + n).map(|i| if (i as usize) < prog.tables.len() { prog.tables[i as usize] } else { new_tables[i as usize - prog.tables.len()] }).collect()
-    };
+    let table = |at: u32, n: u32| table_regs(prog, new_tables, at, n);
     let (mut reads, mut writes) = (vec![0u32; nr], vec![0u32; nr]);
     let mut xdef: Vec<Option<(usize, u32)>> = vec![None; nr];
     // Preloaded registers and those of dynamically indexed tables never qualify.
@@ -943,6 +960,18 @@ fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut
             }
         }
     }
+    (reads, writes, xdef)
+}
+
+/// Four `UnpackFSDot`s (or `SExtDot`s) in a row on one word, each result read only as the next
+/// one's accumulator, whose activations are four consecutive words of one `LdStorageBelowNS`
+/// (each written only there, in the same basic block, with no store and no write of its scalar
+/// address or bound in between, so a read at the dot gives the same words) → `UnpackFSDot4` /
+/// `SExtDot4` at the last one's place. A `LdStorageBelowNS` none of whose words is read any
+/// more goes.
+fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+    let table = |at: u32, n: u32| table_regs(prog, new_tables, at, n);
+    let (mut reads, writes, xdef) = counts(prog, insts, removed, new_tables);
     let mut k = 0;
     while k < insts.len() {
         // Four kept instructions from k on, with no block boundary among them.
@@ -1023,6 +1052,48 @@ fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut
                 removed[i] = true;
             }
         }
+    }
+}
+
+/// `t = x + y` (optional), `v = a + t` (either order), `MovMasked { d, s: v }`, each the
+/// previous kept instruction of the next in one basic block and each temporary read once
+/// → `AddMasked { d, a, x, y }` (f32 addition commutes exactly).
+fn fuse_masked_adds(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+    let (reads, writes, _) = counts(prog, insts, removed, new_tables);
+    let single = |r: Reg| reads[r as usize] == 1 && writes[r as usize] == 1;
+    // The kept instruction before `k` in its basic block.
+    let prev = |removed: &[bool], k: usize| -> Option<usize> {
+        let mut i = k;
+        while i > 0 && !uses.block_start[i] {
+            i -= 1;
+            if !removed[i] {
+                return Some(i);
+            }
+        }
+        None
+    };
+    for k in 0..insts.len() {
+        let Inst::MovMasked { d, s: v } = insts[k] else { continue };
+        if removed[k] || !single(v) {
+            continue;
+        }
+        let Some(j) = prev(removed, k) else { continue };
+        let Inst::Bin { op: BinOp::FAdd, d: vd, a: p, b: q } = insts[j] else { continue };
+        if vd != v {
+            continue;
+        }
+        let mut fused = Inst::AddMasked { d, a: p, b: q, c: NO_REG };
+        if let Some(i) = prev(removed, j) {
+            if let Inst::Bin { op: BinOp::FAdd, d: t, a: x, b: y } = insts[i] {
+                if single(t) && (t == p) != (t == q) {
+                    let a = if t == p { q } else { p };
+                    fused = Inst::AddMasked { d, a, b: x, c: y };
+                    removed[i] = true;
+                }
+            }
+        }
+        insts[k] = fused;
+        removed[j] = true;
     }
 }
 
