@@ -1,11 +1,12 @@
 // Times the simulator's mat-vecs in V8's wasm (the browser's engine), no browser needed:
 //   nice cargo build --release --target wasm32-unknown-unknown -p qwglm-sim --example wasm_bench
-//   node sim/examples/wasm_bench.mjs [runs]
+//   node sim/examples/wasm_bench.mjs [runs]     (WARMUP_MS, default 3000: time given to V8's tier-up)
 // SmolLM2-135M's decode shapes: Q4_1 gate+up 3072 x 576, down 576 x 1536, q+k+v 960 x 576, and
 // the Q8_0 output 49152 x 576. Prints the best of `runs` per shape and a checksum of the bits.
 import { readFileSync } from 'node:fs';
 
-const file = new URL('../../target/wasm32-unknown-unknown/release/examples/wasm_bench.wasm', import.meta.url);
+// WASM_BENCH_FILE: another build of the module (e.g. of an older commit), for A/B runs.
+const file = process.env.WASM_BENCH_FILE ?? new URL('../../target/wasm32-unknown-unknown/release/examples/wasm_bench.wasm', import.meta.url);
 // Dependencies bring wasm-bindgen imports that the mat-vec path never calls: stubs that throw.
 const stub = (mod) => new Proxy({}, { get: (_, name) => () => { throw new Error(`${mod}.${String(name)} called`); } });
 const imports = new Proxy({}, { get: (_, mod) => stub(String(mod)) });
