@@ -94,7 +94,9 @@ fn sim_matvec_rows() -> bool {
 }
 
 /// The simulator's own geometry for a decode mat-vec, where the kernel offers it: one thread per
-/// row (`sim_row_per_thread` of shaders/common/matvec_body.wgsl, 64 rows per workgroup) or per
+/// row, a whole weight block per loop pass (`sim_block_per_thread`, shaders/matvec_q4_1.wgsl) or
+/// 8 weights per pass (`sim_row_per_thread` of shaders/common/matvec_body.wgsl), 64 rows per
+/// workgroup, or per
 /// pair of rows (`sim_pair_per_thread` of shaders/common/matvec_rows.wgsl, 256 rows). A warp's
 /// lanes are SIMD lanes of one core here, not threads of a wide GPU: whole rows per lane need no
 /// reduction through workgroup memory and leave no lane idle at small k, and the loop counter
@@ -108,7 +110,7 @@ fn sim_matvec<'p>(op: &Op, program: &'p KernelProgram) -> Option<(&'p str, [u32;
     if !sim_matvec_rows() {
         return None;
     }
-    for (name, rows_per_thread) in [("sim_row_per_thread", 1), ("sim_pair_per_thread", 2)] {
+    for (name, rows_per_thread) in [("sim_block_per_thread", 1), ("sim_row_per_thread", 1), ("sim_pair_per_thread", 2)] {
         if let Some(entry) = program.entry(name) {
             let rows = entry.workgroup_size.iter().product::<u32>() * rows_per_thread;
             return Some((&entry.name, shaders::grid(p.n.div_ceil(rows))));

@@ -250,6 +250,27 @@ macro_rules! by_mask {
     };
 }
 
+/// `o = a + (b + c)` (`a + b` without `c`; `a` is `o` itself when `None`) in the lanes of
+/// `exec`: the sums into a stack copy (so the lane loops vectorise), then the masked copy.
+#[inline(always)]
+fn add_masked(o: &mut Lanes, a: Option<&Lanes>, b: &Lanes, c: Option<&Lanes>, exec: u64) {
+    let mut r = [0u32; W];
+    let s: &Lanes = a.unwrap_or(o);
+    match c {
+        Some(c) => {
+            for l in 0..W {
+                r[l] = (f(s[l]) + (f(b[l]) + f(c[l]))).to_bits();
+            }
+        }
+        None => {
+            for l in 0..W {
+                r[l] = (f(s[l]) + f(b[l])).to_bits();
+            }
+        }
+    }
+    masked_copy(o, &r, exec);
+}
+
 /// Lanes whose word is non-zero, as a mask (four lanes at a time so it vectorises).
 #[inline(always)]
 fn nonzero(v: &Lanes) -> u64 {
@@ -512,9 +533,14 @@ fn check_program(prog: &EntryProgram) {
             Inst::UnpackFSMulAdd { d, a, s: sh, m: b, c, .. } => (r(d), r(a), s(sh), r(b), if c != NO_REG { r(c) }).4,
             Inst::UnpackFSDot { d, a, s: sh, m, c, x, acc, .. } => (r(d), r(a), s(sh), r(m), r(c), r(x), if acc != NO_REG { r(acc) }).6,
             Inst::SExtDot { d, a, x, acc, .. } => (r(d), r(a), r(x), if acc != NO_REG { r(acc) }).3,
+            Inst::UnpackFSDot4 { d, a, s: sh, m, c, acc, xaddr, xbound, .. } => {
+                (r(d), r(a), s(sh), r(m), r(c), if acc != NO_REG { r(acc) }, s(xaddr), if xbound != NO_REG { s(xbound) }).7
+            }
+            Inst::SExtDot4 { d, a, acc, xaddr, xbound, .. } => (r(d), r(a), if acc != NO_REG { r(acc) }, s(xaddr), if xbound != NO_REG { s(xbound) }).4,
             Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (r(d), r(a), r(b), r(c)).3,
             Inst::UnpackFVar { d, a, s: b, .. } | Inst::Bin { d, a, b, .. } => (r(d), r(a), r(b)).2,
             Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::Select { d, c: a, t: b, f: c } => (r(d), r(a), r(b), r(c)).3,
+            Inst::AddMasked { d, a, b, c } => (r(d), r(a), r(b), if c != NO_REG { r(c) }).3,
             Inst::ExtractBits { d, e, off, cnt, .. } => (r(d), r(e), r(off), r(cnt)).3,
             Inst::InsertBits { d, e, n, off, cnt } => (r(d), r(e), r(n), r(off), r(cnt)).4,
             Inst::Gather { d, table, len, idx, .. } => (r(d), r(idx), t(table, len)).2,
@@ -672,6 +698,32 @@ impl<'p> Worker<'p> {
                 Inst::Movi { d, imm } => regs[u(d)] = [imm; W],
                 Inst::Mov { d, s } => regs[u(d)] = regs[u(s)],
                 Inst::MovMasked { d, s } => op1!(regs, u(d), u(s), |o, v| masked_copy(o, v, exec)),
+                Inst::AddMasked { d, a, b, c: cc } => {
+                    let (d, a, b) = (u(d), u(a), u(b));
+                    let base = regs.as_mut_ptr();
+                    // SAFETY: `check_program` verified every index. `a` is usually `d` (the
+                    // variable added to): then it is read through the destination itself; other
+                    // sources that alias the destination are copied first.
+                    unsafe {
+                        let (tb, tc): (Lanes, Lanes);
+                        let bv: &Lanes = if b == d {
+                            tb = *base.add(b);
+                            &tb
+                        } else {
+                            &*base.add(b)
+                        };
+                        let cv: Option<&Lanes> = match cc {
+                            NO_REG => None,
+                            x if u(x) == d => {
+                                tc = *base.add(d);
+                                Some(&tc)
+                            }
+                            x => Some(&*base.add(u(x))),
+                        };
+                        let av: Option<&Lanes> = if a == d { None } else { Some(&*base.add(a)) };
+                        add_masked(&mut *base.add(d), av, bv, cv, exec);
+                    }
+                }
                 Inst::Bin { op, d, a, b } => op2!(regs, u(d), u(a), u(b), |o, x, y| bin(op, o, x, y)),
                 Inst::BinImm { op, d, a, imm } => {
                     // Hardware division costs ~25 cycles a lane: powers of two become shifts.
@@ -769,6 +821,90 @@ impl<'p> Worker<'p> {
                                         o[l] = (w(l) * f(x[l])).to_bits();
                                     }
                                 }
+                            }
+                        })
+                    }
+                }
+                Inst::UnpackFSDot4 { d, a, s, shifts, mask1, mask, m, c: cc, acc, xbinding, xaddr, xoff, xbound } => {
+                    let x = uniform_words4(&mem.storage[xbinding as usize], sregs[u(xaddr)].wrapping_add(xoff), if xbound == NO_REG { usize::MAX } else { sregs[u(xbound)] as usize });
+                    if let Some(cache) = self.cache.as_mut() {
+                        touch_words(cache, c, xbinding, sregs[u(xaddr)].wrapping_add(xoff), 4);
+                    }
+                    c.words_loaded += 4;
+                    // `((a >> s1) & mask1) >> s2 & mask` = `(a >> (s1 + s2)) & ((mask1 >> s2) & mask)`
+                    // (0 when s1 + s2 >= 32: every bit shifted out): one shift and one mask a step.
+                    let sh = sregs[u(s)] & 31;
+                    let (mut st, mut sm) = ([0u32; 4], [0u32; 4]);
+                    for t in 0..4 {
+                        let total = (shifts >> (8 * t) & 31) + sh;
+                        (st[t], sm[t]) = if total < 32 { (total, (mask1 >> sh) & mask) } else { (0, 0) };
+                    }
+                    let base = regs.as_mut_ptr();
+                    // SAFETY: `check_program` verified every index; sources aliasing the
+                    // destination are copied first (the lanes are read before any is written).
+                    unsafe {
+                        let (d, a, m, cc) = (u(d), u(a), u(m), u(cc));
+                        let acc = if acc == NO_REG { None } else { Some(u(acc)) };
+                        let alias = [a, m, cc].contains(&d) || acc == Some(d);
+                        let copy = |r: usize| -> Lanes { *base.add(r) };
+                        let (ta, tm, tc, tacc): (Lanes, Lanes, Lanes, Lanes);
+                        let (a, m, cc, accv): (&Lanes, &Lanes, &Lanes, Option<&Lanes>) = if alias {
+                            (ta, tm, tc) = (copy(a), copy(m), copy(cc));
+                            tacc = acc.map_or([0; W], copy);
+                            (&ta, &tm, &tc, acc.map(|_| &tacc))
+                        } else {
+                            (&*base.add(a), &*base.add(m), &*base.add(cc), acc.map(|r| &*base.add(r)))
+                        };
+                        let o: &mut Lanes = &mut *base.add(d);
+                        by_mask!(mask, cvt => {
+                            // Each step as `UnpackFSDot`: w = q * m + c, then w * x + acc.
+                            let w = |l: usize, t: usize| (cvt((a[l] >> st[t]) & sm[t]) * f(m[l])) + f(cc[l]);
+                            match accv {
+                                Some(acc) => {
+                                    for l in 0..W {
+                                        let r = w(l, 0) * x[0] + f(acc[l]);
+                                        let r = w(l, 1) * x[1] + r;
+                                        let r = w(l, 2) * x[2] + r;
+                                        o[l] = (w(l, 3) * x[3] + r).to_bits();
+                                    }
+                                }
+                                None => {
+                                    for l in 0..W {
+                                        let r = w(l, 0) * x[0];
+                                        let r = w(l, 1) * x[1] + r;
+                                        let r = w(l, 2) * x[2] + r;
+                                        o[l] = (w(l, 3) * x[3] + r).to_bits();
+                                    }
+                                }
+                            }
+                        })
+                    }
+                }
+                Inst::SExtDot4 { d, a, shls, shr, acc, xbinding, xaddr, xoff, xbound } => {
+                    let x = uniform_words4(&mem.storage[xbinding as usize], sregs[u(xaddr)].wrapping_add(xoff), if xbound == NO_REG { usize::MAX } else { sregs[u(xbound)] as usize });
+                    if let Some(cache) = self.cache.as_mut() {
+                        touch_words(cache, c, xbinding, sregs[u(xaddr)].wrapping_add(xoff), 4);
+                    }
+                    c.words_loaded += 4;
+                    let st = [shls & 31, shls >> 8 & 31, shls >> 16 & 31, shls >> 24 & 31];
+                    // Each step as `SExtDot`: f32(i32(a << shl) >> shr) * x + acc.
+                    let sext = |v: u32, t: usize| ((v << st[t]) as i32 >> shr) as f32;
+                    if acc == NO_REG {
+                        op1!(regs, u(d), u(a), |o, a| {
+                            for l in 0..W {
+                                let r = sext(a[l], 0) * x[0];
+                                let r = sext(a[l], 1) * x[1] + r;
+                                let r = sext(a[l], 2) * x[2] + r;
+                                o[l] = (sext(a[l], 3) * x[3] + r).to_bits();
+                            }
+                        })
+                    } else {
+                        op2!(regs, u(d), u(a), u(acc), |o, a, acc| {
+                            for l in 0..W {
+                                let r = sext(a[l], 0) * x[0] + f(acc[l]);
+                                let r = sext(a[l], 1) * x[1] + r;
+                                let r = sext(a[l], 2) * x[2] + r;
+                                o[l] = (sext(a[l], 3) * x[3] + r).to_bits();
                             }
                         })
                     }
@@ -1299,6 +1435,29 @@ fn load_words(view: &View, regs: &mut [Lanes], dst: &[u32], a: &Lanes, off: u32,
             load_below(view, o, a, o_off, limit);
         } else {
             load_storage(view, o, a, o_off, exec);
+        }
+    }
+}
+
+/// Four words at a warp-uniform address as `LdStorageBelowNS` reads them: `start + j`
+/// (wrapping) below `bound` and inside the buffer, else 0.
+#[inline(always)]
+fn uniform_words4(view: &View, start: u32, bound: usize) -> [f32; 4] {
+    let limit = view.len.min(bound);
+    std::array::from_fn(|j| {
+        let i = start.wrapping_add(j as u32) as usize;
+        // SAFETY: read only below `limit` <= the buffer's length.
+        f32::from_bits(if i < limit { unsafe { *view.ptr.add(i) } } else { 0 })
+    })
+}
+
+/// The cache model's lookups of `n` words read once for the warp.
+fn touch_words(cache: &mut Cache, c: &mut Counters, binding: u8, start: u32, n: u32) {
+    for j in 0..n {
+        if cache.access(binding, start.wrapping_add(j)) {
+            c.cache_hits += 1;
+        } else {
+            c.cache_misses += 1;
         }
     }
 }

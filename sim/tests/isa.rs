@@ -909,8 +909,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let program = compile(src);
     assert!(has(&program, |i| matches!(i, Inst::LdStorageBelowNS { .. })), "uniform guarded reads");
     assert!(has(&program, |i| matches!(i, Inst::UnpackFSMulAdd { .. })), "uniform-shift unpack");
-    assert!(has(&program, |i| matches!(i, Inst::SExtDot { .. })), "signed bytes into the dot product");
-    assert!(has(&program, |i| matches!(i, Inst::UnpackFSDot { .. })), "unpack into the dot product");
+    // (Chains of four of them on one word become `SExtDot4` / `UnpackFSDot4`: `dot4_chains_...`.)
+    assert!(has(&program, |i| matches!(i, Inst::SExtDot { .. } | Inst::SExtDot4 { .. })), "signed bytes into the dot product");
+    assert!(has(&program, |i| matches!(i, Inst::UnpackFSDot { .. } | Inst::UnpackFSDot4 { .. })), "unpack into the dot product");
     let n = 9u32;
     let mut seed = 7u32;
     let words: Vec<u32> = (0..64 * n)
@@ -1194,4 +1195,159 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let small = "enable wgpu_cooperative_matrix;\nvar<workgroup> m: array<f32, 64>;\n@compute @workgroup_size(64)\nfn main() {\n    let a = coopLoad<coop_mat8x8<f32, C>>(&m[0], 8u);\n    coopStore(a, &m[0], 8u);\n}\n";
     let e = err(small);
     assert!(e.starts_with("bad.wgsl:5") && e.contains("16 x 16"), "{e}");
+}
+
+#[test]
+fn dot4_chains_read_their_activations_and_match_rust() {
+    // The mat-vec shape of the Q4_1 and Q8_0 sim entry points: four dot-product steps on one
+    // weight word, activations at a warp-uniform address (guarded and unguarded), with and
+    // without an accumulator entering the chain.
+    let src = r#"
+struct Params { n: u32, k: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> y: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+fn x_at(i: u32, limit: u32) -> f32 {
+    if (i < limit) {
+        return x[i];
+    }
+    return 0.0;
+}
+
+struct X8 { lo: vec4<f32>, hi: vec4<f32> }
+
+fn load8(b: u32, end: u32) -> X8 {
+    return X8(
+        vec4<f32>(x_at(b, end), x_at(b + 1u, end), x_at(b + 2u, end), x_at(b + 3u, end)),
+        vec4<f32>(x_at(b + 4u, end), x_at(b + 5u, end), x_at(b + 6u, end), x_at(b + 7u, end)),
+    );
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    var acc3 = 1.5;
+    var bytes = 0.0;
+    let d = f32(lid + 1u) * 0.125;
+    let m = f32(lid) * 0.25 - 3.0;
+    for (var g = 0u; g < p.n; g++) {
+        let w0 = w[2u * (lid * p.n + g)];
+        let w1 = w[2u * (lid * p.n + g) + 1u];
+        let shift = (g % 2u) * 4u;
+        let lo = d * vec4<f32>((((vec4<u32>(w0) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) >> vec4<u32>(shift)) & vec4<u32>(0xfu)) + m;
+        let hi = d * vec4<f32>((((vec4<u32>(w1) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) >> vec4<u32>(shift)) & vec4<u32>(0xfu)) + m;
+        let b = 8u * g;
+        let v = load8(b, p.k);
+        acc += dot(lo, v.lo) + dot(hi, v.hi);
+        // A uniform shift of 0, 4 or 8: with the byte shift of 24 every bit goes (32 in all).
+        let shift3 = (g % 3u) * 4u;
+        let u = d * vec4<f32>((((vec4<u32>(w0 ^ w1) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) >> vec4<u32>(shift3)) & vec4<u32>(0xfu)) + m;
+        acc3 = acc3 + u.x * v.lo.x + u.y * v.lo.y + u.z * v.lo.z + u.w * v.lo.w;
+        let s = vec4<f32>((vec4<i32>(bitcast<i32>(w0 ^ w1)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+        let ys = y[g];
+        bytes += dot(s, ys);
+    }
+    out[lid * 3u] = acc;
+    out[lid * 3u + 1u] = acc3;
+    out[lid * 3u + 2u] = bytes;
+}
+"#;
+    let program = compile(src);
+    let dot4 = |acc_in: bool| has(&program, move |i| matches!(*i, Inst::UnpackFSDot4 { acc, .. } if (acc != qwglm_sim_lower::isa::NO_REG) == acc_in));
+    assert!(dot4(false) && dot4(true), "unpack dot chains, with and without an accumulator in");
+    assert!(has(&program, |i| matches!(*i, Inst::SExtDot4 { xbound, .. } if xbound == qwglm_sim_lower::isa::NO_REG)), "signed-byte dot chain, unguarded reads");
+    assert!(!has(&program, |i| matches!(i, Inst::LdStorageBelowNS { .. } | Inst::UnpackFSDot { .. } | Inst::SExtDot { .. })), "every chain fused, the activation loads gone");
+    // `bytes += dot(..)` and `acc += dot(..) + dot(..)`: the adds into the variables fused too.
+    for c_in in [false, true] {
+        assert!(has(&program, move |i| matches!(*i, Inst::AddMasked { c, .. } if (c != qwglm_sim_lower::isa::NO_REG) == c_in)), "AddMasked, c given: {c_in}");
+    }
+    let n = 7u32;
+    let mut seed = 11u32;
+    let words: Vec<u32> = (0..2 * 64 * n)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        })
+        .collect();
+    let xs: Vec<f32> = (0..8 * n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    // y is shorter than the loop reads: past its end reads 0.
+    let ys: Vec<f32> = (0..4 * n - 4).map(|i| (i as f32 * 0.71).cos() * 1e-3).collect();
+    for k in [8 * n, 8 * n - 3, 5] {
+        let mut bufs = vec![words.clone(), xs.iter().map(|v| v.to_bits()).collect(), ys.iter().map(|v| v.to_bits()).collect(), vec![0u32; 192]];
+        run(src, "main", &mut bufs, &[n, k, 0, 0], [1, 1, 1], 1);
+        for lid in 0..64u32 {
+            let (mut acc, mut acc3, mut bytes) = (0.0f32, 1.5f32, 0.0f32);
+            let d = (lid + 1) as f32 * 0.125;
+            let m = lid as f32 * 0.25 - 3.0;
+            for g in 0..n {
+                let i = (2 * (lid * n + g)) as usize;
+                let (w0, w1) = (words[i], words[i + 1]);
+                let shift = (g % 2) * 4;
+                let deq = |wd: u32| -> Vec<f32> { (0..4).map(|b| d * ((((wd >> (8 * b)) & 0xff) >> shift) & 0xf) as f32 + m).collect() };
+                let (lo, hi) = (deq(w0), deq(w1));
+                let x = |j: u32| if 8 * g + j < k { xs[(8 * g + j) as usize] } else { 0.0 };
+                let y = |j: u32| ys.get((4 * g + j) as usize).copied().unwrap_or(0.0);
+                // WGSL dot: ((a0 b0 + a1 b1) + a2 b2) + a3 b3, as the simulator lowers it.
+                let dot = |a: &[f32], v: &dyn Fn(u32) -> f32| ((a[0] * v(0) + a[1] * v(1)) + a[2] * v(2)) + a[3] * v(3);
+                acc += dot(&lo, &x) + dot(&hi, &|j| x(j + 4));
+                let u: Vec<f32> = (0..4).map(|b| d * (((((w0 ^ w1) >> (8 * b)) & 0xff) >> ((g % 3) * 4)) & 0xf) as f32 + m).collect();
+                acc3 = acc3 + u[0] * x(0) + u[1] * x(1) + u[2] * x(2) + u[3] * x(3);
+                let s: Vec<f32> = (0..4).map(|b| ((((w0 ^ w1) << (24 - 8 * b)) as i32) >> 24) as f32).collect();
+                bytes += dot(&s, &y);
+            }
+            assert_eq!(f32::from_bits(bufs[3][(lid * 3) as usize]).to_bits(), acc.to_bits(), "k {k} lane {lid} (two chains)");
+            assert_eq!(f32::from_bits(bufs[3][(lid * 3 + 1) as usize]).to_bits(), acc3.to_bits(), "k {k} lane {lid} (accumulator into the chain)");
+            assert_eq!(f32::from_bits(bufs[3][(lid * 3 + 2) as usize]).to_bits(), bytes.to_bits(), "k {k} lane {lid} (signed bytes)");
+        }
+    }
+}
+
+#[test]
+fn masked_accumulations_fuse_and_keep_inactive_lanes() {
+    // `acc += a + b` and `acc += a` under a per-lane condition: the adds and the variable's
+    // masked store become one `AddMasked`; lanes outside the branch keep their values.
+    let src = r#"
+struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    var acc = f32(lid) * 0.1;
+    var acc2 = 1.0;
+    for (var i = 0u; i < p.n; i++) {
+        let a = x[lid * p.n + i];
+        let b = x[(lid * p.n + i * 7u) % (64u * p.n)];
+        if (lid % 3u != 0u) {
+            acc2 += a + b;
+            acc += a * b;
+        }
+    }
+    out[2u * lid] = acc;
+    out[2u * lid + 1u] = acc2;
+}
+"#;
+    let program = compile(src);
+    assert!(has(&program, |i| matches!(*i, Inst::AddMasked { c, .. } if c != qwglm_sim_lower::isa::NO_REG)), "acc2 += a + b fused");
+    let n = 5u32;
+    let xs: Vec<f32> = (0..64 * n).map(|i| (i as f32 * 0.61).sin() * 1e3 + 0.3).collect();
+    let mut bufs = vec![xs.iter().map(|v| v.to_bits()).collect(), vec![0u32; 128]];
+    run(src, "main", &mut bufs, &[n, 0, 0, 0], [1, 1, 1], 1);
+    for lid in 0..64u32 {
+        let (mut acc, mut acc2) = (lid as f32 * 0.1, 1.0f32);
+        for i in 0..n {
+            let a = xs[(lid * n + i) as usize];
+            let b = xs[((lid * n + i * 7) % (64 * n)) as usize];
+            if lid % 3 != 0 {
+                acc2 += a + b;
+                acc += a * b;
+            }
+        }
+        assert_eq!(bufs[1][(2 * lid) as usize], acc.to_bits(), "lane {lid} (acc)");
+        assert_eq!(bufs[1][(2 * lid + 1) as usize], acc2.to_bits(), "lane {lid} (acc2)");
+    }
 }

@@ -159,6 +159,13 @@ fn sim_matvec_loop_stays_short() {
     let body = &entry.insts[top..=back];
     assert!(body.len() <= 50, "{} instructions in the loop", body.len());
     assert!(body.iter().any(|i| matches!(i, Inst::SMovIfAny { .. })), "a scalar loop counter");
-    assert!(body.iter().any(|i| matches!(i, Inst::LdStorageBelowNS { .. })), "activations read once per warp");
+    // (`UnpackFSDot4` reads its four activations at a scalar address itself.)
+    assert!(body.iter().any(|i| matches!(i, Inst::LdStorageBelowNS { .. } | Inst::UnpackFSDot4 { .. })), "activations read once per warp");
     assert!(!body.iter().any(|i| matches!(i, Inst::SLdUniform { .. })), "params loads hoisted");
+    // The whole-block entry (what `SimDevice` runs for Q4_1): the scale pair and the four qs
+    // words read once per block, its eight 4-weight dot products fused.
+    let entry = program.entry("sim_block_per_thread").expect("block entry");
+    assert!(entry.insts.iter().any(|i| matches!(i, Inst::LdStorageN { n: 4, .. })), "the block's qs words in one load");
+    assert_eq!(entry.insts.iter().filter(|i| matches!(i, Inst::UnpackFSDot4 { .. })).count(), 4, "two groups of 8 per inner pass");
+    assert!(entry.insts.len() <= 120, "{} instructions", entry.insts.len());
 }

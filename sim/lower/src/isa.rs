@@ -185,6 +185,10 @@ pub enum Inst {
     Mov { d: Reg, s: Reg },
     /// `d = s` in active lanes only: a store into a function variable.
     MovMasked { d: Reg, s: Reg },
+    /// Superinstruction (peephole of one or two `FAdd`s whose sum a `MovMasked` stores):
+    /// `d = a + (b + c)` (`a + b` when `c` is `NO_REG`) in active lanes only, f32, rounded after
+    /// each add as the separate instructions: `acc += x + y` into a function variable.
+    AddMasked { d: Reg, a: Reg, b: Reg, c: Reg },
     Bin { op: BinOp, d: Reg, a: Reg, b: Reg },
     /// `Bin` with an immediate right operand (constant folded by the compiler).
     BinImm { op: BinOp, d: Reg, a: Reg, imm: u32 },
@@ -229,6 +233,19 @@ pub enum Inst {
     /// (`* x` only when `acc` is `NO_REG`), rounded as the separate instructions: the 8-bit
     /// formats' dot products.
     SExtDot { d: Reg, a: Reg, shl: u32, shr: u32, x: Reg, acc: Reg },
+    /// Superinstruction: four `UnpackFSDot`s on one word `a`, chained through their
+    /// accumulators (each result the next one's `acc`, the first's `acc` optional), with the four
+    /// activations read by the instruction itself at a warp-uniform address, as the
+    /// `LdStorageBelowNS` that fed them: `x[j] = i < sregs[xbound] ? storage[xbinding][i] : 0`
+    /// with `i = sregs[xaddr] + xoff + j` (wrapping; no bound when `xbound` is `NO_REG`; out of
+    /// the buffer reads 0). Step `j` unpacks with shift `(shifts >> 8j) & 31`; every step rounds
+    /// as the `UnpackFSDot` it replaces, so `d` is bit-identical to the chain. The 4-weight dot
+    /// products of the Q4_1-style formats in one dispatch, without the broadcast activations.
+    UnpackFSDot4 { d: Reg, a: Reg, s: SReg, shifts: u32, mask1: u32, mask: u32, m: Reg, c: Reg, acc: Reg, xbinding: u8, xaddr: SReg, xoff: u32, xbound: SReg },
+    /// Superinstruction: four `SExtDot`s on one word `a` chained the same way (`shl` of step `j`
+    /// = `(shls >> 8j) & 31`, one `shr`), activations read as in `UnpackFSDot4`: the 8-bit
+    /// formats' 4-weight dot products.
+    SExtDot4 { d: Reg, a: Reg, shls: u32, shr: u32, acc: Reg, xbinding: u8, xaddr: SReg, xoff: u32, xbound: SReg },
     /// Superinstruction (peephole of `<<`, arithmetic `>>` and the i32 -> f32 conversion):
     /// `d = f32(i32(a << shl) >> shr)`, the sign-extended bytes of the 8-bit quant formats.
     SExtF { d: Reg, a: Reg, shl: u32, shr: u32 },

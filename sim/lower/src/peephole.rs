@@ -14,7 +14,10 @@
 //! - at a warp-uniform (scalar) address, the guarded and plain reads → `LdStorageBelowNS` (one
 //!   read per word for the warp, broadcast); a field shifted by a uniform amount, scaled and
 //!   offset → `UnpackFSMulAdd`, and with the multiply-add of its dot product → `UnpackFSDot`;
-//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`;
+//!   sign-extended bytes → `SExtF`, into their multiply-add → `SExtDot`; four of those chained
+//!   through their accumulators on one word, their activations from one `LdStorageBelowNS` →
+//!   `UnpackFSDot4` / `SExtDot4`, which read the activations themselves;
+//! - `v = a + (x + y)` (or `a + x`) stored into a function variable by `MovMasked` → `AddMasked`;
 //! - scalar copies are propagated, unread scalar ops dropped, and loop-invariant scalar ops
 //!   hoisted in front of their loop.
 
@@ -26,6 +29,7 @@ fn dest(inst: &Inst) -> Option<Reg> {
         Inst::Movi { d, .. }
         | Inst::Mov { d, .. }
         | Inst::MovMasked { d, .. }
+        | Inst::AddMasked { d, .. }
         | Inst::Bin { d, .. }
         | Inst::BinImm { d, .. }
         | Inst::Un { d, .. }
@@ -42,6 +46,8 @@ fn dest(inst: &Inst) -> Option<Reg> {
         | Inst::UnpackFSMulAdd { d, .. }
         | Inst::UnpackFSDot { d, .. }
         | Inst::SExtDot { d, .. }
+        | Inst::UnpackFSDot4 { d, .. }
+        | Inst::SExtDot4 { d, .. }
         | Inst::SExtF { d, .. }
         | Inst::UnpackFVarMul { d, .. }
         | Inst::Broadcast { d, .. }
@@ -62,6 +68,12 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
     match *inst {
         Inst::Mov { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => out.push(s),
         Inst::MovMasked { d, s } => out.extend([d, s]),
+        Inst::AddMasked { d, a, b, c } => {
+            out.extend([d, a, b]);
+            if c != NO_REG {
+                out.push(c);
+            }
+        }
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } => out.extend([a, b]),
         Inst::Fma { a, b, c, .. } | Inst::MulAdd { a, b, c, .. } | Inst::UnpackFVarMul { a, s: b, m: c, .. } => out.extend([a, b, c]),
         Inst::UnpackFMul { a, m, .. } => out.extend([a, m]),
@@ -79,6 +91,18 @@ fn sources(inst: &Inst, out: &mut Vec<Reg>) {
         }
         Inst::SExtDot { a, x, acc, .. } => {
             out.extend([a, x]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { a, m, c, acc, .. } => {
+            out.extend([a, m, c]);
+            if acc != NO_REG {
+                out.push(acc);
+            }
+        }
+        Inst::SExtDot4 { a, acc, .. } => {
+            out.push(a);
             if acc != NO_REG {
                 out.push(acc);
             }
@@ -107,6 +131,12 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
     match inst {
         Inst::Mov { s, .. } | Inst::MovMasked { s, .. } | Inst::Un { a: s, .. } | Inst::BinImm { a: s, .. } | Inst::ShrAnd { a: s, .. } | Inst::UnpackF { a: s, .. } | Inst::SExtF { a: s, .. } => g(s),
         Inst::Bin { a, b, .. } | Inst::UnpackFVar { a, s: b, .. } | Inst::UnpackFMul { a, m: b, .. } => (g(a), g(b)).1,
+        Inst::AddMasked { a, b, c, .. } => {
+            (g(a), g(b));
+            if *c != NO_REG {
+                g(c);
+            }
+        }
         Inst::UnpackFSMulAdd { a, m, c, .. } => {
             (g(a), g(m));
             if *c != NO_REG {
@@ -121,6 +151,18 @@ fn map_sources(inst: &mut Inst, f: impl Fn(Reg) -> Reg) {
         }
         Inst::SExtDot { a, x, acc, .. } => {
             (g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { a, m, c, acc, .. } => {
+            (g(a), g(m), g(c));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot4 { a, acc, .. } => {
+            g(a);
             if *acc != NO_REG {
                 g(acc);
             }
@@ -312,6 +354,18 @@ fn ssources(inst: &Inst, out: &mut Vec<SReg>) {
                 out.push(bound);
             }
         }
+        Inst::UnpackFSDot4 { s, xaddr, xbound, .. } => {
+            out.extend([s, xaddr]);
+            if xbound != NO_REG {
+                out.push(xbound);
+            }
+        }
+        Inst::SExtDot4 { xaddr, xbound, .. } => {
+            out.push(xaddr);
+            if xbound != NO_REG {
+                out.push(xbound);
+            }
+        }
         Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => out.push(c),
         _ => {}
     }
@@ -330,6 +384,18 @@ fn map_ssources(inst: &mut Inst, f: impl Fn(SReg) -> SReg) {
             g(addr);
             if *bound != NO_REG {
                 g(bound);
+            }
+        }
+        Inst::UnpackFSDot4 { s, xaddr, xbound, .. } => {
+            (g(s), g(xaddr));
+            if *xbound != NO_REG {
+                g(xbound);
+            }
+        }
+        Inst::SExtDot4 { xaddr, xbound, .. } => {
+            g(xaddr);
+            if *xbound != NO_REG {
+                g(xbound);
             }
         }
         Inst::JumpIfZeroS { c, .. } | Inst::JumpIfNonZeroS { c, .. } => g(c),
@@ -804,6 +870,10 @@ pub fn fuse(prog: &mut EntryProgram) {
         }
         insts[k] = Inst::LdStorageBelowNS { table, n, binding, addr: s, off, bound: NO_REG };
     }
+    // Chains of four dot-product steps on one word, their activations read in place.
+    fuse_dot4(prog, &mut insts, &uses, &mut removed, &new_tables);
+    // `acc += x + y` into a variable: the adds and the masked store → AddMasked.
+    fuse_masked_adds(prog, &mut insts, &uses, &mut removed, &new_tables);
     // Broadcasts nobody reads any more go.
     let mut vreads = vec![0u32; prog.n_regs as usize];
     for (i, inst) in insts.iter().enumerate() {
@@ -829,6 +899,205 @@ pub fn fuse(prog: &mut EntryProgram) {
     // Drop the fused-away instructions; jumps move to the next kept instruction.
     prog.insts = compact(insts, &removed);
     hoist_invariants(prog);
+}
+
+/// One dot-product step: `UnpackFSDot` or `SExtDot`, its fields apart from `d`, `x` and `acc`
+/// (which must agree along a chain) and its shift.
+#[derive(PartialEq)]
+enum DotStep {
+    Unpack { a: Reg, s: SReg, mask1: u32, mask: u32, m: Reg, c: Reg },
+    SExt { a: Reg, shr: u32 },
+}
+
+fn dot_step(inst: &Inst) -> Option<(DotStep, u32, Reg, Reg, Reg)> {
+    match *inst {
+        Inst::UnpackFSDot { d, a, s, shift, mask1, mask, m, c, x, acc } => Some((DotStep::Unpack { a, s, mask1, mask, m, c }, shift & 31, d, x, acc)),
+        Inst::SExtDot { d, a, shl, shr, x, acc } if shl < 32 => Some((DotStep::SExt { a, shr }, shl, d, x, acc)),
+        _ => None,
+    }
+}
+
+/// Registers `at .. at + n` of the tables (`prog.tables`, then the peephole's new ones).
+fn table_regs(prog: &EntryProgram, new_tables: &[Reg], at: u32, n: u32) -> Vec<Reg> {
+    (at..at + n).map(|i| if (i as usize) < prog.tables.len() { prog.tables[i as usize] } else { new_tables[i as usize - prog.tables.len()] }).collect()
+}
+
+/// Reads and writes of every vector register by the kept instructions (preloaded registers and
+/// those of dynamically indexed tables count twice, so they never look single-use), and for the
+/// words of each `LdStorageBelowNS`, the instruction and the word's position.
+#[allow(clippy::type_complexity)]
+fn counts(prog: &EntryProgram, insts: &[Inst], removed: &[bool], new_tables: &[Reg]) -> (Vec<u32>, Vec<u32>, Vec<Option<(usize, u32)>>) {
+    let nr = prog.n_regs as usize;
+    let table = |at: u32, n: u32| table_regs(prog, new_tables, at, n);
+    let (mut reads, mut writes) = (vec![0u32; nr], vec![0u32; nr]);
+    let mut xdef: Vec<Option<(usize, u32)>> = vec![None; nr];
+    // Preloaded registers and those of dynamically indexed tables never qualify.
+    for &(_, r) in &prog.builtins {
+        writes[r as usize] += 2;
+    }
+    for &r in &prog.tables {
+        (reads[r as usize], writes[r as usize]) = (reads[r as usize] + 2, writes[r as usize] + 2);
+    }
+    let mut src = Vec::new();
+    for (i, inst) in insts.iter().enumerate() {
+        if removed[i] {
+            continue;
+        }
+        match *inst {
+            Inst::LdStorageN { table: at, n, addr, .. } | Inst::LdStorageBelowN { table: at, n, addr, .. } => {
+                reads[addr as usize] += 1;
+                table(at, n).into_iter().for_each(|r| writes[r as usize] += 1);
+            }
+            Inst::LdStorageBelowNS { table: at, n, .. } => {
+                for (j, r) in table(at, n).into_iter().enumerate() {
+                    writes[r as usize] += 1;
+                    xdef[r as usize] = Some((i, j as u32));
+                }
+            }
+            _ => {
+                sources(inst, &mut src);
+                src.iter().for_each(|&r| reads[r as usize] += 1);
+                if let Some(d) = dest(inst) {
+                    writes[d as usize] += 1;
+                }
+            }
+        }
+    }
+    (reads, writes, xdef)
+}
+
+/// Four `UnpackFSDot`s (or `SExtDot`s) in a row on one word, each result read only as the next
+/// one's accumulator, whose activations are four consecutive words of one `LdStorageBelowNS`
+/// (each written only there, in the same basic block, with no store and no write of its scalar
+/// address or bound in between, so a read at the dot gives the same words) → `UnpackFSDot4` /
+/// `SExtDot4` at the last one's place. A `LdStorageBelowNS` none of whose words is read any
+/// more goes.
+fn fuse_dot4(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+    let table = |at: u32, n: u32| table_regs(prog, new_tables, at, n);
+    let (mut reads, writes, xdef) = counts(prog, insts, removed, new_tables);
+    let mut k = 0;
+    while k < insts.len() {
+        // Four kept instructions from k on, with no block boundary among them.
+        let mut at = Vec::with_capacity(4);
+        let mut i = k;
+        while at.len() < 4 && i < insts.len() {
+            if i > k && uses.block_start[i] {
+                break;
+            }
+            if !removed[i] {
+                at.push(i);
+            }
+            i += 1;
+        }
+        let fused = (|| {
+            if at.len() < 4 {
+                return None;
+            }
+            let steps: Vec<_> = at.iter().map(|&i| dot_step(&insts[i])).collect::<Option<_>>()?;
+            let (ref kind, _, _, _, acc0) = steps[0];
+            for t in 1..4 {
+                let prev = steps[t - 1].2;
+                let inputs: &[Reg] = match *kind {
+                    DotStep::Unpack { a, m, c, .. } => &[a, m, c],
+                    DotStep::SExt { a, .. } => &[a],
+                };
+                if steps[t].0 != *kind || steps[t].4 != prev || reads[prev as usize] != 1 || writes[prev as usize] != 1 || inputs.contains(&prev) || prev == acc0 {
+                    return None;
+                }
+            }
+            // The activations: words p .. p + 4 of one uniform read.
+            let (kx, p) = xdef[steps[0].3 as usize]?;
+            for (t, st) in steps.iter().enumerate() {
+                if xdef[st.3 as usize] != Some((kx, p + t as u32)) || writes[st.3 as usize] != 1 {
+                    return None;
+                }
+            }
+            let Inst::LdStorageBelowNS { binding, addr, off, bound, .. } = insts[kx] else { return None };
+            if kx >= at[0] || uses.block_start[kx + 1..=at[3]].iter().any(|&b| b) {
+                return None;
+            }
+            let quiet = (kx + 1..at[3]).all(|m| {
+                removed[m]
+                    || match insts[m] {
+                        Inst::StStorage { .. } | Inst::StShared { .. } | Inst::Atomic { .. } | Inst::Barrier => false,
+                        ref x => sdest(x).is_none_or(|s| s != addr && s != bound),
+                    }
+            });
+            if !quiet {
+                return None;
+            }
+            let shifts = steps.iter().enumerate().fold(0u32, |acc, (t, st)| acc | st.1 << (8 * t));
+            let (d, xoff) = (steps[3].2, off.wrapping_add(p));
+            Some(match *kind {
+                DotStep::Unpack { a, s, mask1, mask, m, c } => Inst::UnpackFSDot4 { d, a, s, shifts, mask1, mask, m, c, acc: acc0, xbinding: binding, xaddr: addr, xoff, xbound: bound },
+                DotStep::SExt { a, shr } => Inst::SExtDot4 { d, a, shls: shifts, shr, acc: acc0, xbinding: binding, xaddr: addr, xoff, xbound: bound },
+            })
+        })();
+        match fused {
+            Some(inst) => {
+                for &i in &at {
+                    if let Some((_, _, _, x, _)) = dot_step(&insts[i]) {
+                        reads[x as usize] -= 1;
+                    }
+                }
+                for &i in &at[..3] {
+                    removed[i] = true;
+                }
+                insts[at[3]] = inst;
+                k = at[3] + 1;
+            }
+            None => k += 1,
+        }
+    }
+    for i in 0..insts.len() {
+        if let Inst::LdStorageBelowNS { table: at, n, .. } = insts[i] {
+            if !removed[i] && table(at, n).iter().all(|&r| reads[r as usize] == 0 && !prog.tables.contains(&r)) {
+                removed[i] = true;
+            }
+        }
+    }
+}
+
+/// `t = x + y` (optional), `v = a + t` (either order), `MovMasked { d, s: v }`, each the
+/// previous kept instruction of the next in one basic block and each temporary read once
+/// → `AddMasked { d, a, x, y }` (f32 addition commutes exactly).
+fn fuse_masked_adds(prog: &EntryProgram, insts: &mut [Inst], uses: &Uses, removed: &mut [bool], new_tables: &[Reg]) {
+    let (reads, writes, _) = counts(prog, insts, removed, new_tables);
+    let single = |r: Reg| reads[r as usize] == 1 && writes[r as usize] == 1;
+    // The kept instruction before `k` in its basic block.
+    let prev = |removed: &[bool], k: usize| -> Option<usize> {
+        let mut i = k;
+        while i > 0 && !uses.block_start[i] {
+            i -= 1;
+            if !removed[i] {
+                return Some(i);
+            }
+        }
+        None
+    };
+    for k in 0..insts.len() {
+        let Inst::MovMasked { d, s: v } = insts[k] else { continue };
+        if removed[k] || !single(v) {
+            continue;
+        }
+        let Some(j) = prev(removed, k) else { continue };
+        let Inst::Bin { op: BinOp::FAdd, d: vd, a: p, b: q } = insts[j] else { continue };
+        if vd != v {
+            continue;
+        }
+        let mut fused = Inst::AddMasked { d, a: p, b: q, c: NO_REG };
+        if let Some(i) = prev(removed, j) {
+            if let Inst::Bin { op: BinOp::FAdd, d: t, a: x, b: y } = insts[i] {
+                if single(t) && (t == p) != (t == q) {
+                    let a = if t == p { q } else { p };
+                    fused = Inst::AddMasked { d, a, b: x, c: y };
+                    removed[i] = true;
+                }
+            }
+        }
+        insts[k] = fused;
+        removed[j] = true;
+    }
 }
 
 /// Loop-invariant code motion of scalar instructions: a pure scalar op inside a loop (from a

@@ -40,6 +40,13 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
         Inst::Movi { d: x, .. } | Inst::ArrayLength { d: x, .. } => d.push(x),
         Inst::Mov { d: x, s } | Inst::Un { d: x, a: s, .. } | Inst::BinImm { d: x, a: s, .. } => (d.push(x), u.push(s)).0,
         Inst::MovMasked { d: x, s } => (d.push(x), u.extend([x, s])).0,
+        Inst::AddMasked { d: x, a, b, c } => {
+            d.push(x);
+            u.extend([x, a, b]);
+            if c != NO_REG {
+                u.push(c);
+            }
+        }
         Inst::ShrAnd { d: x, a, .. } | Inst::UnpackF { d: x, a, .. } | Inst::BinVS { d: x, a, .. } | Inst::SExtF { d: x, a, .. } => (d.push(x), u.push(a)).0,
         Inst::Bin { d: x, a, b, .. } | Inst::UnpackFVar { d: x, a, s: b, .. } | Inst::UnpackFMul { d: x, a, m: b, .. } => (d.push(x), u.extend([a, b])).0,
         Inst::Fma { d: x, a, b, c } | Inst::MulAdd { d: x, a, b, c } | Inst::UnpackFVarMul { d: x, a, s: b, m: c, .. } => (d.push(x), u.extend([a, b, c])).0,
@@ -61,6 +68,20 @@ fn access(inst: &Inst, tables: &[Reg], out: &mut Access) {
         Inst::SExtDot { d: dd, a, x, acc, .. } => {
             d.push(dd);
             u.extend([a, x]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { d: dd, a, m, c, acc, .. } => {
+            d.push(dd);
+            u.extend([a, m, c]);
+            if acc != NO_REG {
+                u.push(acc);
+            }
+        }
+        Inst::SExtDot4 { d: dd, a, acc, .. } => {
+            d.push(dd);
+            u.push(a);
             if acc != NO_REG {
                 u.push(acc);
             }
@@ -135,6 +156,12 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
         Inst::Mov { d, s } | Inst::MovMasked { d, s } | Inst::Un { d, a: s, .. } | Inst::BinImm { d, a: s, .. } => (g(d), g(s)).1,
         Inst::ShrAnd { d, a, .. } | Inst::UnpackF { d, a, .. } | Inst::BinVS { d, a, .. } | Inst::SExtF { d, a, .. } => (g(d), g(a)).1,
         Inst::Bin { d, a, b, .. } | Inst::UnpackFVar { d, a, s: b, .. } | Inst::UnpackFMul { d, a, m: b, .. } => (g(d), g(a), g(b)).2,
+        Inst::AddMasked { d, a, b, c } => {
+            (g(d), g(a), g(b));
+            if *c != NO_REG {
+                g(c);
+            }
+        }
         Inst::Fma { d, a, b, c } | Inst::MulAdd { d, a, b, c } | Inst::UnpackFVarMul { d, a, s: b, m: c, .. } => (g(d), g(a), g(b), g(c)).3,
         Inst::Select { d, c, t, f } => (g(d), g(c), g(t), g(f)).3,
         Inst::UnpackFSMulAdd { d, a, m, c, .. } => {
@@ -151,6 +178,18 @@ fn rename(inst: &mut Inst, f: &impl Fn(Reg) -> Reg) {
         }
         Inst::SExtDot { d, a, x, acc, .. } => {
             (g(d), g(a), g(x));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::UnpackFSDot4 { d, a, m, c, acc, .. } => {
+            (g(d), g(a), g(m), g(c));
+            if *acc != NO_REG {
+                g(acc);
+            }
+        }
+        Inst::SExtDot4 { d, a, acc, .. } => {
+            (g(d), g(a));
             if *acc != NO_REG {
                 g(acc);
             }
@@ -238,16 +277,13 @@ pub fn allocate(prog: &mut EntryProgram) {
     // Who may share: written once, by an instruction that is not a variable store.
     let mut writes = vec![0u32; n];
     let mut pinned = vec![false; n];
-    // Registers no instruction, table or built-in names (values the peephole fused away) get
-    // no register at all.
+    // Registers no instruction (directly or through the table it uses) or built-in names (values
+    // the peephole fused away) get no register at all.
     let mut named = vec![false; n];
     pinned[ZERO as usize] = true;
     named[ZERO as usize] = true;
     for &(_, r) in &prog.builtins {
         pinned[r as usize] = true;
-        named[r as usize] = true;
-    }
-    for &r in &prog.tables {
         named[r as usize] = true;
     }
     let mut acc = Access { uses: Vec::new(), defs: Vec::new() };
@@ -260,7 +296,7 @@ pub fn allocate(prog: &mut EntryProgram) {
             named[r as usize] = true;
         }
         match *inst {
-            Inst::MovMasked { d, .. } => pinned[d as usize] = true,
+            Inst::MovMasked { d, .. } | Inst::AddMasked { d, .. } => pinned[d as usize] = true,
             Inst::Gather { table, len, .. } | Inst::ScatterMasked { table, len, .. } => {
                 for &r in &prog.tables[table as usize..][..len as usize] {
                     pinned[r as usize] = true;
@@ -401,8 +437,10 @@ pub fn allocate(prog: &mut EntryProgram) {
     for inst in &mut prog.insts {
         rename(inst, &map);
     }
+    // Entries of tables no instruction uses any more (a multi-word load the peephole fused
+    // away) name no register: register 0.
     for r in &mut prog.tables {
-        *r = map(*r);
+        *r = if named[*r as usize] { map(*r) } else { ZERO };
     }
     for (_, r) in &mut prog.builtins {
         *r = map(*r);
