@@ -295,8 +295,9 @@ pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
 }
 
 /// Fewest weights for which a planes matvec quantizes its activations: below, the `quantize`
-/// dispatch costs more than the integer dot products save (H200: the 0.5B's matrices, 1-9 M
-/// weights, lost 3 % of decode speed; the 8B's, 16-117 M, gained 13 %).
+/// dispatch costs more than the integer dot products save. H200, decode tg128 (docs/PERF.md pass
+/// 7), thresholds 2^20 / 2^22 / 2^24 / 2^25: 8B 216.4 / 216.3 / 218.0 / 209.2 tok/s, 0.5B 571 /
+/// 572 / 588 / - (its Q4_K / Q6_K matrices have 1-5 M weights).
 pub const PLANES_MIN_WEIGHTS: u64 = 1 << 24;
 
 /// Whether `op` quantizes its activations into planes on a device with `variants` (else a
