@@ -94,10 +94,10 @@ fn sim_matvec_rows() -> bool {
 }
 
 /// The simulator's own geometry for a decode mat-vec, where the kernel offers it: one thread per
-/// row, a whole weight block per loop pass (`sim_block_per_thread`, shaders/matvec_q4_1.wgsl) or
-/// 8 weights per pass (`sim_row_per_thread` of shaders/common/matvec_body.wgsl), 64 rows per
-/// workgroup, or per
-/// pair of rows (`sim_pair_per_thread` of shaders/common/matvec_rows.wgsl, 256 rows). A warp's
+/// row (64 rows per workgroup) with a whole weight block per loop pass (`sim_block_per_thread`,
+/// shaders/matvec_q4_1.wgsl) or 8 weights per pass (`sim_row_per_thread` of
+/// shaders/common/matvec_body.wgsl), or per pair of rows (`sim_pair_per_thread` of
+/// shaders/common/matvec_rows.wgsl, 256 rows). A warp's
 /// lanes are SIMD lanes of one core here, not threads of a wide GPU: whole rows per lane need no
 /// reduction through workgroup memory and leave no lane idle at small k, and the loop counter
 /// and activation addresses are the same in every lane. `QWGLM_SIM_MATVEC=gpu` (native) keeps
@@ -276,13 +276,7 @@ impl SimDevice {
 impl Device for SimDevice {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
-            name: format!(
-                "GPU simulator ({} lanes per warp, {} workers{}{})",
-                interp::W,
-                self.threads,
-                if self.variants.tensor_cores { ", tensor-core MatMul" } else { "" },
-                if self.variants.planes_matvecs { ", planes mat-vecs" } else { "" }
-            ),
+            name: format!("GPU simulator ({} lanes per warp, {} workers{})", interp::W, self.threads, self.variants.describe()),
             backend: "sim",
             max_binding_bytes: self.max_binding_bytes,
         }

@@ -357,13 +357,9 @@ impl WgpuDevice {
                 totals: HashMap::new(),
             }
         });
+        let variants = shaders::Variants { tensor_cores, planes_matvecs, planes_min_weights: opts.planes_min_weights };
         let info = DeviceInfo {
-            name: match (tensor_cores, planes_matvecs) {
-                (true, true) => format!("{}, tensor-core matmuls, planes matvecs", adapter_info.name),
-                (true, false) => format!("{}, tensor-core matmuls", adapter_info.name),
-                (false, true) => format!("{}, planes matvecs", adapter_info.name),
-                (false, false) => adapter_info.name.clone(),
-            },
+            name: format!("{}{}", adapter_info.name, variants.describe()),
             backend: backend_name(adapter_info.backend),
             max_binding_bytes,
         };
@@ -383,7 +379,7 @@ impl WgpuDevice {
             staging_busy: false,
             readbacks: Vec::new(),
             dummy,
-            variants: shaders::Variants { tensor_cores, planes_matvecs, planes_min_weights: opts.planes_min_weights },
+            variants,
             errors,
             lost,
             pending_scopes: Vec::new(),

@@ -160,6 +160,20 @@ pub struct Variants {
     pub planes_min_weights: Option<u64>,
 }
 
+impl Variants {
+    /// ", tensor-core matmuls, planes matvecs" for the variants that are on (device names).
+    pub fn describe(&self) -> String {
+        let on = [(self.tensor_cores, ", tensor-core matmuls"), (self.planes_matvecs, ", planes matvecs")];
+        on.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect()
+    }
+}
+
+/// Entry points of a planes matvec file: the planes matvec by threads per pair of rows, its
+/// `quantize`, then the f32 kernel's entry points (common/matvec_f32_entries.wgsl) in the same order.
+const PLANES_ENTRIES: &[&str] = &["main", "lanes64", "lanes128", "quantize", "f32_main", "f32_lanes64", "f32_lanes128"];
+const PLANES_QUANTIZE_ENTRY: usize = 3;
+const PLANES_F32_ENTRIES: usize = 4;
+
 /// Whether `format` has a planes matvec (matvec_planes_<format>.wgsl).
 pub fn is_planes_matvec(format: WeightFormat) -> bool {
     matches!(format, crate::quant::GgmlType::Q4_K | crate::quant::GgmlType::Q6_K)
@@ -240,9 +254,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
 pub fn entry_points_for(kernel: KernelId, variants: Variants) -> &'static [&'static str] {
     match kernel {
         KernelId::MatMul(_) if variants.tensor_cores => &["main", "rows128", "wide"],
-        KernelId::MatVec(_) if uses_planes(kernel, variants) => {
-            &["main", "lanes64", "lanes128", "quantize", "f32_main", "f32_lanes64", "f32_lanes128"]
-        }
+        KernelId::MatVec(_) if uses_planes(kernel, variants) => PLANES_ENTRIES,
         _ => entry_points(kernel),
     }
 }
@@ -434,7 +446,6 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
 
 /// `plan` on a device with `variants`.
 pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
-    let tensor_cores = variants.tensor_cores;
     let kernel = op.kernel_id();
     let one = |workgroups: [u32; 3]| {
         let empty = workgroups.contains(&0);
@@ -465,13 +476,12 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
             }
             if is_planes_op(op, variants) {
                 let quantize = folded((p.k as u64 / PLANES_GROUP).div_ceil(PLANES_QUANTIZE_GROUPS))?;
-                return Ok(vec![Dispatch { entry: 3, workgroups: quantize }, Dispatch { entry, workgroups }]);
+                return Ok(vec![Dispatch { entry: PLANES_QUANTIZE_ENTRY, workgroups: quantize }, Dispatch { entry, workgroups }]);
             }
-            // A planes kernel's own copies of the f32 entry points follow `quantize`.
-            let entry = if uses_planes(kernel, variants) { entry + 4 } else { entry };
+            let entry = if uses_planes(kernel, variants) { PLANES_F32_ENTRIES + entry } else { entry };
             Ok(vec![Dispatch { entry, workgroups }])
         }
-        Op::MatMul { p, .. } if tensor_cores => {
+        Op::MatMul { p, .. } if variants.tensor_cores => {
             let n_tiles = dim((p.n as u64).div_ceil(64), "n")?;
             let m128 = (p.m as u64).div_ceil(128);
             let wide_tiles = (p.n as u64).div_ceil(128) * m128;
@@ -623,15 +633,17 @@ mod tests {
         assert_eq!(entries(&small), vec![("f32_lanes64", [1216, 1, 1])]);
         assert_eq!(scratch_bytes_for(&small, planes), 0);
         assert_eq!(slots_for(&small, planes).len(), 5);
-        // Other formats and devices without the variant: unchanged.
+        // Q6_K's down projection (4096 x 14336): quantize 896 groups, 64 threads per pair.
         let q6 = op(GgmlType::Q6_K, 4096, 14336);
         assert_eq!(entries(&q6), vec![("quantize", [14, 1, 1]), ("lanes64", [1024, 1, 1])]);
+        // Formats without a planes file and devices without the variant: unchanged.
         let q8 = op(GgmlType::Q8_0, 28672, 4096);
         assert_eq!(entries(&q8), vec![("main", [3584, 1, 1])]);
         assert_eq!(plan_for(&gate_up, Variants::default()).unwrap(), vec![Dispatch { entry: 0, workgroups: [3584, 1, 1] }]);
         assert_eq!(slots_for(&gate_up, Variants::default()).len(), 4);
         assert_eq!(kernel_file_for(gate_up.kernel_id(), planes).unwrap(), "matvec_planes_q4_k.wgsl");
         assert_eq!(storage_layout_for(gate_up.kernel_id(), planes), (5, 2));
+        assert_eq!(planes.describe(), ", planes matvecs");
     }
 
     #[test]
