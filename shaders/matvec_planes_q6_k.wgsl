@@ -33,17 +33,17 @@ fn six_bit_bytes(ql: vec4<u32>, ql_shift: u32, qh: vec4<u32>, qh_shift: u32) -> 
     return ((ql >> vec4<u32>(ql_shift)) & vec4<u32>(0x0f0f0f0fu)) | (((qh >> vec4<u32>(qh_shift)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
 }
 
-// One row's share of slot `slot` (0..7 of its block): `ql` / `qh` its bits, `scales` the block's
-// 16 signed scales, `d` its scale, `x_lo` / `x_hi` the slot's two groups.
-fn slot_dot(ql: vec4<u32>, qh: vec4<u32>, scales: vec4<u32>, d: f32, slot: u32, x_lo: Group, x_hi: Group) -> f32 {
+// One row's share of slot `slot` (0..7 of its block): `w` its weights (common/matvec_q6_k_f32.wgsl
+// `q6_slot`), `x_lo` / `x_hi` the slot's two groups.
+fn slot_dot(w: Q6Slot, slot: u32, x_lo: Group, x_hi: Group) -> f32 {
     let half_index = slot / 4u;
     let u = slot % 4u;
     let shift_lo = 2u * (u / 2u);
-    let dot_lo = group_dot(six_bit_bytes(ql, 0u, qh, shift_lo), x_lo);
-    let dot_hi = group_dot(six_bit_bytes(ql, 4u, qh, shift_lo + 4u), x_hi);
-    let scale_lo = signed_byte(scales, 8u * half_index + u);
-    let scale_hi = signed_byte(scales, 8u * half_index + 4u + u);
-    return d * (scale_lo * (dot_lo - 32.0 * x_lo.side.y) + scale_hi * (dot_hi - 32.0 * x_hi.side.y));
+    let dot_lo = group_dot(six_bit_bytes(w.ql, 0u, w.qh, shift_lo), x_lo);
+    let dot_hi = group_dot(six_bit_bytes(w.ql, 4u, w.qh, shift_lo + 4u), x_hi);
+    let scale_lo = signed_byte(w.scales, 8u * half_index + u);
+    let scale_hi = signed_byte(w.scales, 8u * half_index + 4u + u);
+    return w.d * (scale_lo * (dot_lo - 32.0 * x_lo.side.y) + scale_hi * (dot_hi - 32.0 * x_hi.side.y));
 }
 
 fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
@@ -60,22 +60,13 @@ fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
     for (var s = tid % lanes; s < slots; s += lanes) {
         let b = s / 8u;
         let slot = s % 8u;
-        let block_a = rows.x + b;
-        let block_b = rows.y + b;
-        let qh_slot = (slot / 4u) * 2u + slot % 2u;
-        let ql_a = weights[block_a * 8u + slot];
-        let ql_b = weights[block_b * 8u + slot];
-        let qh_a = weights[8u * n_blocks + block_a * 4u + qh_slot];
-        let qh_b = weights[8u * n_blocks + block_b * 4u + qh_slot];
-        let scales_a = weights[12u * n_blocks + block_a];
-        let scales_b = weights[12u * n_blocks + block_b];
-        let d_a = unpack2x16float(word_at(52u * n_blocks + block_a / 2u))[block_a % 2u];
-        let d_b = unpack2x16float(word_at(52u * n_blocks + block_b / 2u))[block_b % 2u];
+        let wa = q6_slot(rows.x + b, slot, n_blocks);
+        let wb = q6_slot(rows.y + b, slot, n_blocks);
         let g_lo = b * 16u + 8u * (slot / 4u) + slot % 4u;
         let x_lo = load_group(g_lo);
         let x_hi = load_group(g_lo + 4u);
-        sum_a += slot_dot(ql_a, qh_a, scales_a, d_a, slot, x_lo, x_hi);
-        sum_b += slot_dot(ql_b, qh_b, scales_b, d_b, slot, x_lo, x_hi);
+        sum_a += slot_dot(wa, slot, x_lo, x_hi);
+        sum_b += slot_dot(wb, slot, x_lo, x_hi);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
 }

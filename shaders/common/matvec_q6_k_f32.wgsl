@@ -7,25 +7,39 @@
 // nibbles); their top 2 bits are in qh bytes 32 half + 16 (u % 2) + (0..15), at bit 2 (u / 2) and
 // 4 + 2 (u / 2). Each 16 elements share one signed scale: x = d * scale * (q - 32).
 
-// One row's share of slot `s` (0..7 of its block): `ql` the slot's low bits, `qh` the matching
-// high-bit bytes, `scales` the block's 16 signed scales, `d` its scale, v the activations
-// (lo: elements 16u.., hi: the same + 64).
-fn slot_dot_f32(ql: vec4<u32>, qh: vec4<u32>, scales: vec4<u32>, d: f32, s: u32, v: XBlock, sum_lo: f32, sum_hi: f32) -> f32 {
+// One row's weights of slot `slot` (0..7) of `block`: its ql bytes, the matching qh bytes, the
+// block's 16 signed scales and its scale d (segments ql | qh | scales | d of `n_blocks` blocks).
+struct Q6Slot {
+    ql: vec4<u32>,
+    qh: vec4<u32>,
+    scales: vec4<u32>,
+    d: f32,
+}
+
+fn q6_slot(block: u32, slot: u32, n_blocks: u32) -> Q6Slot {
+    let qh_slot = (slot / 4u) * 2u + slot % 2u;
+    return Q6Slot(weights[block * 8u + slot], weights[8u * n_blocks + block * 4u + qh_slot], weights[12u * n_blocks + block],
+        unpack2x16float(word_at(52u * n_blocks + block / 2u))[block % 2u]);
+}
+
+// One row's share of slot `s` (0..7 of its block): `w` its weights, v the activations (lo:
+// elements 16u.., hi: the same + 64).
+fn slot_dot_f32(w: Q6Slot, s: u32, v: XBlock, sum_lo: f32, sum_hi: f32) -> f32 {
     let half_index = s / 4u;
     let u = s % 4u;
     let shift_lo = 2u * (u / 2u);
     let shift_hi = shift_lo + 4u;
-    let dot_lo = (dot(small_to_f32(byte_fields(ql.x, 0u, 0xfu) | (byte_fields(qh.x, shift_lo, 3u) << vec4<u32>(4u))), v.lo0)
-        + dot(small_to_f32(byte_fields(ql.y, 0u, 0xfu) | (byte_fields(qh.y, shift_lo, 3u) << vec4<u32>(4u))), v.lo1))
-        + (dot(small_to_f32(byte_fields(ql.z, 0u, 0xfu) | (byte_fields(qh.z, shift_lo, 3u) << vec4<u32>(4u))), v.lo2)
-        + dot(small_to_f32(byte_fields(ql.w, 0u, 0xfu) | (byte_fields(qh.w, shift_lo, 3u) << vec4<u32>(4u))), v.lo3));
-    let dot_hi = (dot(small_to_f32(byte_fields(ql.x, 4u, 0xfu) | (byte_fields(qh.x, shift_hi, 3u) << vec4<u32>(4u))), v.hi0)
-        + dot(small_to_f32(byte_fields(ql.y, 4u, 0xfu) | (byte_fields(qh.y, shift_hi, 3u) << vec4<u32>(4u))), v.hi1))
-        + (dot(small_to_f32(byte_fields(ql.z, 4u, 0xfu) | (byte_fields(qh.z, shift_hi, 3u) << vec4<u32>(4u))), v.hi2)
-        + dot(small_to_f32(byte_fields(ql.w, 4u, 0xfu) | (byte_fields(qh.w, shift_hi, 3u) << vec4<u32>(4u))), v.hi3));
-    let scale_lo = signed_byte(scales, 8u * half_index + u);
-    let scale_hi = signed_byte(scales, 8u * half_index + 4u + u);
-    return d * (scale_lo * (dot_lo - 32.0 * sum_lo) + scale_hi * (dot_hi - 32.0 * sum_hi));
+    let dot_lo = (dot(small_to_f32(byte_fields(w.ql.x, 0u, 0xfu) | (byte_fields(w.qh.x, shift_lo, 3u) << vec4<u32>(4u))), v.lo0)
+        + dot(small_to_f32(byte_fields(w.ql.y, 0u, 0xfu) | (byte_fields(w.qh.y, shift_lo, 3u) << vec4<u32>(4u))), v.lo1))
+        + (dot(small_to_f32(byte_fields(w.ql.z, 0u, 0xfu) | (byte_fields(w.qh.z, shift_lo, 3u) << vec4<u32>(4u))), v.lo2)
+        + dot(small_to_f32(byte_fields(w.ql.w, 0u, 0xfu) | (byte_fields(w.qh.w, shift_lo, 3u) << vec4<u32>(4u))), v.lo3));
+    let dot_hi = (dot(small_to_f32(byte_fields(w.ql.x, 4u, 0xfu) | (byte_fields(w.qh.x, shift_hi, 3u) << vec4<u32>(4u))), v.hi0)
+        + dot(small_to_f32(byte_fields(w.ql.y, 4u, 0xfu) | (byte_fields(w.qh.y, shift_hi, 3u) << vec4<u32>(4u))), v.hi1))
+        + (dot(small_to_f32(byte_fields(w.ql.z, 4u, 0xfu) | (byte_fields(w.qh.z, shift_hi, 3u) << vec4<u32>(4u))), v.hi2)
+        + dot(small_to_f32(byte_fields(w.ql.w, 4u, 0xfu) | (byte_fields(w.qh.w, shift_hi, 3u) << vec4<u32>(4u))), v.hi3));
+    let scale_lo = signed_byte(w.scales, 8u * half_index + u);
+    let scale_hi = signed_byte(w.scales, 8u * half_index + 4u + u);
+    return w.d * (scale_lo * (dot_lo - 32.0 * sum_lo) + scale_hi * (dot_hi - 32.0 * sum_hi));
 }
 
 fn matvec_pairs_f32(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
@@ -43,23 +57,14 @@ fn matvec_pairs_f32(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
     for (var s = tid % lanes; s < slots; s += lanes) {
         let b = s / 8u;
         let slot = s % 8u;
-        let block_a = rows.x + b;
-        let block_b = rows.y + b;
-        let qh_slot = (slot / 4u) * 2u + slot % 2u;
-        let ql_a = weights[block_a * 8u + slot];
-        let ql_b = weights[block_b * 8u + slot];
-        let qh_a = weights[8u * n_blocks + block_a * 4u + qh_slot];
-        let qh_b = weights[8u * n_blocks + block_b * 4u + qh_slot];
-        let scales_a = weights[12u * n_blocks + block_a];
-        let scales_b = weights[12u * n_blocks + block_b];
-        let d_a = unpack2x16float(word_at(52u * n_blocks + block_a / 2u))[block_a % 2u];
-        let d_b = unpack2x16float(word_at(52u * n_blocks + block_b / 2u))[block_b % 2u];
+        let wa = q6_slot(rows.x + b, slot, n_blocks);
+        let wb = q6_slot(rows.y + b, slot, n_blocks);
         let xi = x_row4 + b * 64u + (slot / 4u) * 32u + (slot % 4u) * 4u;
         let v = XBlock(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u], x[xi + 16u], x[xi + 17u], x[xi + 18u], x[xi + 19u]);
         let sum_lo = horizontal_sum((v.lo0 + v.lo1) + (v.lo2 + v.lo3));
         let sum_hi = horizontal_sum((v.hi0 + v.hi1) + (v.hi2 + v.hi3));
-        sum_a += slot_dot_f32(ql_a, qh_a, scales_a, d_a, slot, v, sum_lo, sum_hi);
-        sum_b += slot_dot_f32(ql_b, qh_b, scales_b, d_b, slot, v, sum_lo, sum_hi);
+        sum_a += slot_dot_f32(wa, slot, v, sum_lo, sum_hi);
+        sum_b += slot_dot_f32(wb, slot, v, sum_lo, sum_hi);
     }
     finish_row_pair_lanes(tid, row0, sum_a, sum_b, lanes);
 }
