@@ -34,7 +34,7 @@
 #include "common/matvec_rows.wgsl"
 #include "common/k_scales.wgsl"
 #include "common/matvec_q4_k_f32.wgsl"
-#include "common/planes.wgsl"
+#include "common/planes_matvec.wgsl"
 #include "common/matvec_f32_entries.wgsl"
 
 // One row's share of a slot: `q` its 16 qs bytes, `block_meta` its block's (d, dmin) and

@@ -10,7 +10,7 @@
 //   2 x: array<vec4<f32>>            [x_row + 1, k]; row x_row is read (by `quantize`)
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
-//   5 planes: array<vec4<u32>> (read_write, device scratch: common/planes.wgsl)
+//   5 planes: array<vec4<u32>> (read_write, device scratch: common/planes_matvec.wgsl)
 // Dispatch (engine::shaders::plan_for): matrices of at least PLANES_MIN_WEIGHTS weights run
 //   `quantize` first, workgroup_size 256, ceil(k / 1024) workgroups (4 threads per group);
 //   then `main` / `lanes64` / `lanes128` as matvec_q6_k.wgsl (32 / 64 / 128 threads per pair of
@@ -24,7 +24,7 @@
 
 #include "common/matvec_rows.wgsl"
 #include "common/matvec_q6_k_f32.wgsl"
-#include "common/planes.wgsl"
+#include "common/planes_matvec.wgsl"
 #include "common/matvec_f32_entries.wgsl"
 
 // The 6-bit weights of 16 elements as bytes: low bits from `ql` (shifted by `ql_shift`), top

@@ -42,6 +42,12 @@ fn matvec_every_format_f32_only() {
     pollster::block_on(kernel_cases::matvec_every_format(pair_with(WgpuOptions { no_planes_matvecs: true, ..Default::default() })));
 }
 
+/// A norm / SwiGLU writing the planes of the row a planes matvec reads next (engine::shaders::pass_plans).
+#[test]
+fn planes_producer_passes() {
+    pollster::block_on(kernel_cases::planes_producer_passes(pair()));
+}
+
 #[test]
 fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));

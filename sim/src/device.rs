@@ -190,7 +190,8 @@ impl SimDevice {
         Ok(())
     }
 
-    fn run_op(&mut self, op: &Op) -> Result<()> {
+    /// Runs `op`; `planned` is its share of `shaders::pass_plans` (None: its own `plan_for`).
+    fn run_op(&mut self, op: &Op, planned: Option<&[shaders::Dispatch]>) -> Result<()> {
         self.check_op(op)?;
         // A MatMul's last partial 64-row tile of activation rows (all of a short prompt) as
         // mat-vecs, one per row: the tiled kernel costs as much for 1..64 rows as for 64, while
@@ -202,18 +203,21 @@ impl SimDevice {
             let rest = p.m - full;
             if p.m > 1 && rest > 0 && rest <= MAX_MATVEC_ROWS && sim_matvec_rows() && !self.variants.tensor_cores {
                 if full > 0 {
-                    self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } })?;
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: MatMulParams { m: full, ..p } }, None)?;
                 }
                 for t in full..p.m {
                     let out_col = p.out_col + t * p.out_stride;
                     let row = MatMulParams { m: 1, x_row: p.x_row + t, out_col, out_stride: out_col + p.n, ..p };
-                    self.run_op(&Op::MatMul { w, x, bias, out, p: row })?;
+                    self.run_op(&Op::MatMul { w, x, bias, out, p: row }, None)?;
                 }
                 return Ok(());
             }
         }
         let kernel = op.kernel_id();
-        let plan = shaders::plan_for(op, self.variants)?;
+        let plan = match planned {
+            Some(plan) => plan.to_vec(),
+            None => shaders::plan_for(op, self.variants)?,
+        };
         if plan.is_empty() {
             return Ok(());
         }
@@ -314,8 +318,10 @@ impl Device for SimDevice {
     }
 
     fn run(&mut self, pass: &[Op]) -> Result<()> {
-        for op in pass {
-            self.run_op(op)?;
+        // As WgpuDevice: the pass's plans (a planes matvec may skip its `quantize`).
+        let plans = shaders::pass_plans(pass, self.variants)?;
+        for (op, plan) in pass.iter().zip(&plans) {
+            self.run_op(op, Some(plan))?;
         }
         Ok(())
     }

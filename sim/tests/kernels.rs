@@ -32,6 +32,15 @@ fn matvec_every_format_planes() {
     pollster::block_on(kernel_cases::matvec_every_format(Pair::new(Box::new(sim))));
 }
 
+/// Passes where a norm / SwiGLU writes the planes the next matvec reads (`pass_plans`), on the
+/// planes variants.
+#[test]
+fn planes_producer_passes() {
+    let variants = engine::shaders::Variants { planes_matvecs: true, ..Default::default() };
+    let sim = SimDevice::new(SimOptions { variants, ..Default::default() }).expect("simulator");
+    pollster::block_on(kernel_cases::planes_producer_passes(Pair::new(Box::new(sim))));
+}
+
 #[test]
 fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));

@@ -851,13 +851,12 @@ impl WgpuDevice {
     fn run_pass(&mut self, pass: &[Op], copy: Option<CopyOut>) -> Result<wgpu::SubmissionIndex> {
         self.take_error()?;
         // 1. Validate and plan everything before touching the GPU.
-        let mut plans = Vec::with_capacity(pass.len());
         let mut scratch_bytes = 0;
         for op in pass {
             self.check_op(op)?;
-            plans.push(shaders::plan_for(op, self.variants)?);
             scratch_bytes = scratch_bytes.max(shaders::scratch_bytes_for(op, self.variants));
         }
+        let plans = shaders::pass_plans(pass, self.variants)?;
         // 2. One params slot per op, all written with one queue write.
         let stride = self.params_stride;
         self.ensure_grown(GrownBuffer::Params, stride * pass.len().max(1) as u64)?;

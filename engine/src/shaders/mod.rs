@@ -98,6 +98,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/matvec_q6_k_f32.wgsl"),
     shader!("common/matvec_rows.wgsl"),
     shader!("common/planes.wgsl"),
+    shader!("common/planes_matvec.wgsl"),
     shader!("common/q5_bits.wgsl"),
     shader!("common/rope_kv_write_body.wgsl"),
     shader!("common/row_sum.wgsl"),
@@ -173,6 +174,14 @@ impl Variants {
 const PLANES_ENTRIES: &[&str] = &["main", "lanes64", "lanes128", "quantize", "f32_main", "f32_lanes64", "f32_lanes128"];
 const PLANES_QUANTIZE_ENTRY: usize = 3;
 const PLANES_F32_ENTRIES: usize = 4;
+
+/// Entry points of the ops whose output row planes matvecs read (add_rms_norm.wgsl, swiglu.wgsl)
+/// on a device with planes matvecs: `planes_main` also writes the row's planes (`pass_plans`).
+const PLANES_PRODUCER_ENTRIES: &[&str] = &["main", "planes_main"];
+const PLANES_PRODUCER_ENTRY: usize = 1;
+
+/// Elements per workgroup of swiglu.wgsl `planes_main` (256 threads, four elements each).
+const SWIGLU_PLANES_ELEMENTS: u64 = 1024;
 
 /// Whether `format` has a planes matvec (matvec_planes_<format>.wgsl).
 pub fn is_planes_matvec(format: WeightFormat) -> bool {
@@ -255,6 +264,7 @@ pub fn entry_points_for(kernel: KernelId, variants: Variants) -> &'static [&'sta
     match kernel {
         KernelId::MatMul(_) if variants.tensor_cores => &["main", "rows128", "wide"],
         KernelId::MatVec(_) if uses_planes(kernel, variants) => PLANES_ENTRIES,
+        KernelId::AddRmsNorm | KernelId::SwiGlu if variants.planes_matvecs => PLANES_PRODUCER_ENTRIES,
         _ => entry_points(kernel),
     }
 }
@@ -300,7 +310,7 @@ pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
         Op::Attention { .. } | Op::Argmax { .. } => slots.push(Slot::Scratch),
         _ => {}
     }
-    if uses_planes(op.kernel_id(), variants) {
+    if uses_planes(op.kernel_id(), variants) || (variants.planes_matvecs && matches!(op, Op::AddRmsNorm { .. } | Op::SwiGlu { .. })) {
         slots.push(Slot::Scratch);
     }
     slots
@@ -331,6 +341,9 @@ pub fn storage_layout_for(kernel: KernelId, variants: Variants) -> (usize, usize
         return (5, 2); // + the planes scratch
     }
     match kernel {
+        // + the planes scratch of `planes_main`
+        KernelId::AddRmsNorm if variants.planes_matvecs => (5, 3),
+        KernelId::SwiGlu if variants.planes_matvecs => (3, 2),
         KernelId::Embed(_) | KernelId::RmsNorm => (3, 1),
         KernelId::AddRmsNorm => (4, 2),
         KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
@@ -424,9 +437,10 @@ pub fn scratch_bytes(op: &Op) -> u64 {
 /// `scratch_bytes` on a device with `variants`.
 pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
     if let (true, Op::MatMul { p, .. }) = (is_planes_op(op, variants), op) {
-        // Three 16-byte planes per group, then (s, sum) per group.
-        let groups = p.k as u64 / PLANES_GROUP;
-        return groups * 48 + groups.div_ceil(2) * 16;
+        return planes_bytes(p.k);
+    }
+    if let (true, Some((_, k))) = (variants.planes_matvecs, planes_producer_row(op)) {
+        return planes_bytes(k);
     }
     match op {
         Op::Attention { p, .. } => {
@@ -436,6 +450,94 @@ pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
         Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
         _ => 0,
     }
+}
+
+/// Bytes of the planes of a row of `k` activations: three 16-byte planes per group, then
+/// (s, sum) per group.
+fn planes_bytes(k: u32) -> u64 {
+    let groups = k as u64 / PLANES_GROUP;
+    groups * 48 + groups.div_ceil(2) * 16
+}
+
+/// `(out, k)` of an op whose `planes_main` entry point can write the planes of its one output
+/// row of `k` activations (AddRmsNorm of one row, SwiGlu of one token).
+fn planes_producer_row(op: &Op) -> Option<(crate::device::BufferId, u32)> {
+    match *op {
+        Op::AddRmsNorm { out, p, .. } if p.n_rows == 1 && p.n_cols as u64 % PLANES_GROUP == 0 => Some((out, p.n_cols)),
+        Op::SwiGlu { out, p, .. } if p.n_tokens == 1 && p.width as u64 % PLANES_GROUP == 0 => Some((out, p.width)),
+        _ => None,
+    }
+}
+
+/// The activation row a planes matvec quantizes: `(x, x_row, k)`.
+type PlanesRow = (crate::device::BufferId, u32, u32);
+
+fn planes_input(op: &Op, variants: Variants) -> Option<PlanesRow> {
+    match *op {
+        Op::MatMul { x, p, .. } if is_planes_op(op, variants) => Some((x, p.x_row, p.k)),
+        _ => None,
+    }
+}
+
+/// Whether `op` writes `buf` (one of its read_write bindings).
+fn writes(op: &Op, buf: crate::device::BufferId, variants: Variants) -> bool {
+    let slots = slots_for(op, variants);
+    let (_, writable) = storage_layout_for(op.kernel_id(), variants);
+    slots[slots.len().saturating_sub(writable)..].contains(&Slot::Buffer(buf))
+}
+
+/// The dispatches of a pass of ops (run in order, sharing the device scratch): `plan_for` of
+/// each op, except that a planes matvec whose activation row is already in the scratch as
+/// planes skips its `quantize` dispatch. The row got there from the op that produced it
+/// (AddRmsNorm, SwiGlu: their `planes_main` entry point, picked when the next op to touch the
+/// scratch is a planes matvec reading that row) or from the previous planes matvec on the same
+/// row. H200, Llama-3-8B decode: 3 of the 4 `quantize` dispatches a layer go (docs/PERF.md pass 8).
+pub fn pass_plans(pass: &[Op], variants: Variants) -> Result<Vec<Vec<Dispatch>>> {
+    let mut plans = pass.iter().map(|op| plan_for(op, variants)).collect::<Result<Vec<_>>>()?;
+    if !variants.planes_matvecs {
+        return Ok(plans);
+    }
+    // The row whose planes the scratch holds after the ops so far.
+    let mut held: Option<PlanesRow> = None;
+    for (i, op) in pass.iter().enumerate() {
+        if let Some(row) = planes_input(op, variants) {
+            if held == Some(row) && plans[i].len() == 2 {
+                plans[i].remove(0);
+            }
+            held = Some(row);
+            continue;
+        }
+        if let Some((out, k)) = planes_producer_row(op) {
+            let row = (out, 0, k);
+            if next_planes_reader(&pass[i + 1..], row, variants) && plans[i].len() == 1 {
+                let workgroups = match op {
+                    Op::SwiGlu { .. } => grid(u32::try_from((k as u64).div_ceil(SWIGLU_PLANES_ELEMENTS)).map_err(|_| kernel_err(op.kernel_id(), "too many workgroups"))?),
+                    _ => [1, 1, 1],
+                };
+                plans[i] = vec![Dispatch { entry: PLANES_PRODUCER_ENTRY, workgroups }];
+                held = Some(row);
+                continue;
+            }
+        }
+        if held.is_some_and(|(buf, _, _)| writes(op, buf, variants)) || scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none() {
+            held = None;
+        }
+    }
+    Ok(plans)
+}
+
+/// Whether the first of `rest` that touches the scratch is a planes matvec reading `row`, with
+/// nothing before it writing `row`'s buffer.
+fn next_planes_reader(rest: &[Op], row: PlanesRow, variants: Variants) -> bool {
+    for op in rest {
+        if let Some(input) = planes_input(op, variants) {
+            return input == row;
+        }
+        if writes(op, row.0, variants) || scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none() {
+            return false;
+        }
+    }
+    false
 }
 
 /// The dispatches that run `op`, in order; empty when the op has nothing to do. Shapes that the
@@ -644,6 +746,69 @@ mod tests {
         assert_eq!(kernel_file_for(gate_up.kernel_id(), planes).unwrap(), "matvec_planes_q4_k.wgsl");
         assert_eq!(storage_layout_for(gate_up.kernel_id(), planes), (5, 2));
         assert_eq!(planes.describe(), ", planes matvecs");
+    }
+
+    #[test]
+    fn planes_producer_pass_plans() {
+        use crate::device::BufferId;
+        use crate::kernels::{ElementwiseParams, MatMulParams, RmsNormParams, SwiGluParams, WeightBuf};
+        use crate::quant::GgmlType;
+        let matvec = |format, n: u32, k: u32, x: u32, out: u32| Op::MatMul {
+            w: WeightBuf { buf: BufferId(0), format, rows: n, cols: k },
+            x: BufferId(x),
+            bias: None,
+            out: BufferId(out),
+            p: MatMulParams { m: 1, n, k, x_row: 0, has_bias: 0, out_stride: n, out_col: 0 },
+        };
+        let norm = |rows: u32, out: u32| Op::AddRmsNorm {
+            residual: BufferId(3),
+            x: BufferId(4),
+            weight: BufferId(5),
+            out: BufferId(out),
+            p: RmsNormParams { n_rows: rows, n_cols: 4096, eps: 1e-5 },
+        };
+        let planes = Variants { planes_matvecs: true, ..Default::default() };
+        let names = |pass: &[Op], variants| {
+            let plans = pass_plans(pass, variants).unwrap();
+            pass.iter()
+                .zip(plans)
+                .map(|(op, plan)| plan.iter().map(|d| entry_points_for(op.kernel_id(), variants)[d.entry]).collect::<Vec<_>>().join("+"))
+                .collect::<Vec<_>>()
+        };
+        // An 8B layer's FFN half: the norm and SwiGLU write the planes, gate|up and down skip
+        // `quantize`; v (Q6_K, below 2^24 weights: f32 entries) between q|k and nothing else in
+        // the way leaves the planes of the norm's output for a second matvec on it.
+        let swiglu = Op::SwiGlu { gate_up: BufferId(7), out: BufferId(8), p: SwiGluParams { n_tokens: 1, width: 14336 } };
+        let layer = [
+            norm(1, 6),
+            matvec(GgmlType::Q4_K, 5120, 4096, 6, 9),
+            matvec(GgmlType::Q6_K, 1024, 4096, 6, 10),
+            matvec(GgmlType::Q4_K, 28672, 4096, 6, 7),
+            swiglu,
+            matvec(GgmlType::Q6_K, 4096, 14336, 8, 4),
+        ];
+        assert_eq!(names(&layer, planes), ["planes_main", "lanes64", "f32_lanes128", "main", "planes_main", "lanes64"]);
+        let plans = pass_plans(&layer, planes).unwrap();
+        assert_eq!(plans[0][0].workgroups, [1, 1, 1]);
+        assert_eq!(plans[4][0].workgroups, [14, 1, 1]);
+        assert_eq!(scratch_bytes_for(&layer[4], planes), scratch_bytes_for(&layer[5], planes));
+        assert_eq!(storage_layout_for(KernelId::SwiGlu, planes), (3, 2));
+        assert_eq!(storage_layout_for(KernelId::AddRmsNorm, planes), (5, 3));
+        // Without the variant: plain plans, every matvec on its own.
+        assert_eq!(names(&layer, Variants::default()), ["main", "lanes64", "lanes128", "main", "main", "lanes64"]);
+        // The row rewritten in between, or attention / argmax (scratch users) before the reader:
+        // the norm keeps `main` and the matvec quantizes.
+        let add = Op::Add { a: BufferId(6), b: BufferId(4), p: ElementwiseParams { n: 4096 } };
+        let pass = [norm(1, 6), add, matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
+        assert_eq!(names(&pass, planes), ["main", "main", "quantize+main"]);
+        let argmax = Op::Argmax { x: BufferId(11), out: BufferId(12), p: crate::kernels::ArgmaxParams { n: 5000, offset: 0 } };
+        let pass = [norm(1, 6), argmax.clone(), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7), argmax, matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
+        assert_eq!(names(&pass, planes), ["main", "partial+finish", "quantize+main", "partial+finish", "quantize+main"]);
+        // Prefill norms (several rows) and a matvec on another row or buffer: no planes from the norm.
+        let pass = [norm(3, 6), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
+        assert_eq!(names(&pass, planes), ["main", "quantize+main"]);
+        let pass = [norm(1, 6), matvec(GgmlType::Q4_K, 28672, 4096, 9, 7)];
+        assert_eq!(names(&pass, planes), ["main", "quantize+main"]);
     }
 
     #[test]

@@ -245,6 +245,76 @@ pub async fn matvec_every_format(mut pair: Pair) {
     matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false).await;
 }
 
+/// Decode passes where the op producing a planes matvec's activation row also writes its planes
+/// (add_rms_norm.wgsl / swiglu.wgsl `planes_main`, chosen by engine::shaders::pass_plans on
+/// devices with planes matvecs) and a second matvec on the same row reuses them; then passes
+/// where something in between rules that out (the row rewritten, attention using the scratch).
+/// Devices without planes run the same passes on their plain kernels.
+pub async fn planes_producer_passes(mut pair: Pair) {
+    let mut rng = Rng(11);
+    let weight_of = |pair: &mut Pair, rng: &mut Rng, format: WeightFormat, n: u32, k: u32| {
+        let packed = random_weight(rng, format, n as usize, k as usize);
+        WeightBuf { buf: pair.bytes(&packed), format, rows: n, cols: k }
+    };
+    let matvec = |w: WeightBuf, x: BufferId, out: BufferId| Op::MatMul {
+        w,
+        x,
+        bias: None,
+        out,
+        p: MatMulParams { m: 1, n: w.rows, k: w.cols, x_row: 0, has_bias: 0, out_stride: w.rows, out_col: 0 },
+    };
+    // AddRmsNorm (4096 columns) -> Q4_K and Q6_K matvecs of >= 2^24 weights on its output.
+    let k = 4096u32;
+    let residual = pair.f32s(&rng.floats(k as usize, 2.0));
+    let delta = pair.f32s(&rng.floats(k as usize, 2.0));
+    let norm_w = pair.f32s(&rng.floats(k as usize, 1.0));
+    let h = pair.zeros(k as usize);
+    let w_a = weight_of(&mut pair, &mut rng, GgmlType::Q4_K, 4097, k);
+    let w_b = weight_of(&mut pair, &mut rng, GgmlType::Q6_K, 4099, k);
+    let (y_a, y_b) = (pair.zeros(4097), pair.zeros(4099));
+    let norm = Op::AddRmsNorm { residual, x: delta, weight: norm_w, out: h, p: RmsNormParams { n_rows: 1, n_cols: k, eps: 1e-6 } };
+    let ops = [norm, matvec(w_a, h, y_a), matvec(w_b, h, y_b)];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("AddRmsNorm -> planes: residual", &mut pair, residual, k as usize, 0.0).await;
+    check("AddRmsNorm -> planes: out", &mut pair, h, k as usize, MAX_NMSE_NORM).await;
+    check("AddRmsNorm -> MatVec(Q4_K) 4097x4096", &mut pair, y_a, 4097, MAX_NMSE_MATMUL).await;
+    check("... -> MatVec(Q6_K) 4099x4096 on the same planes", &mut pair, y_b, 4099, MAX_NMSE_MATMUL).await;
+
+    // SwiGlu (one token, 16384 wide: 16 workgroups of `planes_main`) -> Q6_K / Q4_K down projections.
+    let width = 16384u32;
+    let gate_up = pair.f32s(&rng.floats(2 * width as usize, 6.0));
+    let act = pair.zeros(width as usize);
+    let w_c = weight_of(&mut pair, &mut rng, GgmlType::Q6_K, 1029, width);
+    let y_c = pair.zeros(1029);
+    let ops = [Op::SwiGlu { gate_up, out: act, p: SwiGluParams { n_tokens: 1, width } }, matvec(w_c, act, y_c)];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("SwiGlu -> planes: out", &mut pair, act, width as usize, MAX_NMSE_ELEMENTWISE).await;
+    check("SwiGlu -> MatVec(Q6_K) 1029x16384", &mut pair, y_c, 1029, MAX_NMSE_MATMUL).await;
+
+    // The norm's output rewritten before the matvec (Add), and attention (which uses the scratch)
+    // between two matvecs on one row: each matvec must quantize what it reads.
+    let norm = Op::AddRmsNorm { residual, x: delta, weight: norm_w, out: h, p: RmsNormParams { n_rows: 1, n_cols: k, eps: 1e-6 } };
+    let q = pair.f32s(&rng.floats(256, 1.0));
+    let kc = pair.f32s(&rng.floats(4 * 128, 1.0));
+    let vc = pair.f32s(&rng.floats(4 * 128, 1.0));
+    let att = pair.zeros(256);
+    let ap = AttentionParams { n_tokens: 1, n_heads: 2, n_kv_heads: 1, head_dim: 128, pos_offset: 3, scale: 0.1, kv_splits: 2 };
+    let ops = [
+        norm,
+        Op::Add { a: h, b: delta, p: ElementwiseParams { n: k } },
+        matvec(w_a, h, y_a),
+        Op::Attention { q, k_cache: kc, v_cache: vc, out: att, p: ap },
+        matvec(w_b, h, y_b),
+    ];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("AddRmsNorm, Add -> MatVec(Q4_K)", &mut pair, y_a, 4097, MAX_NMSE_MATMUL).await;
+    check("... Attention -> MatVec(Q6_K)", &mut pair, y_b, 4099, MAX_NMSE_MATMUL).await;
+    check("... Attention out", &mut pair, att, 256, MAX_NMSE_ATTENTION).await;
+}
+
 pub async fn matmul_every_format(mut pair: Pair) {
     let mut rng = Rng(3);
     for format in FORMATS {
