@@ -10,6 +10,11 @@
 //     / 4)) for every (64 / (head_dim / 4))-th key of the tile, the key subsets summed at the end.
 //     With one split the workgroup writes `out` itself; with several it writes (m, l, acc) to
 //     `partials` and `combine` merges them.
+//   `wide` (head_dim 16, 32, ..., 256): the same per (query head, key split) with 256 threads, so
+//     each thread has at most four loads per phase and a tile costs two memory round trips:
+//     head_dim / 16 threads per key share its score (4 vec4 of the K row each, partial dots summed
+//     in workgroup memory), 1024 / head_dim keys per tile; P.V as `decode` with 256 / (head_dim /
+//     4) key subsets. H100, Llama-3-8B decode (head_dim 128): see docs/PERF.md pass 8.
 //   `combine`: a workgroup per query head (common/attention_combine.wgsl).
 //
 // Bindings (group 0):
@@ -19,8 +24,8 @@
 //   3 v_cache: array<vec4<f32>>            [ctx, n_kv_heads * head_dim]
 //   4 out: array<f32> (read_write)         [n_heads, head_dim]
 //   5 partials: array<f32> (read_write)    device scratch [n_heads, kv_splits, head_dim + 2]
-// Dispatch (workgroup_size 64 for both): decode (n_heads, kv_splits, 1), then, when kv_splits > 1,
-//   combine (n_heads folded into x <= 65535, y).
+// Dispatch (workgroup_size 64; `wide` 256): decode or wide (n_heads, kv_splits, 1), then, when
+//   kv_splits > 1, combine (n_heads folded into x <= 65535, y).
 
 #include "common/grid.wgsl"
 #include "common/attention_params.wgsl"
@@ -147,6 +152,140 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         var total = vec4<f32>(0.0);
         for (var j = 0u; j < subsets; j++) {
             total += column_sums[j * dim4 + lid];
+        }
+        if (p.kv_splits == 1u) {
+            // One split holds every key (ctx >= 1), so l > 0.
+            let o = total / l;
+            let at = h * p.head_dim + 4u * lid;
+            out[at] = o.x;
+            out[at + 1u] = o.y;
+            out[at + 2u] = o.z;
+            out[at + 3u] = o.w;
+        } else {
+            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
+            if (lid == 0u) {
+                partials[base] = m;
+                partials[base + 1u] = l;
+            }
+            let at = base + 2u + 4u * lid;
+            partials[at] = total.x;
+            partials[at + 1u] = total.y;
+            partials[at + 2u] = total.z;
+            partials[at + 3u] = total.w;
+        }
+    }
+}
+
+const WIDE: u32 = 256u;
+
+var<workgroup> dot_parts: array<f32, WIDE>;             // partial dots of the tile's keys
+var<workgroup> wide_vals: array<vec4<f32>, 64>;        // the tile's <= 256 scores, then probabilities
+var<workgroup> wide_sums: array<vec4<f32>, WIDE>;      // [key subset][column]
+
+fn wide_prob(key: u32) -> f32 {
+    return wide_vals[key / 4u][key % 4u];
+}
+
+@compute @workgroup_size(256)
+fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let dim4 = p.head_dim / 4u;
+    let per_key = dim4 / 4u;          // threads per key, four vec4 of its K row each
+    let tile_keys = WIDE / per_key;   // 16 (head_dim 256) .. 256 (head_dim 16)
+    let h = wid.x;
+    let split = wid.y;
+    let group = p.n_heads / p.n_kv_heads;
+    let kv_dim4 = p.n_kv_heads * dim4;
+    let kv_offset4 = (h / group) * dim4;
+    let ctx = p.pos_offset + 1u;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let key_begin = split * span;
+    let key_end = min(key_begin + span, ctx);
+    if (lid < dim4) {
+        q_row[lid] = q[h * dim4 + lid] * p.scale;
+    }
+    workgroupBarrier();
+    // Score work split: key `lid / per_key` of the tile, vec4s 4 (lid % per_key) .. + 3 of its row.
+    let score_key = lid / per_key;
+    let part4 = 4u * (lid % per_key);
+    let q0 = q_row[part4];
+    let q1 = q_row[part4 + 1u];
+    let q2 = q_row[part4 + 2u];
+    let q3 = q_row[part4 + 3u];
+    // P.V work split: `column` of the output, every `subsets`-th key from `subset`.
+    let column = lid % dim4;
+    let subsets = WIDE / dim4;
+    let subset = lid / dim4;
+    var m = NO_MAX;
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    for (var tile = key_begin; tile < key_end; tile += tile_keys) {
+        let n_keys = min(tile_keys, key_end - tile);
+        var part = 0.0;
+        if (score_key < n_keys) {
+            let at = (tile + score_key) * kv_dim4 + kv_offset4 + part4;
+            let k0 = k_cache[at];
+            let k1 = k_cache[at + 1u];
+            let k2 = k_cache[at + 2u];
+            let k3 = k_cache[at + 3u];
+            part = horizontal_sum((q0 * k0 + q1 * k1) + (q2 * k2 + q3 * k3));
+        }
+        dot_parts[lid] = part;
+        workgroupBarrier();
+        if (lid < tile_keys) {
+            var score = NO_MAX;
+            if (lid < n_keys) {
+                score = 0.0;
+                for (var j = 0u; j < per_key; j++) {
+                    score += dot_parts[lid * per_key + j];
+                }
+            }
+            wide_vals[lid / 4u][lid % 4u] = score;
+        }
+        workgroupBarrier();
+        var m4 = wide_vals[0];
+        for (var j = 1u; j < tile_keys / 4u; j++) {
+            m4 = max(m4, wide_vals[j]);
+        }
+        let m_tile = max(m, max(max(m4.x, m4.y), max(m4.z, m4.w)));
+        workgroupBarrier();
+        if (lid < tile_keys) {
+            wide_vals[lid / 4u][lid % 4u] = select(0.0, exp(wide_vals[lid / 4u][lid % 4u] - m_tile), lid < n_keys);
+        }
+        workgroupBarrier();
+        var s4 = vec4<f32>(0.0);
+        for (var j = 0u; j < tile_keys / 4u; j++) {
+            s4 += wide_vals[j];
+        }
+        let rescale = exp(m - m_tile);
+        l = l * rescale + horizontal_sum(s4);
+        m = m_tile;
+        acc *= rescale;
+        let v_col = (tile + subset) * kv_dim4 + kv_offset4 + column;
+        let step = subsets * kv_dim4;
+        var key = subset;
+        var v_at = v_col;
+        // Four keys per step, so four loads are in flight.
+        for (; key + 3u * subsets < n_keys; key += 4u * subsets) {
+            let v0 = v_cache[v_at];
+            let v1 = v_cache[v_at + step];
+            let v2 = v_cache[v_at + 2u * step];
+            let v3 = v_cache[v_at + 3u * step];
+            acc += (wide_prob(key) * v0 + wide_prob(key + subsets) * v1) + (wide_prob(key + 2u * subsets) * v2 + wide_prob(key + 3u * subsets) * v3);
+            v_at += 4u * step;
+        }
+        for (; key < n_keys; key += subsets) {
+            acc += wide_prob(key) * v_cache[v_at];
+            v_at += step;
+        }
+        // The next tile overwrites dot_parts and wide_vals.
+        workgroupBarrier();
+    }
+    wide_sums[lid] = acc;
+    workgroupBarrier();
+    if (lid < dim4) {
+        var total = vec4<f32>(0.0);
+        for (var j = 0u; j < subsets; j++) {
+            total += wide_sums[j * dim4 + lid];
         }
         if (p.kv_splits == 1u) {
             // One split holds every key (ctx >= 1), so l > 0.

@@ -154,9 +154,11 @@ pub const MAX_KV_SPLITS: u32 = 64;
 /// Most splits `attention_splits` picks for a multi-token (prefill) op: its rows already fill the
 /// GPU, and the scratch grows with tokens x splits.
 pub const MAX_PREFILL_KV_SPLITS: u32 = 16;
-/// Keys per split for a one-token (decode) op: one 32-key tile of the `decode` entry point, so a
-/// decode step runs n_heads x ctx / 32 workgroups (up to MAX_KV_SPLITS splits).
-pub const DECODE_KEYS_PER_SPLIT: u32 = 32;
+/// Keys per split for a one-token (decode) op: n_heads x ctx / 64 workgroups (up to MAX_KV_SPLITS
+/// splits); two 32-key tiles of attention_decode.wgsl `wide` at head_dim 128. H200, 32 / 64 / 128
+/// keys (docs/PERF.md pass 8): Llama-3-8B decode 235.7 / 235.2 / 234.0 tok/s from an empty
+/// context, 208.5 / 220.2 / 216.8 after a 512-token prompt; Qwen2.5-0.5B 605.5 / 615.6 / 617.2.
+pub const DECODE_KEYS_PER_SPLIT: u32 = 64;
 
 /// Largest head_dim of `KernelId::AttentionDecode` (shaders/attention_decode.wgsl).
 pub const DECODE_MAX_HEAD_DIM: u32 = 256;

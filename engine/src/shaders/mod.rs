@@ -252,7 +252,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode", "prefill"],
-        KernelId::AttentionDecode => &["decode", "combine"],
+        KernelId::AttentionDecode => &["decode", "combine", "wide"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
         _ => &["main"],
@@ -623,7 +623,9 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
             }
             let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
             if kernel == KernelId::AttentionDecode {
-                let decode = Dispatch { entry: 0, workgroups: [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1] };
+                // `wide` (256 threads) for head_dim 16, 32, ..., 256: its work splits evenly.
+                let entry = if p.head_dim.is_power_of_two() && p.head_dim >= 16 { 2 } else { 0 };
+                let decode = Dispatch { entry, workgroups: [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1] };
                 // One split: the decode workgroups write the output themselves.
                 return Ok(if p.kv_splits == 1 { vec![decode] } else { vec![decode, Dispatch { entry: 1, workgroups: combine }] });
             }
@@ -823,12 +825,15 @@ mod tests {
             p: AttentionParams { n_tokens, n_heads: 14, n_kv_heads: 2, head_dim, pos_offset: 0, scale: 1.0, kv_splits },
         };
         let entries = |o: &Op| plan(o).expect("plan").iter().map(|d| d.entry).collect::<Vec<_>>();
-        // Decode with head_dim % 4 == 0: AttentionDecode's `decode` (+ its `combine` with
-        // splits); other decode shapes attention.wgsl's `decode` + `combine`; prefill up to
-        // head_dim 128: `prefill` (+ `combine` with splits).
+        // Decode with head_dim % 4 == 0: AttentionDecode's `wide` for powers of two from 16,
+        // else its `decode` (+ its `combine` with splits); other decode shapes attention.wgsl's
+        // `decode` + `combine`; prefill up to head_dim 128: `prefill` (+ `combine` with splits).
         assert_eq!(op(1, 64, 3).kernel_id(), KernelId::AttentionDecode);
-        assert_eq!(entries(&op(1, 64, 3)), [0, 1]);
-        assert_eq!(entries(&op(1, 64, 1)), [0]);
+        assert_eq!(entries(&op(1, 64, 3)), [2, 1]);
+        assert_eq!(entries(&op(1, 64, 1)), [2]);
+        assert_eq!(entries(&op(1, 16, 1)), [2]);
+        assert_eq!(entries(&op(1, 96, 2)), [0, 1]);
+        assert_eq!(entries(&op(1, 8, 1)), [0]);
         assert_eq!(op(1, 18, 3).kernel_id(), KernelId::Attention);
         assert_eq!(entries(&op(1, 18, 3)), [2, 1]);
         assert_eq!(entries(&op(512, 64, 1)), [3]);

@@ -490,6 +490,11 @@ pub async fn attention_decode(mut pair: Pair) {
     // 4, takes attention.wgsl's decode entry.
     attention_case(&mut pair, &mut rng, 1, 99, 1, 2, 256, None).await;
     attention_case(&mut pair, &mut rng, 1, 49, 1, 2, 18, Some(2)).await;
+    // `wide` (head_dim 16..256, powers of two): ten 32-key tiles in one split (head_dim 128),
+    // 256-key tiles (head_dim 16); head_dim 96 keeps `decode`.
+    attention_case(&mut pair, &mut rng, 1, 299, 2, 4, 128, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 1, 600, 1, 2, 16, Some(2)).await;
+    attention_case(&mut pair, &mut rng, 1, 70, 1, 3, 96, Some(2)).await;
 }
 
 pub async fn attention_prefill(mut pair: Pair) {
