@@ -13,8 +13,9 @@
 //   5 planes: array<vec4<u32>> (read_write, device scratch: common/planes_matvec.wgsl)
 // Dispatch (engine::shaders::plan_for): matrices of at least PLANES_MIN_WEIGHTS weights run
 //   `quantize` first, workgroup_size 256, ceil(k / 1024) workgroups (4 threads per group);
-//   then `main` / `lanes64` / `lanes128` as matvec_q6_k.wgsl (32 / 64 / 128 threads per pair of
-//   rows, engine::shaders::matvec_rows_per_workgroup), workgroups folded by engine::shaders::grid;
+//   then `main` / `lanes64` / `lanes128` with the rows per workgroup of matvec_q6_k.wgsl (8 / 4 /
+//   2: engine::shaders::matvec_rows_per_workgroup; `main` and `lanes64` as 64 / 128 threads per
+//   four rows, `lanes128` per pair), workgroups folded by engine::shaders::grid;
 //   smaller ones run the f32 kernel's `f32_main` / `f32_lanes64` / `f32_lanes128` instead.
 //
 // Work split as matvec_q6_k.wgsl: slot t = 4 half + u of a block holds the low 4 bits of group
@@ -46,7 +47,74 @@ fn slot_dot(w: Q6Slot, slot: u32, x_lo: Group, x_hi: Group) -> f32 {
     return w.d * (scale_lo * (dot_lo - 32.0 * x_lo.side.y) + scale_hi * (dot_hi - 32.0 * x_hi.side.y));
 }
 
+// The entry points' rows per workgroup (2 * THREADS / lanes, common/matvec_rows.wgsl): with 32
+// or 64 threads per pair of rows (`main`, `lanes64`), 2 * lanes threads take four rows each
+// (H200, Llama-3-8B decode: 237.1 -> 240.7 tok/s; the same for Q4_K was slower, 237 -> 222);
+// with 128, pairs.
 fn matvec_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
+    if (lanes == 32u || lanes == 64u) {
+        row_quads(wid, nwg, tid, 2u * lanes);
+    } else {
+        row_pairs(wid, nwg, tid, lanes);
+    }
+}
+
+var<workgroup> quad_partial: array<vec4<f32>, 128>; // THREADS
+
+// Four rows per thread, `lanes` (64 or 128) threads per four rows; overhang rows are clamped and
+// never written, as in the pair kernels.
+fn row_quads(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
+    let row0 = linear_workgroup(wid, nwg) * (4u * THREADS / lanes);
+    if (row0 >= p.n) {
+        return;
+    }
+    let blocks_per_row = p.k / 256u;
+    let n_blocks = p.n * blocks_per_row;
+    let r = 4u * (tid / lanes);
+    let rows = vec4<u32>(clamped_row(row0, r), clamped_row(row0, r + 1u), clamped_row(row0, r + 2u), clamped_row(row0, r + 3u)) * blocks_per_row;
+    var sums = vec4<f32>(0.0);
+    let slots = blocks_per_row * 8u;
+    for (var s = tid % lanes; s < slots; s += lanes) {
+        let b = s / 8u;
+        let slot = s % 8u;
+        let w0 = q6_slot(rows.x + b, slot, n_blocks);
+        let w1 = q6_slot(rows.y + b, slot, n_blocks);
+        let w2 = q6_slot(rows.z + b, slot, n_blocks);
+        let w3 = q6_slot(rows.w + b, slot, n_blocks);
+        let g_lo = b * 16u + 8u * (slot / 4u) + slot % 4u;
+        let x_lo = load_group(g_lo);
+        let x_hi = load_group(g_lo + 4u);
+        sums.x += slot_dot(w0, slot, x_lo, x_hi);
+        sums.y += slot_dot(w1, slot, x_lo, x_hi);
+        sums.z += slot_dot(w2, slot, x_lo, x_hi);
+        sums.w += slot_dot(w3, slot, x_lo, x_hi);
+    }
+    let lane = tid % lanes;
+    quad_partial[tid] = sums;
+    workgroupBarrier();
+    for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
+        if (lane < stride) {
+            quad_partial[tid] += quad_partial[tid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u) {
+        let y = quad_partial[tid];
+        for (var j = 0u; j < 4u; j++) {
+            let row = row0 + r + j;
+            if (row < p.n) {
+                var v = y[j];
+                if (p.has_bias != 0u) {
+                    v += bias[row];
+                }
+                out[p.out_col + row] = v;
+            }
+        }
+    }
+}
+
+// Two rows per thread (`lanes` threads per pair of rows: the entry point `lanes128`).
+fn row_pairs(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: u32) {
     let row0 = first_pair_row(wid, nwg, lanes);
     if (row0 >= p.n) {
         return;
