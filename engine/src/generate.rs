@@ -180,16 +180,24 @@ pub async fn generate(
     let mut timings = Timings { prompt_tokens: prompt_ids.len(), ..Timings::default() };
 
     // Greedy without penalties: the device takes the argmax and only the id is read back.
+    // Top-k sampling without penalties: the device selects the largest logits and the host
+    // samples from those (the same token as from the row; the row only when they can't decide).
     let on_device = opts.sampling.is_plain_argmax();
+    let top_on_device = opts.sampling.device_top_k().is_some();
+    let vocab = session.model().config().vocab_size;
     let t0 = now_ms();
-    let (mut logits, mut next) = if on_device {
+    let (mut logits, mut next, mut top) = if on_device {
         let (id, reused, _) = session.prefill_argmax(prompt_ids).await?;
         timings.reused_tokens = reused;
-        (Vec::new(), Some(id))
+        (Vec::new(), Some(id), None)
+    } else if top_on_device {
+        let (places, reused, _) = session.prefill_top_k(prompt_ids).await?;
+        timings.reused_tokens = reused;
+        (Vec::new(), None, Some(places))
     } else {
         let prefill = session.prefill(prompt_ids).await?;
         timings.reused_tokens = prefill.reused;
-        (prefill.logits, None)
+        (prefill.logits, None, None)
     };
     timings.prefill_ms = now_ms() - t0;
 
@@ -203,9 +211,19 @@ pub async fn generate(
         if generated.len() >= opts.max_tokens {
             break StopReason::MaxTokens;
         }
-        let id = match next.take() {
+        let from_top = match (next.take(), top.take()) {
+            (Some(id), _) => Some(id),
+            (None, Some(places)) => sampler.sample_from_top(&places, vocab)?,
+            (None, None) => None,
+        };
+        let id = match from_top {
             Some(id) => id,
-            None => sampler.sample_with_prompt(&mut logits, &history, prompt_ids.len())?,
+            None => {
+                if top_on_device {
+                    logits = session.last_logits().await?;
+                }
+                sampler.sample_with_prompt(&mut logits, &history, prompt_ids.len())?
+            }
         };
         generated.push(id);
         history.push(id);
@@ -226,6 +244,8 @@ pub async fn generate(
         }
         if on_device {
             next = Some(session.append_argmax_pipelined(id, crate::session::DECODE_PIPELINE_DEPTH).await?);
+        } else if top_on_device {
+            top = Some(session.append_top_k(id).await?);
         } else {
             logits = session.append(id).await?;
         }

@@ -6,7 +6,7 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device, ReadTicket};
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, EmbedParams, MatMulParams, Op, RmsNormParams,
+    attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, TopKParams, EmbedParams, MatMulParams, Op, RmsNormParams,
     RopeKvWriteParams, SwiGluParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
@@ -184,6 +184,8 @@ struct Activations {
     logits: BufferId,
     /// One u32: the argmax of the last logits row (greedy decoding reads back 4 bytes).
     argmax: BufferId,
+    /// `TOP_K_MAX` (id, value bits) places of the last logits row (top-k sampling reads 512 bytes).
+    top_k: BufferId,
     rope: BufferId,
 }
 
@@ -504,6 +506,7 @@ impl Model {
             act: f32_buf("act", c * inter)?,
             logits: f32_buf("logits", logits_rows * cfg.vocab_size)?,
             argmax: f32_buf("argmax", 1)?,
+            top_k: f32_buf("top_k", 2 * crate::kernels::TOP_K_MAX as usize)?,
             rope: f32_buf("rope_table", opts.context * cfg.head_dim)?,
         };
         let table = rope_table(cfg.rope_theta, cfg.head_dim, opts.context);
@@ -666,6 +669,26 @@ impl Model {
         device.run(&ops)?;
         let id = read_u32(device, self.act.argmax, 0, 1).await?;
         id.first().copied().ok_or_else(|| EngineError::Device("argmax read back nothing".into()))
+    }
+
+    /// As [`Model::forward`] with [`LogitsRows::Last`], but the device also selects the
+    /// `TOP_K_MAX` largest logits (`Op::TopK`) and only those (id, value) places are read back,
+    /// largest first: sampling with a top-k filter copies 512 bytes per token instead of the
+    /// vocabulary row (`Sampler::sample_from_top`; the row stays readable with `last_logits`).
+    pub async fn forward_top_k(&self, device: &mut dyn Device, tokens: &[u32], pos: usize) -> Result<Vec<(u32, f32)>> {
+        self.check_forward(tokens, pos, LogitsRows::Last)?;
+        device.write(self.act.ids, 0, bytemuck::cast_slice(tokens))?;
+        let mut ops = self.record(tokens.len(), pos, LogitsRows::Last);
+        let k = crate::kernels::TOP_K_MAX;
+        ops.push(Op::TopK { x: self.act.logits, out: self.act.top_k, p: TopKParams { n: self.cfg.vocab_size as u32, offset: 0, k } });
+        device.run(&ops)?;
+        let words = read_u32(device, self.act.top_k, 0, 2 * k as usize).await?;
+        Ok(words.chunks_exact(2).map(|w| (w[0], f32::from_bits(w[1]))).collect())
+    }
+
+    /// The logits row of the last token of the last forward pass (of any kind).
+    pub async fn last_logits(&self, device: &mut dyn Device) -> Result<Vec<f32>> {
+        read_f32(device, self.act.logits, 0, self.cfg.vocab_size).await
     }
 
     /// Puts `token` where the next chained pass reads its input (the argmax slot).

@@ -83,6 +83,16 @@ impl SamplingParams {
         self.is_greedy() && !self.has_penalties()
     }
 
+    /// Places of the largest logits that decide the next token, where a device can select them
+    /// (`Op::TopK`, `TOP_K_MAX` places) so the host reads those instead of the vocabulary row:
+    /// sampling with top-k on (1 <= top_k < TOP_K_MAX, one place to spare to prove that no tie
+    /// continues past the places read) and no penalties (which would move logits the device
+    /// did not see). See [`Sampler::sample_from_top`].
+    pub fn device_top_k(&self) -> Option<u32> {
+        let fits = self.top_k > 0 && self.top_k < crate::kernels::TOP_K_MAX as usize;
+        (!self.is_greedy() && !self.has_penalties() && fits).then_some(crate::kernels::TOP_K_MAX)
+    }
+
     fn has_penalties(&self) -> bool {
         self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
@@ -319,7 +329,13 @@ impl Sampler {
             return greedy(logits);
         }
         let total = filter(&self.params, logits, &mut self.scratch)?;
-        // Walk the cumulative weights; the last positive weight absorbs rounding at the top end.
+        Ok(self.draw(total))
+    }
+
+    /// The draw over `scratch.candidates` (left by `filter`, weights summing to `total`): one
+    /// number from the generator, then a walk over the cumulative weights; the last positive
+    /// weight absorbs rounding at the top end. Returns the candidate's index into the logits.
+    fn draw(&mut self, total: f64) -> u32 {
         let target = self.rng.next_f64() * total;
         let mut cumulative = 0.0;
         let mut chosen = self.scratch.candidates[0].id;
@@ -332,7 +348,42 @@ impl Sampler {
                 }
             }
         }
-        Ok(chosen)
+        chosen
+    }
+
+    /// As [`Sampler::sample`] (no history: `device_top_k` excludes penalties) from the largest
+    /// logits of a `vocab`-sized row instead of the row: `top` holds (id, value) places, largest
+    /// first, as `Op::TopK` writes them (ids >= vocab mark places past the row). The same token
+    /// and the same generator state as `sample` on the whole row, or `Ok(None)` (generator
+    /// untouched) when these places cannot prove it: the params don't allow it, a deciding
+    /// value is not finite, or a value tied with the k-th (after the temperature) may lie past
+    /// the places read. Then the caller samples from the row.
+    pub fn sample_from_top(&mut self, top: &[(u32, f32)], vocab: usize) -> Result<Option<u32>> {
+        let k = self.params.top_k;
+        if self.params.device_top_k().is_none() || k >= top.len() {
+            return Ok(None);
+        }
+        let present = top.iter().take_while(|(id, _)| (*id as usize) < vocab).count();
+        let places = &top[..present];
+        if present < k || places[..k].iter().any(|(_, v)| !v.is_finite()) {
+            return Ok(None);
+        }
+        // `filter` scales (v - max) / temperature; a place past those read has a value <= the
+        // last one read, so a scaled value <= its scaled value (rounding is monotonic).
+        let max = places[0].1;
+        let scaled = |v: f32| (v - max) / self.params.temperature;
+        let exhausted = present < top.len() || present == vocab;
+        if !exhausted && !(scaled(places[present - 1].1) < scaled(places[k - 1].1)) {
+            return Ok(None);
+        }
+        // The places as a short row in id order: `filter` keeps the same candidates in the same
+        // relative order (ids only compared with each other), so the draw matches the full row's.
+        let mut by_id: Vec<(u32, f32)> = places.to_vec();
+        by_id.sort_unstable_by_key(|(id, _)| *id);
+        let mut row: Vec<f32> = by_id.iter().map(|(_, v)| *v).collect();
+        let total = filter(&self.params, &mut row, &mut self.scratch)?;
+        let index = self.draw(total);
+        Ok(Some(by_id[index as usize].0))
     }
 
     /// The tokens `sample` could return for these logits and this history, with their

@@ -22,6 +22,20 @@ pub struct Session {
 /// while the GPU runs pass i; more only wastes work when a stop token ends the answer.
 pub const DECODE_PIPELINE_DEPTH: usize = 3;
 
+/// What a prefill's last pass reads back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastRow {
+    Logits,
+    Argmax,
+    TopK,
+}
+
+enum LastOutput {
+    Logits(Vec<f32>),
+    Argmax(u32),
+    TopK(Vec<(u32, f32)>),
+}
+
 /// What a prefill did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prefill {
@@ -59,19 +73,49 @@ impl Session {
     /// Policy: a prompt longer than the context is an error (`ContextOverflow`); callers that
     /// hold conversations drop old turns before calling (see `chat_session`).
     pub async fn prefill(&mut self, tokens: &[u32]) -> Result<Prefill> {
-        let (logits, _, reused, computed) = self.prefill_inner(tokens, false).await?;
+        let (last, reused, computed) = self.prefill_inner(tokens, LastRow::Logits).await?;
+        let LastOutput::Logits(logits) = last else { return Err(EngineError::Device("prefill produced no logits".into())) };
         Ok(Prefill { logits, reused, computed })
     }
 
     /// As [`Session::prefill`], but returns the argmax of the last logits (computed on the device)
     /// instead of the logits: greedy decoding without penalties. Returns (id, reused, computed).
     pub async fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<(u32, usize, usize)> {
-        let (_, id, reused, computed) = self.prefill_inner(tokens, true).await?;
-        let id = id.ok_or_else(|| EngineError::Device("prefill produced no argmax".into()))?;
+        let (last, reused, computed) = self.prefill_inner(tokens, LastRow::Argmax).await?;
+        let LastOutput::Argmax(id) = last else { return Err(EngineError::Device("prefill produced no argmax".into())) };
         Ok((id, reused, computed))
     }
 
-    async fn prefill_inner(&mut self, tokens: &[u32], argmax: bool) -> Result<(Vec<f32>, Option<u32>, usize, usize)> {
+    /// As [`Session::prefill`], but returns the `TOP_K_MAX` largest logits after the last token
+    /// (`Model::forward_top_k`) instead of the row: sampling with top-k. Returns (places,
+    /// reused, computed); `last_logits` reads the row when the places cannot decide.
+    pub async fn prefill_top_k(&mut self, tokens: &[u32]) -> Result<(Vec<(u32, f32)>, usize, usize)> {
+        let (last, reused, computed) = self.prefill_inner(tokens, LastRow::TopK).await?;
+        let LastOutput::TopK(top) = last else { return Err(EngineError::Device("prefill produced no top-k".into())) };
+        Ok((top, reused, computed))
+    }
+
+    /// Appends one token (decode step) and returns the `TOP_K_MAX` largest logits after it.
+    pub async fn append_top_k(&mut self, token: u32) -> Result<Vec<(u32, f32)>> {
+        self.drain().await;
+        let pos = self.cached.len();
+        if pos >= self.context() {
+            return Err(EngineError::ContextOverflow { prompt: pos + 1, context: self.context() });
+        }
+        let top = self.model.forward_top_k(self.device.as_mut(), &[token], pos).await?;
+        self.cached.push(token);
+        Ok(top)
+    }
+
+    /// The logits row after the last token appended (by any prefill or append).
+    pub async fn last_logits(&mut self) -> Result<Vec<f32>> {
+        self.drain().await;
+        self.model.last_logits(self.device.as_mut()).await
+    }
+
+    /// Prefill with `last` deciding what the last chunk's pass reads back; returns it with
+    /// (reused, computed).
+    async fn prefill_inner(&mut self, tokens: &[u32], last: LastRow) -> Result<(LastOutput, usize, usize)> {
         self.drain().await;
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -84,20 +128,20 @@ impl Session {
         let start = common.min(tokens.len() - 1);
         self.cached.truncate(start);
         let chunk = self.model.options().chunk;
-        let mut logits = Vec::new();
-        let mut id = None;
+        let mut output = LastOutput::Logits(Vec::new());
         let mut pos = start;
         while pos < tokens.len() {
             let end = (pos + chunk).min(tokens.len());
-            if argmax && end == tokens.len() {
-                id = Some(self.model.forward_argmax(self.device.as_mut(), &tokens[pos..end], pos).await?);
-            } else {
-                logits = self.model.forward(self.device.as_mut(), &tokens[pos..end], pos, LogitsRows::Last).await?;
-            }
-            self.cached.extend_from_slice(&tokens[pos..end]);
+            let (device, part) = (self.device.as_mut(), &tokens[pos..end]);
+            output = match last {
+                LastRow::Argmax if end == tokens.len() => LastOutput::Argmax(self.model.forward_argmax(device, part, pos).await?),
+                LastRow::TopK if end == tokens.len() => LastOutput::TopK(self.model.forward_top_k(device, part, pos).await?),
+                _ => LastOutput::Logits(self.model.forward(device, part, pos, LogitsRows::Last).await?),
+            };
+            self.cached.extend_from_slice(part);
             pos = end;
         }
-        Ok((logits, id, start, tokens.len() - start))
+        Ok((output, start, tokens.len() - start))
     }
 
     /// Appends one token (decode step) and returns the logits after it.

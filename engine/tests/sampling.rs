@@ -479,3 +479,73 @@ fn params_deserialise_with_defaults() {
     assert_eq!(partial, SamplingParams { temperature: 0.7, top_k: 40, seed: 5, ..SamplingParams::default() });
     assert!(serde_json::from_str::<SamplingParams>(r#"{"temprature": 0.7}"#).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sampling from the device's top-k places
+// ---------------------------------------------------------------------------------------------
+
+/// `Sampler::sample_from_top` on the places `Op::TopK` selects (the reference kernel, which the
+/// GPU kernels equal word for word: engine/tests/kernel_cases `top_k_exact`) draws the same
+/// token, and leaves the generator in the same state, as `sample` on the whole row -- or says it
+/// cannot decide (ties with the k-th past the places read, non-finite deciding values), without
+/// touching the generator. Rows with many ties, -inf and NaN; every top-k that fits.
+#[test]
+fn sampling_from_device_top_k_places_equals_the_full_row() {
+    use engine::kernels::{reference, TopKParams, TOP_K_MAX};
+    let mut rng = Xoshiro256StarStar::seed_from_u64(77);
+    let (mut decided, mut undecided) = (0, 0);
+    for trial in 0..1500u64 {
+        let vocab = match trial % 5 {
+            0 => 1 + (rng.next_u64() % 70) as usize,
+            1 | 2 => 200 + (rng.next_u64() % 800) as usize,
+            _ => 5000,
+        };
+        let logits = random_logits(&mut rng, vocab);
+        let top_k = 1 + (rng.next_u64() % (TOP_K_MAX as u64 - 1)) as usize;
+        let top_p = [1.0, 0.95, 0.7, 0.3][(rng.next_u64() % 4) as usize];
+        let min_p = [0.0, 0.05][(rng.next_u64() % 2) as usize];
+        let mut params = sampling([0.4, 1.0, 1.6][trial as usize % 3], top_k, top_p, min_p);
+        params.seed = trial;
+        assert_eq!(params.device_top_k(), Some(TOP_K_MAX));
+        let words = reference::top_k(&logits, &TopKParams { n: vocab as u32, offset: 0, k: TOP_K_MAX }).unwrap();
+        let places: Vec<(u32, f32)> = words.chunks_exact(2).map(|w| (w[0], f32::from_bits(w[1]))).collect();
+
+        let mut from_row = Sampler::new(params.clone()).unwrap();
+        let mut from_top = Sampler::new(params.clone()).unwrap();
+        for draw in 0..4 {
+            let want = from_row.sample(&mut logits.clone(), &[]);
+            match from_top.sample_from_top(&places, vocab) {
+                Ok(Some(got)) => {
+                    assert_eq!(Ok(got), want.as_ref().map_err(|e| e.to_string()).cloned(), "trial {trial} draw {draw} {params:?}");
+                    decided += 1;
+                }
+                Ok(None) => {
+                    // Undecided: the caller samples from the row, with the generator untouched.
+                    assert_eq!(from_top.sample(&mut logits.clone(), &[]).map_err(|e| e.to_string()), want.map_err(|e| e.to_string()));
+                    undecided += 1;
+                }
+                Err(e) => assert!(want.is_err(), "trial {trial}: {e} but the row gives {want:?}"),
+            }
+        }
+    }
+    eprintln!("decided from the places: {decided}, from the row: {undecided}");
+    assert!(decided > 3000 && undecided > 50, "both paths exercised: {decided} / {undecided}");
+}
+
+/// Penalties, greedy, top-k off or too large for the places: no device top-k.
+#[test]
+fn device_top_k_only_where_the_places_decide() {
+    let base = sampling(0.8, 20, 0.9, 0.0);
+    assert!(base.device_top_k().is_some());
+    for p in [
+        SamplingParams { repetition_penalty: 1.1, ..base.clone() },
+        SamplingParams { presence_penalty: 0.5, ..base.clone() },
+        SamplingParams { temperature: 0.0, ..base.clone() },
+        SamplingParams { top_k: 0, ..base.clone() },
+        SamplingParams { top_k: 64, ..base.clone() },
+    ] {
+        assert_eq!(p.device_top_k(), None, "{p:?}");
+        let mut s = Sampler::new(p).unwrap();
+        assert_eq!(s.sample_from_top(&[(0, 1.0); 64], 1000).unwrap(), None);
+    }
+}

@@ -49,6 +49,11 @@ fn planes_producer_passes() {
 }
 
 #[test]
+fn top_k_exact() {
+    pollster::block_on(kernel_cases::top_k_exact(pair()));
+}
+
+#[test]
 fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));
 }

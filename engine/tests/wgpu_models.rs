@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use engine::config::ModelConfig;
 use engine::device::{Device, RefDevice, WgpuDevice, WgpuOptions};
 use engine::model::{Model, ModelOptions};
+use engine::sampling::{Sampler, SamplingParams};
 use engine::safetensors_source::SafetensorsFile;
 use engine::session::Session;
 use engine::weights::WeightSource;
@@ -84,6 +85,44 @@ fn check_tiny(name: &str, device: Box<dyn Device>) {
         s.reset();
         assert_eq!(pipelined_greedy(&mut s, &input, want.len(), depth), want, "{name} on {backend}: pipelined greedy ids, depth {depth}");
     }
+
+    // Top-k sampling from the device's TopK places (`generate`'s path) draws what sampling from
+    // the read-back rows draws, on the same device.
+    let params = SamplingParams { temperature: 0.9, top_k: 20, top_p: 0.95, seed: 7, ..SamplingParams::default() };
+    s.reset();
+    let (via_places, decided) = top_k_sampled(&mut s, &input, 16, &params);
+    s.reset();
+    let mut sampler = Sampler::new(params.clone()).expect("sampler");
+    let mut logits = pollster::block_on(s.prefill(&input)).expect("prefill").logits;
+    let mut via_rows = Vec::new();
+    while via_rows.len() < 16 {
+        let id = sampler.sample(&mut logits, &[]).expect("sample");
+        via_rows.push(id);
+        logits = pollster::block_on(s.append(id)).expect("decode");
+    }
+    assert_eq!(via_places, via_rows, "{name} on {backend}: top-k sampling from the device's places");
+    assert!(decided >= 12, "{name} on {backend}: only {decided} of 16 draws decided by the places");
+}
+
+/// Sampled ids with the top-k places selected on the device, the row read only where they
+/// cannot decide; also returns how many draws the places decided.
+fn top_k_sampled(session: &mut Session, prompt: &[u32], n: usize, params: &SamplingParams) -> (Vec<u32>, usize) {
+    let vocab = session.model().config().vocab_size;
+    let mut sampler = Sampler::new(params.clone()).expect("sampler");
+    let mut places = pollster::block_on(session.prefill_top_k(prompt)).expect("prefill_top_k").0;
+    let (mut out, mut decided) = (Vec::new(), 0);
+    while out.len() < n {
+        let id = match sampler.sample_from_top(&places, vocab).expect("sample_from_top") {
+            Some(id) => {
+                decided += 1;
+                id
+            }
+            None => sampler.sample(&mut pollster::block_on(session.last_logits()).expect("row"), &[]).expect("sample"),
+        };
+        out.push(id);
+        places = pollster::block_on(session.append_top_k(id)).expect("decode");
+    }
+    (out, decided)
 }
 
 /// Greedy ids with the argmax on the device and `depth` chained passes in flight (`generate`'s path).

@@ -126,6 +126,19 @@ impl RefDevice {
             }
             Op::SwiGlu { gate_up, out, p } => self.with_out(*out, |d, o| r::swiglu(d.f32s(*gate_up)?, o, p)),
             Op::Add { a, b, p } => self.with_out(*a, |d, xs| r::add(xs, d.f32s(*b)?, p)),
+            Op::TopK { x, out, p } => {
+                let words = r::top_k(self.f32s(*x)?, p)?;
+                let mut data = self.take(*out)?;
+                let res = match data.get_mut(..words.len()) {
+                    Some(slots) => {
+                        slots.copy_from_slice(&words);
+                        Ok(())
+                    }
+                    None => Err(EngineError::Kernel { kernel: "top_k".into(), detail: "output too small".into() }),
+                };
+                self.put(*out, data);
+                res
+            }
             Op::Argmax { x, out, p } => {
                 let idx = r::argmax(self.f32s(*x)?, p)?;
                 let mut data = self.take(*out)?;

@@ -50,6 +50,8 @@ pub enum KernelId {
     SwiGlu,
     Add,
     Argmax,
+    /// The `TOP_K_MAX` largest logits with their ids (sampling with a top-k filter).
+    TopK,
 }
 
 // ---- Parameter structs: exactly the uniform block each WGSL kernel declares. ----
@@ -192,6 +194,19 @@ pub struct ArgmaxParams {
     pub offset: u32,
 }
 
+/// Most places a `TopK` op keeps (`LIST` of shaders/top_k.wgsl).
+pub const TOP_K_MAX: u32 = 64;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct TopKParams {
+    pub n: u32,
+    /// Element offset of the row to scan.
+    pub offset: u32,
+    /// Places written, 1..=TOP_K_MAX.
+    pub k: u32,
+}
+
 /// One recorded kernel dispatch with its named buffers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -227,6 +242,10 @@ pub enum Op {
     Add { a: BufferId, b: BufferId, p: ElementwiseParams },
     /// `out[0] = argmax(x[offset..offset+n])` (lowest index on ties), as u32.
     Argmax { x: BufferId, out: BufferId, p: ArgmaxParams },
+    /// `out[2i], out[2i + 1]` = id and value bits of the i-th largest of `x[offset..offset+n]`
+    /// (i < k; ties: lower id first; order of `reference::top_k_key`, NaN lowest); places past n
+    /// hold (u32::MAX, a NaN).
+    TopK { x: BufferId, out: BufferId, p: TopKParams },
 }
 
 impl Op {
@@ -246,6 +265,7 @@ impl Op {
             Op::SwiGlu { .. } => KernelId::SwiGlu,
             Op::Add { .. } => KernelId::Add,
             Op::Argmax { .. } => KernelId::Argmax,
+            Op::TopK { .. } => KernelId::TopK,
         }
     }
 
@@ -260,6 +280,7 @@ impl Op {
             Op::SwiGlu { p, .. } => bytemuck::bytes_of(p),
             Op::Add { p, .. } => bytemuck::bytes_of(p),
             Op::Argmax { p, .. } => bytemuck::bytes_of(p),
+            Op::TopK { p, .. } => bytemuck::bytes_of(p),
         }
     }
 
@@ -284,7 +305,7 @@ impl Op {
             Op::Attention { q, k_cache, v_cache, out, .. } => vec![*q, *k_cache, *v_cache, *out],
             Op::SwiGlu { gate_up, out, .. } => vec![*gate_up, *out],
             Op::Add { a, b, .. } => vec![*b, *a],
-            Op::Argmax { x, out, .. } => vec![*x, *out],
+            Op::Argmax { x, out, .. } | Op::TopK { x, out, .. } => vec![*x, *out],
         }
     }
 
@@ -368,6 +389,15 @@ impl Op {
             }
             Op::Add { a, b, p } => vec![(*b, "b", f(p.n as u64)), (*a, "a", f(p.n as u64))],
             Op::Argmax { x, out, p } => vec![(*x, "x", f(p.offset as u64 + p.n as u64)), (*out, "out", 4)],
+            Op::TopK { x, out, p } => {
+                if p.k == 0 || p.k > TOP_K_MAX {
+                    return Err(format!("top-k of {} places (1..={TOP_K_MAX})", p.k));
+                }
+                if p.n == 0 {
+                    return Err("top-k of an empty row".into());
+                }
+                vec![(*x, "x", f(p.offset as u64 + p.n as u64)), (*out, "out", f(2 * p.k as u64))]
+            }
         })
     }
 }

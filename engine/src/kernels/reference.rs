@@ -5,7 +5,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, MatMulParams, RmsNormParams, RopeKvWriteParams,
+    ArgmaxParams, AttentionParams, TopKParams, ElementwiseParams, EmbedParams, MatMulParams, RmsNormParams, RopeKvWriteParams,
     SwiGluParams, WeightFormat,
 };
 use crate::quant;
@@ -329,6 +329,43 @@ pub fn add(a: &mut [f32], b: &[f32], p: &ElementwiseParams) -> Result<()> {
         *x += y;
     }
     Ok(())
+}
+
+/// The order of `TopK`: a value's bits with the sign bit set for positives and all bits flipped
+/// for negatives, so u32 order is float order (-0 below +0); every NaN is 0, below -inf.
+pub fn top_k_key(v: f32) -> u32 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        0
+    } else if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
+}
+
+/// The value bits of a `top_k_key` (a NaN for 0).
+fn top_k_bits(key: u32) -> u32 {
+    if key & 0x8000_0000 != 0 {
+        key & 0x7fff_ffff
+    } else {
+        !key
+    }
+}
+
+/// `TopK`: 2 k words, (id, value bits) of the k largest by `top_k_key` (lower id first on ties),
+/// then (u32::MAX, a NaN) past n.
+pub fn top_k(x: &[f32], p: &TopKParams) -> Result<Vec<u32>> {
+    let (off, n) = (p.offset as usize, p.n as usize);
+    check_len("top_k", "x", x.len(), off + n)?;
+    let mut order: Vec<(u32, u32)> = x[off..off + n].iter().enumerate().map(|(i, &v)| (top_k_key(v), i as u32)).collect();
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut out = Vec::with_capacity(2 * p.k as usize);
+    for place in 0..p.k as usize {
+        let (key, id) = order.get(place).copied().unwrap_or((0, u32::MAX));
+        out.extend([id, top_k_bits(key)]);
+    }
+    Ok(out)
 }
 
 /// Index of the largest value; lowest index on ties; NaN never wins.

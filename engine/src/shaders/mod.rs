@@ -72,6 +72,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("rope_kv_write_interleaved.wgsl"),
     shader!("rope_kv_write_neox.wgsl"),
     shader!("swiglu.wgsl"),
+    shader!("top_k.wgsl"),
     shader!("common/attention_combine.wgsl"),
     shader!("common/attention_params.wgsl"),
     shader!("common/dequant_f16.wgsl"),
@@ -142,6 +143,7 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
         KernelId::SwiGlu => "swiglu.wgsl".into(),
         KernelId::Add => "add.wgsl".into(),
         KernelId::Argmax => "argmax.wgsl".into(),
+        KernelId::TopK => "top_k.wgsl".into(),
     })
 }
 
@@ -244,6 +246,7 @@ pub fn all_kernels() -> Vec<KernelId> {
         KernelId::SwiGlu,
         KernelId::Add,
         KernelId::Argmax,
+        KernelId::TopK,
     ]);
     ids
 }
@@ -254,6 +257,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
         KernelId::Attention => &["partial", "combine", "decode", "prefill"],
         KernelId::AttentionDecode => &["decode", "combine", "wide"],
         KernelId::Argmax => &["partial", "finish"],
+        KernelId::TopK => &["partial", "merge", "finish"],
         KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
         _ => &["main"],
     }
@@ -307,7 +311,7 @@ pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
             slots.insert(2, Slot::Dummy);
             slots.insert(3, Slot::Dummy);
         }
-        Op::Attention { .. } | Op::Argmax { .. } => slots.push(Slot::Scratch),
+        Op::Attention { .. } | Op::Argmax { .. } | Op::TopK { .. } => slots.push(Slot::Scratch),
         _ => {}
     }
     if uses_planes(op.kernel_id(), variants) || (variants.planes_matvecs && matches!(op, Op::AddRmsNorm { .. } | Op::SwiGlu { .. })) {
@@ -350,7 +354,7 @@ pub fn storage_layout_for(kernel: KernelId, variants: Variants) -> (usize, usize
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
         KernelId::Attention | KernelId::AttentionDecode => (5, 2),
         KernelId::SwiGlu | KernelId::Add => (2, 1),
-        KernelId::Argmax => (3, 2),
+        KernelId::Argmax | KernelId::TopK => (3, 2),
     }
 }
 
@@ -423,6 +427,10 @@ fn attention_rows(head_dim: u32) -> u32 {
 /// Logits per workgroup of the argmax `partial` entry point (`CHUNK` of shaders/argmax.wgsl).
 pub const ARGMAX_CHUNK: u32 = 1024;
 
+/// Values sorted per workgroup of shaders/top_k.wgsl (`SORTED`), and lists merged per sort.
+const TOP_K_CHUNK: u32 = 1024;
+const TOP_K_LISTS_PER_SORT: u64 = 16;
+
 /// Elements per group of the planes matvecs (`GROUP_ELEMENTS` of matvec_planes_<format>.wgsl).
 const PLANES_GROUP: u64 = 16;
 
@@ -448,6 +456,11 @@ pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
         }
         // (value bits, index) per chunk.
         Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
+        // Lists of TOP_K_MAX (id, key) pairs: one per chunk (region A), one per 16 of those (B).
+        Op::TopK { p, .. } => {
+            let lists_a = p.n.div_ceil(TOP_K_CHUNK) as u64;
+            (lists_a + lists_a.div_ceil(TOP_K_LISTS_PER_SORT)) * crate::kernels::TOP_K_MAX as u64 * 8
+        }
         _ => 0,
     }
 }
@@ -607,6 +620,21 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
             }
             let partial = folded(p.n.div_ceil(ARGMAX_CHUNK) as u64)?;
             Ok(vec![Dispatch { entry: 0, workgroups: partial }, Dispatch { entry: 1, workgroups: [1, 1, 1] }])
+        }
+        Op::TopK { p, .. } => {
+            let lists_a = p.n.div_ceil(TOP_K_CHUNK) as u64;
+            let lists_b = lists_a.div_ceil(TOP_K_LISTS_PER_SORT);
+            if lists_b > TOP_K_LISTS_PER_SORT {
+                return Err(kernel_err(kernel, format!("{} values exceed the {} one top-k op takes", p.n, TOP_K_CHUNK as u64 * 256)));
+            }
+            if p.n == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(vec![
+                Dispatch { entry: 0, workgroups: folded(lists_a)? },
+                Dispatch { entry: 1, workgroups: [dim(lists_b, "top-k lists")?, 1, 1] },
+                Dispatch { entry: 2, workgroups: [1, 1, 1] },
+            ])
         }
         Op::Attention { p, .. } => {
             if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {

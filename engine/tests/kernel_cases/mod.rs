@@ -27,7 +27,7 @@ use engine::device::{read_f32, read_u32, BufferId, BufferKind, Device, RefDevice
 use engine::kernels::reference::rope_table;
 use engine::kernels::{
     attention_splits, ArgmaxParams, AttentionParams, ElementwiseParams, EmbedParams, MatMulParams, Op, RmsNormParams,
-    RopeKvWriteParams, SwiGluParams, WeightBuf, WeightFormat,
+    RopeKvWriteParams, SwiGluParams, TopKParams, WeightBuf, WeightFormat,
 };
 use engine::quant::{self, GgmlType};
 use half::f16;
@@ -571,6 +571,34 @@ pub async fn argmax_exact(mut pair: Pair) {
 
 /// A pass of several ops (params in one uniform buffer at dynamic offsets, one submit) equals
 /// the same ops run one by one on the oracle; a bad op is a typed error, not a panic.
+/// TopK (sampling's candidate selection) word for word against the reference: ties (values on a
+/// coarse grid), NaN, +-inf and +-0 in the row, rows shorter than k, one chunk, a chunk and one,
+/// a 151,936-logit vocabulary, the largest row one op takes (262,144), an offset row.
+pub async fn top_k_exact(mut pair: Pair) {
+    let mut rng = Rng(12);
+    for (n, k, offset) in [(1u32, 1u32, 0u32), (5, 20, 3), (1000, 64, 0), (1024, 64, 0), (1025, 20, 7), (151_936, 64, 0), (151_936, 1, 151_936), (262_144, 40, 0)] {
+        let mut x: Vec<f32> = (0..(offset + n) as usize).map(|_| (rng.unit() * 64.0).round() / 8.0).collect();
+        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 8.0, 8.0] {
+            let at = rng.below(offset + n) as usize;
+            x[at] = special;
+        }
+        let x = pair.f32s(&x);
+        let out = pair.zeros(2 * k as usize);
+        pair.run(Op::TopK { x, out, p: TopKParams { n, offset, k } });
+        let gpu = read_u32(pair.gpu.as_mut(), out, 0, 2 * k as usize).await.expect("gpu read");
+        let cpu = read_u32(&mut pair.cpu, out, 0, 2 * k as usize).await.expect("cpu read");
+        note!("TopK n {n} k {k} offset {offset}: first {:?}", &gpu[..2.min(gpu.len())]);
+        assert_eq!(gpu, cpu, "TopK n {n} k {k} offset {offset}");
+    }
+    // Rows past what one op takes, and k outside 1..=64, are errors before anything runs.
+    let x = pair.zeros(262_145);
+    let out = pair.zeros(130);
+    for p in [TopKParams { n: 262_145, offset: 0, k: 8 }, TopKParams { n: 100, offset: 0, k: 65 }, TopKParams { n: 100, offset: 0, k: 0 }, TopKParams { n: 0, offset: 0, k: 1 }] {
+        let err = pair.gpu.run(&[Op::TopK { x, out, p }]).expect_err("bad top-k must fail");
+        note!("rejected: {err}");
+    }
+}
+
 pub async fn multi_op_pass_and_bad_input(mut pair: Pair) {
     let mut rng = Rng(10);
     let n = 300u32;
