@@ -180,10 +180,11 @@ pub async fn generate(
     let mut timings = Timings { prompt_tokens: prompt_ids.len(), ..Timings::default() };
 
     // Greedy without penalties: the device takes the argmax and only the id is read back.
-    // Top-k sampling without penalties: the device selects the largest logits and the host
-    // samples from those (the same token as from the row; the row only when they can't decide).
+    // Top-k sampling without penalties on a GPU: the device selects the largest logits and the
+    // host samples from those (the same token as from the row; the row only when they can't
+    // decide). Devices in host memory hand over the row for the price of a copy.
     let on_device = opts.sampling.is_plain_argmax();
-    let top_on_device = opts.sampling.device_top_k().is_some();
+    let top_on_device = opts.sampling.device_top_k().is_some() && !session.device().info().host_memory;
     let vocab = session.model().config().vocab_size;
     let t0 = now_ms();
     let (mut logits, mut next, mut top) = if on_device {

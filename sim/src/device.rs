@@ -283,6 +283,7 @@ impl Device for SimDevice {
             name: format!("GPU simulator ({} lanes per warp, {} workers{})", interp::W, self.threads, self.variants.describe()),
             backend: "sim",
             max_binding_bytes: self.max_binding_bytes,
+            host_memory: true,
         }
     }
 

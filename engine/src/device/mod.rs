@@ -36,6 +36,9 @@ pub struct DeviceInfo {
     pub backend: &'static str,
     /// Largest single buffer binding; bigger tensors must be split by the loader.
     pub max_binding_bytes: u64,
+    /// Buffers live in host memory (the reference device, the simulator): reading a logits row
+    /// costs a copy, so the engine samples from rows instead of selecting on the device.
+    pub host_memory: bool,
 }
 
 /// A read-back in flight. Boxed so `Device` stays object-safe; not `Send`, because WebGPU futures aren't.

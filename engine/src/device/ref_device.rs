@@ -162,6 +162,7 @@ impl Device for RefDevice {
             name: "reference (plain Rust)".into(),
             backend: "ref",
             max_binding_bytes: self.max_binding_bytes.unwrap_or(u64::MAX),
+            host_memory: true,
         }
     }
 

@@ -362,6 +362,7 @@ impl WgpuDevice {
             name: format!("{}{}", adapter_info.name, variants.describe()),
             backend: backend_name(adapter_info.backend),
             max_binding_bytes,
+            host_memory: false,
         };
         Ok(Self {
             device,
