@@ -532,11 +532,18 @@ pub fn pass_plans(pass: &[Op], variants: Variants) -> Result<Vec<Vec<Dispatch>>>
                 continue;
             }
         }
-        if held.is_some_and(|(buf, _, _)| writes(op, buf, variants)) || scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none() {
+        if held.is_some_and(|(buf, _, _)| writes(op, buf, variants)) || overwrites_scratch(op, variants) {
             held = None;
         }
     }
     Ok(plans)
+}
+
+/// Whether `op` (not a planes matvec) leaves partial results of its own in the scratch
+/// (attention splits, argmax chunks, top-k lists); planes producers write it only when
+/// `pass_plans` gives them `planes_main`.
+fn overwrites_scratch(op: &Op, variants: Variants) -> bool {
+    scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none()
 }
 
 /// Whether the first of `rest` that touches the scratch is a planes matvec reading `row`, with
@@ -546,7 +553,7 @@ fn next_planes_reader(rest: &[Op], row: PlanesRow, variants: Variants) -> bool {
         if let Some(input) = planes_input(op, variants) {
             return input == row;
         }
-        if writes(op, row.0, variants) || scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none() {
+        if writes(op, row.0, variants) || overwrites_scratch(op, variants) {
             return false;
         }
     }
