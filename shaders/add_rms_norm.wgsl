@@ -110,8 +110,6 @@ fn main(
 // (max, sum) exchanged in workgroup memory. `out` gets the same values as from `main`; the
 // planes are those `quantize` would write from `out`. (Tried on the H100: quarters owned by one
 // thread through both phases with all loads first, no storageBarrier -- slower, 13.9 vs 12.9 µs.)
-var<workgroup> quarter_stats_of: array<vec2<f32>, 256>;
-
 @compute @workgroup_size(256)
 fn planes_main(@builtin(local_invocation_index) lid: u32) {
     let inv = add_residual(0u, lid);
@@ -130,13 +128,7 @@ fn planes_main(@builtin(local_invocation_index) lid: u32) {
             out[i + 2u] = v.z;
             out[i + 3u] = v.w;
         }
-        quarter_stats_of[lid] = quarter_stats(v);
-        workgroupBarrier();
-        if (live) {
-            let first = lid - lid % 4u;
-            let gs = group_stats(quarter_stats_of[first], quarter_stats_of[first + 1u], quarter_stats_of[first + 2u], quarter_stats_of[first + 3u]);
-            write_quarter(p.n_cols / GROUP_ELEMENTS, q / 4u, q % 4u, v, gs.x, gs.y);
-        }
+        write_row_quarter(lid, live, p.n_cols / GROUP_ELEMENTS, q, v);
         // The next step overwrites the stats.
         workgroupBarrier();
     }

@@ -44,25 +44,26 @@ const MAX_DIM4: u32 = 64u;    // head_dim / 4 <= 64
 const NO_MAX: f32 = -3.0e38;
 
 var<workgroup> q_row: array<vec4<f32>, MAX_DIM4>;      // the query row, pre-scaled
-var<workgroup> tile_vals: array<vec4<f32>, 16>;        // the tile's 64 scores, then probabilities
-var<workgroup> column_sums: array<vec4<f32>, WORKGROUP>; // [key subset][column]
+var<workgroup> tile_vals: array<vec4<f32>, 64>;        // a tile's <= 256 scores, then probabilities
+var<workgroup> column_sums: array<vec4<f32>, 256>;     // [key subset][column], one per thread
 
 fn horizontal_sum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
 // Thread `i` of the tile stores its value; after a barrier every thread reads all 64.
-fn tile_max() -> f32 {
+// Max / sum of the first 4 count4 entries of tile_vals.
+fn tile_max(count4: u32) -> f32 {
     var m4 = tile_vals[0];
-    for (var j = 1u; j < TILE / 4u; j++) {
+    for (var j = 1u; j < count4; j++) {
         m4 = max(m4, tile_vals[j]);
     }
     return max(max(m4.x, m4.y), max(m4.z, m4.w));
 }
 
-fn tile_sum() -> f32 {
+fn tile_sum(count4: u32) -> f32 {
     var s4 = vec4<f32>(0.0);
-    for (var j = 0u; j < TILE / 4u; j++) {
+    for (var j = 0u; j < count4; j++) {
         s4 += tile_vals[j];
     }
     return horizontal_sum(s4);
@@ -70,6 +71,62 @@ fn tile_sum() -> f32 {
 
 fn prob(key: u32) -> f32 {
     return tile_vals[key / 4u][key % 4u];
+}
+
+// acc + the probability-weighted V rows of a tile's keys subset, subset + subsets, ... <
+// n_keys for one 4-element column (`v_col`: that column in the first of them; `step`: subsets
+// rows).
+fn add_values(acc_in: vec4<f32>, subset: u32, subsets: u32, n_keys: u32, v_col: u32, step: u32) -> vec4<f32> {
+    var acc = acc_in;
+    var key = subset;
+    var v_at = v_col;
+    // Four keys per step, so four loads are in flight.
+    for (; key + 3u * subsets < n_keys; key += 4u * subsets) {
+        let v0 = v_cache[v_at];
+        let v1 = v_cache[v_at + step];
+        let v2 = v_cache[v_at + 2u * step];
+        let v3 = v_cache[v_at + 3u * step];
+        acc += (prob(key) * v0 + prob(key + subsets) * v1) + (prob(key + 2u * subsets) * v2 + prob(key + 3u * subsets) * v3);
+        v_at += 4u * step;
+    }
+    for (; key < n_keys; key += subsets) {
+        acc += prob(key) * v_cache[v_at];
+        v_at += step;
+    }
+    return acc;
+}
+
+// Sums the key subsets' `acc` per column and writes the head's output (one split) or its
+// partial (m, l, acc) for `combine`. Uniform control flow (a barrier).
+fn finish_head(h: u32, split: u32, lid: u32, dim4: u32, subsets: u32, acc: vec4<f32>, m: f32, l: f32) {
+    column_sums[lid] = acc;
+    workgroupBarrier();
+    if (lid < dim4) {
+        var total = vec4<f32>(0.0);
+        for (var j = 0u; j < subsets; j++) {
+            total += column_sums[j * dim4 + lid];
+        }
+        if (p.kv_splits == 1u) {
+            // One split holds every key (ctx >= 1), so l > 0.
+            let o = total / l;
+            let at = h * p.head_dim + 4u * lid;
+            out[at] = o.x;
+            out[at + 1u] = o.y;
+            out[at + 2u] = o.z;
+            out[at + 3u] = o.w;
+        } else {
+            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
+            if (lid == 0u) {
+                partials[base] = m;
+                partials[base + 1u] = l;
+            }
+            let at = base + 2u + 4u * lid;
+            partials[at] = total.x;
+            partials[at + 1u] = total.y;
+            partials[at + 2u] = total.z;
+            partials[at + 3u] = total.w;
+        }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -116,75 +173,26 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
         tile_vals[lid / 4u][lid % 4u] = score;
         workgroupBarrier();
-        let m_tile = max(m, tile_max());
+        let m_tile = max(m, tile_max(TILE / 4u));
         workgroupBarrier();
         tile_vals[lid / 4u][lid % 4u] = select(0.0, exp(score - m_tile), lid < n_keys);
         workgroupBarrier();
         let rescale = exp(m - m_tile);
-        l = l * rescale + tile_sum();
+        l = l * rescale + tile_sum(TILE / 4u);
         m = m_tile;
         acc *= rescale;
         if (subset < subsets) {
-            let v_col = (tile + subset) * kv_dim4 + kv_offset4 + column;
-            let step = subsets * kv_dim4;
-            var key = subset;
-            var v_at = v_col;
-            // Four keys per step, so four loads are in flight.
-            for (; key + 3u * subsets < n_keys; key += 4u * subsets) {
-                let v0 = v_cache[v_at];
-                let v1 = v_cache[v_at + step];
-                let v2 = v_cache[v_at + 2u * step];
-                let v3 = v_cache[v_at + 3u * step];
-                acc += (prob(key) * v0 + prob(key + subsets) * v1) + (prob(key + 2u * subsets) * v2 + prob(key + 3u * subsets) * v3);
-                v_at += 4u * step;
-            }
-            for (; key < n_keys; key += subsets) {
-                acc += prob(key) * v_cache[v_at];
-                v_at += step;
-            }
+            acc = add_values(acc, subset, subsets, n_keys, (tile + subset) * kv_dim4 + kv_offset4 + column, subsets * kv_dim4);
         }
         // The next tile overwrites tile_vals.
         workgroupBarrier();
     }
-    column_sums[lid] = acc;
-    workgroupBarrier();
-    if (lid < dim4) {
-        var total = vec4<f32>(0.0);
-        for (var j = 0u; j < subsets; j++) {
-            total += column_sums[j * dim4 + lid];
-        }
-        if (p.kv_splits == 1u) {
-            // One split holds every key (ctx >= 1), so l > 0.
-            let o = total / l;
-            let at = h * p.head_dim + 4u * lid;
-            out[at] = o.x;
-            out[at + 1u] = o.y;
-            out[at + 2u] = o.z;
-            out[at + 3u] = o.w;
-        } else {
-            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
-            if (lid == 0u) {
-                partials[base] = m;
-                partials[base + 1u] = l;
-            }
-            let at = base + 2u + 4u * lid;
-            partials[at] = total.x;
-            partials[at + 1u] = total.y;
-            partials[at + 2u] = total.z;
-            partials[at + 3u] = total.w;
-        }
-    }
+    finish_head(h, split, lid, dim4, subsets, acc, m, l);
 }
 
 const WIDE: u32 = 256u;
 
 var<workgroup> dot_parts: array<f32, WIDE>;             // partial dots of the tile's keys
-var<workgroup> wide_vals: array<vec4<f32>, 64>;        // the tile's <= 256 scores, then probabilities
-var<workgroup> wide_sums: array<vec4<f32>, WIDE>;      // [key subset][column]
-
-fn wide_prob(key: u32) -> f32 {
-    return wide_vals[key / 4u][key % 4u];
-}
 
 @compute @workgroup_size(256)
 fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -239,75 +247,24 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     score += dot_parts[lid * per_key + j];
                 }
             }
-            wide_vals[lid / 4u][lid % 4u] = score;
+            tile_vals[lid / 4u][lid % 4u] = score;
         }
         workgroupBarrier();
-        var m4 = wide_vals[0];
-        for (var j = 1u; j < tile_keys / 4u; j++) {
-            m4 = max(m4, wide_vals[j]);
-        }
-        let m_tile = max(m, max(max(m4.x, m4.y), max(m4.z, m4.w)));
+        let m_tile = max(m, tile_max(tile_keys / 4u));
         workgroupBarrier();
         if (lid < tile_keys) {
-            wide_vals[lid / 4u][lid % 4u] = select(0.0, exp(wide_vals[lid / 4u][lid % 4u] - m_tile), lid < n_keys);
+            tile_vals[lid / 4u][lid % 4u] = select(0.0, exp(tile_vals[lid / 4u][lid % 4u] - m_tile), lid < n_keys);
         }
         workgroupBarrier();
-        var s4 = vec4<f32>(0.0);
-        for (var j = 0u; j < tile_keys / 4u; j++) {
-            s4 += wide_vals[j];
-        }
         let rescale = exp(m - m_tile);
-        l = l * rescale + horizontal_sum(s4);
+        l = l * rescale + tile_sum(tile_keys / 4u);
         m = m_tile;
         acc *= rescale;
-        let v_col = (tile + subset) * kv_dim4 + kv_offset4 + column;
-        let step = subsets * kv_dim4;
-        var key = subset;
-        var v_at = v_col;
-        // Four keys per step, so four loads are in flight.
-        for (; key + 3u * subsets < n_keys; key += 4u * subsets) {
-            let v0 = v_cache[v_at];
-            let v1 = v_cache[v_at + step];
-            let v2 = v_cache[v_at + 2u * step];
-            let v3 = v_cache[v_at + 3u * step];
-            acc += (wide_prob(key) * v0 + wide_prob(key + subsets) * v1) + (wide_prob(key + 2u * subsets) * v2 + wide_prob(key + 3u * subsets) * v3);
-            v_at += 4u * step;
-        }
-        for (; key < n_keys; key += subsets) {
-            acc += wide_prob(key) * v_cache[v_at];
-            v_at += step;
-        }
-        // The next tile overwrites dot_parts and wide_vals.
+        acc = add_values(acc, subset, subsets, n_keys, (tile + subset) * kv_dim4 + kv_offset4 + column, subsets * kv_dim4);
+        // The next tile overwrites dot_parts and tile_vals.
         workgroupBarrier();
     }
-    wide_sums[lid] = acc;
-    workgroupBarrier();
-    if (lid < dim4) {
-        var total = vec4<f32>(0.0);
-        for (var j = 0u; j < subsets; j++) {
-            total += wide_sums[j * dim4 + lid];
-        }
-        if (p.kv_splits == 1u) {
-            // One split holds every key (ctx >= 1), so l > 0.
-            let o = total / l;
-            let at = h * p.head_dim + 4u * lid;
-            out[at] = o.x;
-            out[at + 1u] = o.y;
-            out[at + 2u] = o.z;
-            out[at + 3u] = o.w;
-        } else {
-            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
-            if (lid == 0u) {
-                partials[base] = m;
-                partials[base + 1u] = l;
-            }
-            let at = base + 2u + 4u * lid;
-            partials[at] = total.x;
-            partials[at + 1u] = total.y;
-            partials[at + 2u] = total.z;
-            partials[at + 3u] = total.w;
-        }
-    }
+    finish_head(h, split, lid, dim4, subsets, acc, m, l);
 }
 
 #include "common/attention_combine.wgsl"

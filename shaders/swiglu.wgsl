@@ -47,8 +47,6 @@ fn main(
 
 // Four threads per 16-element group (one vec4 each), their (max, sum) exchanged in workgroup
 // memory; `out` gets the same values as from `main`.
-var<workgroup> quarter_stats_of: array<vec2<f32>, 256>;
-
 @compute @workgroup_size(256)
 fn planes_main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -70,11 +68,5 @@ fn planes_main(
         out[i + 2u] = v.z;
         out[i + 3u] = v.w;
     }
-    quarter_stats_of[lid] = quarter_stats(v);
-    workgroupBarrier();
-    if (live) {
-        let first = lid - lid % 4u;
-        let gs = group_stats(quarter_stats_of[first], quarter_stats_of[first + 1u], quarter_stats_of[first + 2u], quarter_stats_of[first + 3u]);
-        write_quarter(p.width / GROUP_ELEMENTS, q / 4u, q % 4u, v, gs.x, gs.y);
-    }
+    write_row_quarter(lid, live, p.width / GROUP_ELEMENTS, q, v);
 }

@@ -1,5 +1,5 @@
 // Activation planes for the planes matvecs (common/planes_matvec.wgsl): how a group of 16 f32
-// activations becomes three byte planes, and `write_quarter` for kernels that write the
+// activations becomes three byte planes, and `write_row_quarter` for kernels that write the
 // planes of a row they produce (add_rms_norm.wgsl, swiglu.wgsl `planes` entry points, so the
 // matvec after them skips its `quantize` dispatch: engine::shaders::pass_plans). The including
 // file declares the read_write `planes: array<vec4<u32>>` binding (the device scratch).
@@ -58,8 +58,8 @@ fn write_group_side(groups: u32, g: u32, e: i32, m: f32, sum: f32) {
 
 // Quarter `j` (elements 16g + 4j .. + 3 = `v`) of group `g` of a row of `groups` groups, from
 // the thread that holds it, given the group's largest |x| `m` and its sum (the four quarters'
-// pairwise sums, summed pairwise); quarter 0 also writes the group's (s, sum). Kernels give each
-// group four consecutive threads and exchange (max, sum) in workgroup memory.
+// pairwise sums, summed pairwise); quarter 0 also writes the group's (s, sum). Called by
+// `write_row_quarter`, which exchanges (max, sum) among the group's four threads.
 fn write_quarter(groups: u32, g: u32, j: u32, v: vec4<f32>, m: f32, sum: f32) {
     let e = group_exponent(m);
     write_quarter_planes(g, j, element_planes(v * pow2(-e)));
@@ -79,6 +79,22 @@ fn write_quarter_planes(g: u32, j: u32, q: array<vec4<i32>, 3>) {
 fn quarter_stats(v: vec4<f32>) -> vec2<f32> {
     let a = abs(v);
     return vec2<f32>(max(max(a.x, a.y), max(a.z, a.w)), (v.x + v.y) + (v.z + v.w));
+}
+
+var<workgroup> quarter_stats_of: array<vec2<f32>, 256>;
+
+// Quarter `q` (elements 4q .. 4q + 3 = `v`) of a row of `groups` groups, held by thread `lid`
+// of a 256-thread workgroup whose four consecutive threads hold each group: their (max, sum)
+// exchanged in workgroup memory, then `write_quarter`. Uniform control flow (a barrier);
+// threads past the row pass `live` false.
+fn write_row_quarter(lid: u32, live: bool, groups: u32, q: u32, v: vec4<f32>) {
+    quarter_stats_of[lid] = quarter_stats(v);
+    workgroupBarrier();
+    if (live) {
+        let first = lid - lid % 4u;
+        let gs = group_stats(quarter_stats_of[first], quarter_stats_of[first + 1u], quarter_stats_of[first + 2u], quarter_stats_of[first + 3u]);
+        write_quarter(groups, q / 4u, q % 4u, v, gs.x, gs.y);
+    }
 }
 
 // (m, sum) of a group from its four quarters' `quarter_stats`.

@@ -8,8 +8,6 @@
 
 const QUANTIZE_THREADS: u32 = 256u;  // 4 threads per group of 16 elements
 
-var<workgroup> quarter_stats_of: array<vec2<f32>, 256>;
-
 @compute @workgroup_size(256)
 fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let groups = p.k / GROUP_ELEMENTS;
@@ -19,13 +17,7 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (live) {
         v = x[p.x_row * (p.k / 4u) + quarter];
     }
-    quarter_stats_of[tid] = quarter_stats(v);
-    workgroupBarrier();
-    if (live) {
-        let first = tid - tid % 4u;
-        let gs = group_stats(quarter_stats_of[first], quarter_stats_of[first + 1u], quarter_stats_of[first + 2u], quarter_stats_of[first + 3u]);
-        write_quarter(groups, quarter / 4u, quarter % 4u, v, gs.x, gs.y);
-    }
+    write_row_quarter(tid, live, groups, quarter, v);
 }
 
 // The planes of one group (a, b, c: 4 words each) and its (s, sum of x).
