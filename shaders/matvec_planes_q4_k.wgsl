@@ -18,9 +18,9 @@
 //   3 bias: array<f32>               [n] (a dummy binding when has_bias == 0)
 //   4 out: array<f32> (read_write)   out[out_col + r], r < n
 //   5 planes: array<vec4<u32>> (read_write, device scratch of engine::shaders::scratch_bytes_for)
-//       G = k / 16 groups; vec4 3g, 3g + 1, 3g + 2: planes a (signed), b, c (unsigned) of group
-//       g, byte e of word j = element 4j + e; then from vec4 3G, two words per group: s (f32 bits)
-//       and the group's f32 sum of x.
+//       G = k / 16 groups, plane-major: vec4 P G + group_slot(g) holds plane P (a signed, b, c
+//       unsigned) of group g, byte e of word j = element 4j + e; then from vec4 3G, two words at
+//       group_slot(g): s (f32 bits) and the group's f32 sum of x (common/planes.wgsl).
 // Dispatch (engine::shaders::plan_for): matrices of at least PLANES_MIN_WEIGHTS weights run
 //   `quantize` first, workgroup_size 256, ceil(G / 64) workgroups (4 threads per group);
 //   then `main` / `lanes64` / `lanes128` as matvec_q4_k.wgsl (32 / 64 / 128 threads per pair of

@@ -6,10 +6,20 @@
 //
 // x = s (a + b / 2^8 + c / 2^16) per 16-element group, s = 2^(exponent of the group's largest
 // |x| - 5): a in -64..64 (signed bytes), b and c in 0..255. Layout in `planes` (G = k / 16
-// groups): vec4 3g, 3g + 1, 3g + 2 hold planes a, b, c of group g (byte e of word j = element
-// 4j + e); from vec4 3G, two words per group: s (f32 bits) and the group's f32 sum of x.
+// groups, k a multiple of 256): plane-major, vec4 P G + slot(g) holds plane P (a, b, c) of group
+// g (byte e of word j = element 4j + e); from vec4 3G, two words at slot(g): s (f32 bits) and the
+// group's f32 sum of x. `group_slot` orders each 256-element block's 16 groups as a Q4_K slot
+// reads them (the low-nibble groups 0, 1, 4, 5, .. first), so the 32 threads of a Q4_K matvec
+// load one plane of their groups as four whole 128-byte lines, not scattered 16-byte pieces
+// (the loads of the activation planes, not the weights, bound these matvecs).
 
 const GROUP_ELEMENTS: u32 = 16u;
+
+// Where group `g` lies in each plane: within its 256-element block, groups 4c + h (h = 0, 1) at
+// 2c + h and groups 4c + 2 + h at 8 + 2c + h.
+fn group_slot(g: u32) -> u32 {
+    return (g & ~15u) | (((g >> 1u) & 1u) << 3u) | (((g >> 2u) & 3u) << 1u) | (g & 1u);
+}
 
 // The three plane bytes of four elements t = x / s (|t| < 64): a = floor(t), then two base-256
 // digits of the fraction, the last one rounded (to nearest even) with its carry pushed up, so
@@ -51,9 +61,10 @@ fn group_exponent(m: f32) -> i32 {
 // gets s = NaN, so its rows come out NaN as in f32.
 fn write_group_side(groups: u32, g: u32, e: i32, m: f32, sum: f32) {
     let s = pow2(e) * (1.0 + (m - m));
-    let side = 3u * groups + g / 2u;
-    planes[side][2u * (g % 2u)] = bitcast<u32>(s);
-    planes[side][2u * (g % 2u) + 1u] = bitcast<u32>(sum);
+    let slot = group_slot(g);
+    let side = 3u * groups + slot / 2u;
+    planes[side][2u * (slot % 2u)] = bitcast<u32>(s);
+    planes[side][2u * (slot % 2u) + 1u] = bitcast<u32>(sum);
 }
 
 // Quarter `j` (elements 16g + 4j .. + 3 = `v`) of group `g` of a row of `groups` groups, from
@@ -62,17 +73,18 @@ fn write_group_side(groups: u32, g: u32, e: i32, m: f32, sum: f32) {
 // `write_row_quarter`, which exchanges (max, sum) among the group's four threads.
 fn write_quarter(groups: u32, g: u32, j: u32, v: vec4<f32>, m: f32, sum: f32) {
     let e = group_exponent(m);
-    write_quarter_planes(g, j, element_planes(v * pow2(-e)));
+    write_quarter_planes(groups, g, j, element_planes(v * pow2(-e)));
     if (j == 0u) {
         write_group_side(groups, g, e, m, sum);
     }
 }
 
-// The plane bytes of elements 4j..4j + 3 of group `g`.
-fn write_quarter_planes(g: u32, j: u32, q: array<vec4<i32>, 3>) {
-    planes[3u * g][j] = pack_bytes(q[0]);
-    planes[3u * g + 1u][j] = pack_bytes(q[1]);
-    planes[3u * g + 2u][j] = pack_bytes(q[2]);
+// The plane bytes of elements 4j..4j + 3 of group `g` of a row of `groups` groups.
+fn write_quarter_planes(groups: u32, g: u32, j: u32, q: array<vec4<i32>, 3>) {
+    let slot = group_slot(g);
+    planes[slot][j] = pack_bytes(q[0]);
+    planes[groups + slot][j] = pack_bytes(q[1]);
+    planes[2u * groups + slot][j] = pack_bytes(q[2]);
 }
 
 // (largest |x|, pairwise sum) of a quarter, for the exchange before `write_quarter`.

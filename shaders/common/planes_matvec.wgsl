@@ -29,9 +29,11 @@ struct Group {
 }
 
 fn load_group(g: u32) -> Group {
-    let w = planes[3u * (p.k / GROUP_ELEMENTS) + g / 2u];
-    let side = bitcast<vec2<f32>>(select(w.xy, w.zw, g % 2u == 1u));
-    return Group(planes[3u * g], planes[3u * g + 1u], planes[3u * g + 2u], side);
+    let groups = p.k / GROUP_ELEMENTS;
+    let slot = group_slot(g);
+    let w = planes[3u * groups + slot / 2u];
+    let side = bitcast<vec2<f32>>(select(w.xy, w.zw, slot % 2u == 1u));
+    return Group(planes[slot], planes[groups + slot], planes[2u * groups + slot], side);
 }
 
 // sum(q x) over one group: `q` its 16 weights as bytes 0..63 (4 per word). A * 2^8 + B stays
