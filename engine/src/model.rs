@@ -170,7 +170,9 @@ struct Layer {
 /// Pre-allocated activations for one chunk of `chunk` tokens.
 struct Activations {
     ids: BufferId,
-    hidden: BufferId,
+    /// The residual stream, in two buffers: each AddRmsNorm reads one and writes the other
+    /// (its one-row kernel reads the whole row from several workgroups, so not in place).
+    hidden: [BufferId; 2],
     normed: BufferId,
     /// `[chunk, q_dim + 2 kv_dim]`: the stacked q|k|v projection.
     qkv: BufferId,
@@ -496,7 +498,7 @@ impl Model {
         let logits_rows = if opts.all_logits { c } else { 1 };
         let act = Activations {
             ids: f32_buf("ids", c)?,
-            hidden: f32_buf("hidden", c * h)?,
+            hidden: [f32_buf("hidden", c * h)?, f32_buf("hidden (next)", c * h)?],
             normed: f32_buf("normed", c * h)?,
             qkv: f32_buf("qkv", c * (q_dim + 2 * kv_dim))?,
             q: f32_buf("q", c * q_dim)?,
@@ -527,6 +529,20 @@ impl Model {
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let n32 = n as u32;
         let norm = |rows: usize, cols: usize| RmsNormParams { n_rows: rows as u32, n_cols: cols as u32, eps: cfg.rms_norm_eps };
+        // residual_out = residual + proj, normalised into `normed`; the residual stream moves
+        // to the other buffer.
+        let mut residual = 0;
+        let mut add_norm = |ops: &mut Vec<Op>, weight: BufferId| {
+            ops.push(Op::AddRmsNorm {
+                residual: a.hidden[residual],
+                residual_out: a.hidden[1 - residual],
+                x: a.proj,
+                weight,
+                out: a.normed,
+                p: norm(n, h),
+            });
+            residual = 1 - residual;
+        };
         // One op per weight part; part i writes output columns first_row .. first_row + rows.
         let matmul = |ops: &mut Vec<Op>, w: &Linear, x: BufferId, out: BufferId, m: u32, x_row: u32| {
             for part in &w.parts {
@@ -555,16 +571,16 @@ impl Model {
             ops.push(Op::Embed {
                 table: part.w,
                 ids,
-                out: a.hidden,
+                out: a.hidden[0],
                 p: EmbedParams { n_tokens: n32, hidden: h as u32, first_row: part.first_row, n_rows: part.w.rows },
             });
         }
         for (i, l) in self.layers.iter().enumerate() {
             // 2. Pre-attention norm; from layer 1 on it also adds the previous MLP output to the residual.
             if i == 0 {
-                ops.push(Op::RmsNorm { x: a.hidden, weight: l.attn_norm, out: a.normed, p: norm(n, h) });
+                ops.push(Op::RmsNorm { x: a.hidden[0], weight: l.attn_norm, out: a.normed, p: norm(n, h) });
             } else {
-                ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.attn_norm, out: a.normed, p: norm(n, h) });
+                add_norm(&mut ops, l.attn_norm);
             }
             // 3. q/k/v projections, stacked: [n, h] -> [n, q_dim + 2 kv_dim].
             linear(&mut ops, &l.qkv, a.normed, a.qkv);
@@ -607,14 +623,14 @@ impl Model {
             });
             // 7. Output projection, residual add + post-attention norm.
             linear(&mut ops, &l.attn_out, a.attn, a.proj);
-            ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: l.ffn_norm, out: a.normed, p: norm(n, h) });
+            add_norm(&mut ops, l.ffn_norm);
             // 8. SwiGLU MLP: down(silu(gate(x)) * up(x)).
             linear(&mut ops, &l.gate_up, a.normed, a.gate_up);
             ops.push(Op::SwiGlu { gate_up: a.gate_up, out: a.act, p: SwiGluParams { n_tokens: n32, width: inter as u32 } });
             linear(&mut ops, &l.down, a.act, a.proj);
         }
         // 9. Final residual add + norm, then logits for the requested rows.
-        ops.push(Op::AddRmsNorm { residual: a.hidden, x: a.proj, weight: self.output_norm, out: a.normed, p: norm(n, h) });
+        add_norm(&mut ops, self.output_norm);
         let (m, x_row) = match logits {
             LogitsRows::All => (n32, 0),
             LogitsRows::Last => (1, n32 - 1),

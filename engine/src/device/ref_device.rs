@@ -95,9 +95,18 @@ impl RefDevice {
             Op::RmsNorm { x, weight, out, p } => {
                 self.with_out(*out, |d, o| r::rms_norm(d.f32s(*x)?, d.f32s(*weight)?, o, p))
             }
-            Op::AddRmsNorm { residual, x, weight, out, p } => self.with_two_out(*residual, *out, |d, res, o| {
-                r::add_rms_norm(res, d.f32s(*x)?, d.f32s(*weight)?, o, p)
-            }),
+            Op::AddRmsNorm { residual, residual_out, x, weight, out, p } => {
+                let n = (p.n_rows as usize) * (p.n_cols as usize);
+                let input = self.f32s(*residual)?.get(..n).map(<[f32]>::to_vec);
+                self.with_two_out(*residual_out, *out, |d, res, o| {
+                    let input = input.ok_or_else(|| EngineError::Device(format!("residual holds fewer than {n} values")))?;
+                    let Some(res) = res.get_mut(..n) else {
+                        return Err(EngineError::Device(format!("residual_out holds fewer than {n} values")));
+                    };
+                    res.copy_from_slice(&input);
+                    r::add_rms_norm(res, d.f32s(*x)?, d.f32s(*weight)?, o, p)
+                })
+            }
             Op::MatMul { w, x, bias, out, p } => self.with_out(*out, |d, o| {
                 if (w.rows, w.cols) != (p.n, p.k) {
                     return Err(EngineError::Kernel {

@@ -214,8 +214,10 @@ pub enum Op {
     Embed { table: WeightBuf, ids: BufferId, out: BufferId, p: EmbedParams },
     /// `out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight`.
     RmsNorm { x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
-    /// `residual += x; out = rmsnorm(residual) * weight`.
-    AddRmsNorm { residual: BufferId, x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
+    /// `residual_out = residual + x; out = rmsnorm(residual_out) * weight`. `residual_out` is a
+    /// buffer apart from `residual` (the model swaps the two after each norm): a one-row norm
+    /// runs over several workgroups, each of which reads the whole input row.
+    AddRmsNorm { residual: BufferId, residual_out: BufferId, x: BufferId, weight: BufferId, out: BufferId, p: RmsNormParams },
     /// `out[m * out_stride + out_col + n] = sum_k x[x_row + m][k] * w[n][k] (+ bias[n])`.
     MatMul { w: WeightBuf, x: BufferId, bias: Option<BufferId>, out: BufferId, p: MatMulParams },
     /// From `qkv: [n_tokens, (n_heads + 2 n_kv_heads) * head_dim]` (the fused projections): each
@@ -290,7 +292,7 @@ impl Op {
         match self {
             Op::Embed { table, ids, out, .. } => vec![table.buf, *ids, *out],
             Op::RmsNorm { x, weight, out, .. } => vec![*x, *weight, *out],
-            Op::AddRmsNorm { residual, x, weight, out, .. } => vec![*x, *weight, *residual, *out],
+            Op::AddRmsNorm { residual, residual_out, x, weight, out, .. } => vec![*x, *weight, *residual, *residual_out, *out],
             Op::MatMul { w, x, bias, out, .. } => match bias {
                 Some(b) => vec![w.buf, *x, *b, *out],
                 None => vec![w.buf, *x, *out],
@@ -337,9 +339,18 @@ impl Op {
                 let n = f(p.n_rows as u64 * p.n_cols as u64);
                 vec![(*x, "x", n), (*weight, "weight", f(p.n_cols as u64)), (*out, "out", n)]
             }
-            Op::AddRmsNorm { residual, x, weight, out, p } => {
+            Op::AddRmsNorm { residual, residual_out, x, weight, out, p } => {
+                if residual == residual_out {
+                    return Err("residual_out must be a buffer apart from residual".into());
+                }
                 let n = f(p.n_rows as u64 * p.n_cols as u64);
-                vec![(*x, "x", n), (*weight, "weight", f(p.n_cols as u64)), (*residual, "residual", n), (*out, "out", n)]
+                vec![
+                    (*x, "x", n),
+                    (*weight, "weight", f(p.n_cols as u64)),
+                    (*residual, "residual", n),
+                    (*residual_out, "residual_out", n),
+                    (*out, "out", n),
+                ]
             }
             Op::MatMul { w, x, bias, out, p } => {
                 if p.out_col as u64 + p.n as u64 > p.out_stride as u64 {

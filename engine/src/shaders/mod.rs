@@ -181,6 +181,11 @@ const PLANES_F32_ENTRIES: usize = 4;
 /// on a device with planes matvecs: `planes_main` also writes the row's planes (`pass_plans`).
 const PLANES_PRODUCER_ENTRIES: &[&str] = &["main", "planes_main"];
 const PLANES_PRODUCER_ENTRY: usize = 1;
+/// add_rms_norm.wgsl's entry points with planes matvecs (`planes_main` at PLANES_PRODUCER_ENTRY).
+const ADD_RMS_NORM_PLANES_ENTRIES: &[&str] = &["main", "planes_main", "row_slices"];
+
+/// Columns per workgroup of add_rms_norm.wgsl's one-row entries (`row_slices`, `planes_main`).
+const ADD_RMS_NORM_SLICE_COLUMNS: u64 = 1024;
 
 /// Elements per workgroup of swiglu.wgsl `planes_main` (256 threads, four elements each).
 const SWIGLU_PLANES_ELEMENTS: u64 = 1024;
@@ -258,6 +263,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
         KernelId::AttentionDecode => &["decode", "combine", "wide"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::TopK => &["partial", "merge", "finish"],
+        KernelId::AddRmsNorm => &["main", "row_slices"],
         KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
         _ => &["main"],
     }
@@ -268,7 +274,8 @@ pub fn entry_points_for(kernel: KernelId, variants: Variants) -> &'static [&'sta
     match kernel {
         KernelId::MatMul(_) if variants.tensor_cores => &["main", "rows128", "wide"],
         KernelId::MatVec(_) if uses_planes(kernel, variants) => PLANES_ENTRIES,
-        KernelId::AddRmsNorm | KernelId::SwiGlu if variants.planes_matvecs => PLANES_PRODUCER_ENTRIES,
+        KernelId::AddRmsNorm if variants.planes_matvecs => ADD_RMS_NORM_PLANES_ENTRIES,
+        KernelId::SwiGlu if variants.planes_matvecs => PLANES_PRODUCER_ENTRIES,
         _ => entry_points(kernel),
     }
 }
@@ -346,10 +353,10 @@ pub fn storage_layout_for(kernel: KernelId, variants: Variants) -> (usize, usize
     }
     match kernel {
         // + the planes scratch of `planes_main`
-        KernelId::AddRmsNorm if variants.planes_matvecs => (5, 3),
+        KernelId::AddRmsNorm if variants.planes_matvecs => (6, 3),
         KernelId::SwiGlu if variants.planes_matvecs => (3, 2),
         KernelId::Embed(_) | KernelId::RmsNorm => (3, 1),
-        KernelId::AddRmsNorm => (4, 2),
+        KernelId::AddRmsNorm => (5, 2),
         KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
         KernelId::Attention | KernelId::AttentionDecode => (5, 2),
@@ -492,6 +499,17 @@ fn planes_input(op: &Op, variants: Variants) -> Option<PlanesRow> {
     }
 }
 
+/// The activation row of a one-row matvec with a planes kernel below PLANES_MIN_WEIGHTS: it runs
+/// the f32 entry points, unless the scratch already holds its row as planes (then the planes
+/// matvec, with no `quantize` to pay for: the Llama-3-8B's v projection, Q6_K 1024x4096, after
+/// q|k on the same normalised row).
+fn small_planes_input(op: &Op, variants: Variants) -> Option<PlanesRow> {
+    match *op {
+        Op::MatMul { x, p, .. } if p.m == 1 && uses_planes(op.kernel_id(), variants) && !is_planes_op(op, variants) => Some((x, p.x_row, p.k)),
+        _ => None,
+    }
+}
+
 /// Whether `op` writes `buf` (one of its read_write bindings).
 fn writes(op: &Op, buf: crate::device::BufferId, variants: Variants) -> bool {
     let slots = slots_for(op, variants);
@@ -520,12 +538,22 @@ pub fn pass_plans(pass: &[Op], variants: Variants) -> Result<Vec<Vec<Dispatch>>>
             held = Some(row);
             continue;
         }
+        if small_planes_input(op, variants).is_some_and(|row| held == Some(row)) {
+            if let [dispatch] = plans[i].as_mut_slice() {
+                dispatch.entry = dispatch.entry.checked_sub(PLANES_F32_ENTRIES).unwrap_or(dispatch.entry);
+            }
+        }
         if let Some((out, k)) = planes_producer_row(op) {
             let row = (out, 0, k);
             if next_planes_reader(&pass[i + 1..], row, variants) && plans[i].len() == 1 {
+                let per_workgroup = match op {
+                    Op::SwiGlu { .. } => SWIGLU_PLANES_ELEMENTS,
+                    _ => ADD_RMS_NORM_SLICE_COLUMNS,
+                };
+                let workgroups = u32::try_from((k as u64).div_ceil(per_workgroup)).map_err(|_| kernel_err(op.kernel_id(), "too many workgroups"))?;
                 let workgroups = match op {
-                    Op::SwiGlu { .. } => grid(u32::try_from((k as u64).div_ceil(SWIGLU_PLANES_ELEMENTS)).map_err(|_| kernel_err(op.kernel_id(), "too many workgroups"))?),
-                    _ => [1, 1, 1],
+                    Op::SwiGlu { .. } => grid(workgroups),
+                    _ => [workgroups, 1, 1],
                 };
                 plans[i] = vec![Dispatch { entry: PLANES_PRODUCER_ENTRY, workgroups }];
                 held = Some(row);
@@ -546,12 +574,16 @@ fn overwrites_scratch(op: &Op, variants: Variants) -> bool {
     scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none()
 }
 
-/// Whether the first of `rest` that touches the scratch is a planes matvec reading `row`, with
-/// nothing before it writing `row`'s buffer.
+/// Whether the first of `rest` that touches the scratch is a planes matvec reading `row` (or a
+/// small one that then reads the planes too: `small_planes_input`), with nothing before it
+/// writing `row`'s buffer.
 fn next_planes_reader(rest: &[Op], row: PlanesRow, variants: Variants) -> bool {
     for op in rest {
         if let Some(input) = planes_input(op, variants) {
             return input == row;
+        }
+        if small_planes_input(op, variants) == Some(row) {
+            return true;
         }
         if writes(op, row.0, variants) || overwrites_scratch(op, variants) {
             return false;
@@ -589,6 +621,12 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
     };
     match op {
         Op::Embed { p, .. } => one([dim((p.hidden as u64).div_ceil(8).div_ceil(64), "hidden")?, dim(p.n_tokens as u64, "tokens")?, 1]),
+        // One row: several workgroups, each summing the squares of the whole row (`row_slices`).
+        Op::AddRmsNorm { p, .. } if p.n_rows == 1 && p.n_cols % 4 == 0 => {
+            let entry = entry_points_for(kernel, variants).iter().position(|e| *e == "row_slices").unwrap_or(0);
+            let workgroups = dim((p.n_cols as u64).div_ceil(ADD_RMS_NORM_SLICE_COLUMNS), "columns")?;
+            Ok(vec![Dispatch { entry, workgroups: [workgroups, 1, 1] }])
+        }
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
         Op::MatMul { w, p, .. } if p.m == 1 => {
             let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64);
@@ -799,6 +837,7 @@ mod tests {
         };
         let norm = |rows: u32, out: u32| Op::AddRmsNorm {
             residual: BufferId(3),
+            residual_out: BufferId(13),
             x: BufferId(4),
             weight: BufferId(5),
             out: BufferId(out),
@@ -824,28 +863,35 @@ mod tests {
             swiglu,
             matvec(GgmlType::Q6_K, 4096, 14336, 8, 4),
         ];
-        assert_eq!(names(&layer, planes), ["planes_main", "lanes64", "f32_lanes128", "main", "planes_main", "lanes64"]);
+        assert_eq!(names(&layer, planes), ["planes_main", "lanes64", "lanes128", "main", "planes_main", "lanes64"]);
         let plans = pass_plans(&layer, planes).unwrap();
-        assert_eq!(plans[0][0].workgroups, [1, 1, 1]);
+        assert_eq!(plans[0][0].workgroups, [4, 1, 1]);
         assert_eq!(plans[4][0].workgroups, [14, 1, 1]);
         assert_eq!(scratch_bytes_for(&layer[4], planes), scratch_bytes_for(&layer[5], planes));
         assert_eq!(storage_layout_for(KernelId::SwiGlu, planes), (3, 2));
-        assert_eq!(storage_layout_for(KernelId::AddRmsNorm, planes), (5, 3));
+        assert_eq!(storage_layout_for(KernelId::AddRmsNorm, planes), (6, 3));
         // Without the variant: plain plans, every matvec on its own.
-        assert_eq!(names(&layer, Variants::default()), ["main", "lanes64", "lanes128", "main", "main", "lanes64"]);
+        assert_eq!(names(&layer, Variants::default()), ["row_slices", "lanes64", "lanes128", "main", "main", "lanes64"]);
         // The row rewritten in between, or attention / argmax (scratch users) before the reader:
-        // the norm keeps `main` and the matvec quantizes.
+        // the norm keeps `row_slices` and the matvec quantizes.
         let add = Op::Add { a: BufferId(6), b: BufferId(4), p: ElementwiseParams { n: 4096 } };
         let pass = [norm(1, 6), add, matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
-        assert_eq!(names(&pass, planes), ["main", "main", "quantize+main"]);
+        assert_eq!(names(&pass, planes), ["row_slices", "main", "quantize+main"]);
         let argmax = Op::Argmax { x: BufferId(11), out: BufferId(12), p: crate::kernels::ArgmaxParams { n: 5000, offset: 0 } };
         let pass = [norm(1, 6), argmax.clone(), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7), argmax, matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
-        assert_eq!(names(&pass, planes), ["main", "partial+finish", "quantize+main", "partial+finish", "quantize+main"]);
+        assert_eq!(names(&pass, planes), ["row_slices", "partial+finish", "quantize+main", "partial+finish", "quantize+main"]);
+        // Small matvecs (below PLANES_MIN_WEIGHTS) read planes only where a producer or an
+        // earlier matvec left their row there; on any other row they keep the f32 kernel.
+        let small_down = Op::SwiGlu { gate_up: BufferId(7), out: BufferId(8), p: SwiGluParams { n_tokens: 1, width: 4864 } };
+        let pass = [small_down, matvec(GgmlType::Q4_K, 896, 4864, 8, 4), matvec(GgmlType::Q6_K, 896, 4864, 9, 4)];
+        assert_eq!(names(&pass, planes), ["planes_main", "lanes128", "f32_lanes128"]);
+        let pass = [norm(1, 6), matvec(GgmlType::Q6_K, 1024, 4096, 9, 10), matvec(GgmlType::Q6_K, 1024, 4096, 6, 10)];
+        assert_eq!(names(&pass, planes), ["planes_main", "f32_lanes128", "lanes128"]);
         // Prefill norms (several rows) and a matvec on another row or buffer: no planes from the norm.
         let pass = [norm(3, 6), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
         assert_eq!(names(&pass, planes), ["main", "quantize+main"]);
         let pass = [norm(1, 6), matvec(GgmlType::Q4_K, 28672, 4096, 9, 7)];
-        assert_eq!(names(&pass, planes), ["main", "quantize+main"]);
+        assert_eq!(names(&pass, planes), ["row_slices", "quantize+main"]);
     }
 
     #[test]

@@ -269,14 +269,15 @@ pub async fn planes_producer_passes(mut pair: Pair) {
     let delta = pair.f32s(&rng.floats(k as usize, 2.0));
     let norm_w = pair.f32s(&rng.floats(k as usize, 1.0));
     let h = pair.zeros(k as usize);
+    let residual_out = pair.zeros(k as usize);
     let w_a = weight_of(&mut pair, &mut rng, GgmlType::Q4_K, 4097, k);
     let w_b = weight_of(&mut pair, &mut rng, GgmlType::Q6_K, 4099, k);
     let (y_a, y_b) = (pair.zeros(4097), pair.zeros(4099));
-    let norm = Op::AddRmsNorm { residual, x: delta, weight: norm_w, out: h, p: RmsNormParams { n_rows: 1, n_cols: k, eps: 1e-6 } };
-    let ops = [norm, matvec(w_a, h, y_a), matvec(w_b, h, y_b)];
+    let norm = Op::AddRmsNorm { residual, residual_out, x: delta, weight: norm_w, out: h, p: RmsNormParams { n_rows: 1, n_cols: k, eps: 1e-6 } };
+    let ops = [norm.clone(), matvec(w_a, h, y_a), matvec(w_b, h, y_b)];
     pair.cpu.run(&ops).expect("reference");
     pair.gpu.run(&ops).expect("gpu");
-    check("AddRmsNorm -> planes: residual", &mut pair, residual, k as usize, 0.0).await;
+    check("AddRmsNorm -> planes: residual_out", &mut pair, residual_out, k as usize, 0.0).await;
     check("AddRmsNorm -> planes: out", &mut pair, h, k as usize, MAX_NMSE_NORM).await;
     check("AddRmsNorm -> MatVec(Q4_K) 4097x4096", &mut pair, y_a, 4097, MAX_NMSE_MATMUL).await;
     check("... -> MatVec(Q6_K) 4099x4096 on the same planes", &mut pair, y_b, 4099, MAX_NMSE_MATMUL).await;
@@ -293,9 +294,28 @@ pub async fn planes_producer_passes(mut pair: Pair) {
     check("SwiGlu -> planes: out", &mut pair, act, width as usize, MAX_NMSE_ELEMENTWISE).await;
     check("SwiGlu -> MatVec(Q6_K) 1029x16384", &mut pair, y_c, 1029, MAX_NMSE_MATMUL).await;
 
+    // Matvecs below PLANES_MIN_WEIGHTS on a row held as planes read them (the 8B's v projection
+    // after q|k; a 0.5B-sized down projection after its SwiGlu); on another row, the f32 kernel.
+    let y_small = pair.zeros(1024);
+    let w_small = weight_of(&mut pair, &mut rng, GgmlType::Q6_K, 1024, k);
+    let ops = [norm.clone(), matvec(w_a, h, y_a), matvec(w_small, h, y_small)];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("AddRmsNorm -> MatVec(Q4_K) -> MatVec(Q6_K) 1024x4096 on its planes", &mut pair, y_small, 1024, MAX_NMSE_MATMUL).await;
+    let width = 4864u32;
+    let gate_up = pair.f32s(&rng.floats(2 * width as usize, 6.0));
+    let act = pair.zeros(width as usize);
+    let w_d = weight_of(&mut pair, &mut rng, GgmlType::Q4_K, 896, width);
+    let w_e = weight_of(&mut pair, &mut rng, GgmlType::Q6_K, 1024, k);
+    let (y_d, y_e) = (pair.zeros(896), pair.zeros(1024));
+    let ops = [Op::SwiGlu { gate_up, out: act, p: SwiGluParams { n_tokens: 1, width } }, matvec(w_d, act, y_d), matvec(w_e, residual, y_e)];
+    pair.cpu.run(&ops).expect("reference");
+    pair.gpu.run(&ops).expect("gpu");
+    check("SwiGlu -> MatVec(Q4_K) 896x4864 on its planes", &mut pair, y_d, 896, MAX_NMSE_MATMUL).await;
+    check("... MatVec(Q6_K) 1024x4096 on another row (f32)", &mut pair, y_e, 1024, MAX_NMSE_MATMUL).await;
+
     // The norm's output rewritten before the matvec (Add), and attention (which uses the scratch)
     // between two matvecs on one row: each matvec must quantize what it reads.
-    let norm = Op::AddRmsNorm { residual, x: delta, weight: norm_w, out: h, p: RmsNormParams { n_rows: 1, n_cols: k, eps: 1e-6 } };
     let q = pair.f32s(&rng.floats(256, 1.0));
     let kc = pair.f32s(&rng.floats(4 * 128, 1.0));
     let vc = pair.f32s(&rng.floats(4 * 128, 1.0));
@@ -359,7 +379,9 @@ pub async fn matmul_tile_shapes_every_format(mut pair: Pair) {
 
 pub async fn norms(mut pair: Pair) {
     let mut rng = Rng(4);
-    for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32), (2, 4099)] {
+    // One row of a multiple of 4 columns: `row_slices`, 1024 columns per workgroup (896: one,
+    // 4096: four, 4100: a fifth with one live thread, 9216: three loop steps per thread).
+    for (rows, cols) in [(1u32, 64u32), (5, 67), (3, 576), (40, 32), (2, 4099), (1, 896), (1, 4096), (1, 4100), (1, 9216), (1, 67)] {
         let x = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
         let w = pair.f32s(&rng.floats(cols as usize, 1.0));
         let out = pair.zeros((rows * cols) as usize);
@@ -368,10 +390,15 @@ pub async fn norms(mut pair: Pair) {
         check(&format!("RmsNorm rows {rows} cols {cols}"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM).await;
 
         let residual = pair.f32s(&rng.floats((rows * cols) as usize, 2.0));
+        let residual_out = pair.zeros((rows * cols) as usize);
         let out = pair.zeros((rows * cols) as usize);
-        pair.run(Op::AddRmsNorm { residual, x, weight: w, out, p });
+        pair.run(Op::AddRmsNorm { residual, residual_out, x, weight: w, out, p });
         check(&format!("AddRmsNorm rows {rows} cols {cols} (out)"), &mut pair, out, (rows * cols) as usize, MAX_NMSE_NORM).await;
-        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual)"), &mut pair, residual, (rows * cols) as usize, 0.0).await;
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual_out)"), &mut pair, residual_out, (rows * cols) as usize, 0.0).await;
+        check(&format!("AddRmsNorm rows {rows} cols {cols} (residual kept)"), &mut pair, residual, (rows * cols) as usize, 0.0).await;
+        // In place would race between the workgroups of a row: a typed error, nothing runs.
+        let in_place = Op::AddRmsNorm { residual, residual_out: residual, x, weight: w, out, p };
+        assert!(pair.gpu.run(&[in_place]).is_err(), "AddRmsNorm with residual_out == residual must be refused");
     }
 }
 
