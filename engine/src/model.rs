@@ -7,7 +7,7 @@ use crate::device::{read_f32, read_u32, BufferId, BufferKind, Device, ReadTicket
 use crate::error::{EngineError, Result};
 use crate::kernels::{
     attention_splits_for, reference::rope_table, ArgmaxParams, AttentionParams, TopKParams, EmbedParams, MatMulParams, Op, RmsNormParams,
-    RopeKvWriteParams, SwiGluParams, WeightBuf,
+    RopeAttentionParams, RopeKvWriteParams, SwiGluParams, WeightBuf,
 };
 use crate::quant::{self, GgmlType};
 use crate::weights::{AsyncWeightSource, Immediate, SourceFormat, WeightSource};
@@ -584,43 +584,53 @@ impl Model {
             }
             // 3. q/k/v projections, stacked: [n, h] -> [n, q_dim + 2 kv_dim].
             linear(&mut ops, &l.qkv, a.normed, a.qkv);
-            // 4-5. Per-head q/k RMSNorm (qwen3), RoPE, q to the attention input, k/v to the cache.
-            ops.push(Op::RopeKvWrite {
-                qkv: a.qkv,
-                table: a.rope,
-                q_norm: l.qk_norm.map(|(qn, _)| qn),
-                k_norm: l.qk_norm.map(|(_, kn)| kn),
-                q_out: a.q,
-                k_cache: l.k_cache,
-                v_cache: l.v_cache,
-                interleaved,
-                p: RopeKvWriteParams {
-                    n_tokens: n32,
-                    n_heads: cfg.n_heads as u32,
-                    n_kv_heads: cfg.n_kv_heads as u32,
-                    head_dim: cfg.head_dim as u32,
-                    pos_offset: pos as u32,
-                    qk_norm: l.qk_norm.is_some() as u32,
-                    eps: cfg.rms_norm_eps,
-                    _pad: 0,
-                },
-            });
-            // 6. Causal GQA attention over positions 0..pos+n.
-            ops.push(Op::Attention {
-                q: a.q,
-                k_cache: l.k_cache,
-                v_cache: l.v_cache,
-                out: a.attn,
-                p: AttentionParams {
-                    n_tokens: n32,
-                    n_heads: cfg.n_heads as u32,
-                    n_kv_heads: cfg.n_kv_heads as u32,
-                    head_dim: cfg.head_dim as u32,
-                    pos_offset: pos as u32,
-                    scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-                    kv_splits: attention_splits_for(n32, (pos + n) as u32),
-                },
-            });
+            // 4-6. Per-head q/k RMSNorm (qwen3), RoPE, k/v to the cache, causal GQA attention over
+            // positions 0..pos+n; a decode token does it all in one op (RopeAttention).
+            let rope = RopeKvWriteParams {
+                n_tokens: n32,
+                n_heads: cfg.n_heads as u32,
+                n_kv_heads: cfg.n_kv_heads as u32,
+                head_dim: cfg.head_dim as u32,
+                pos_offset: pos as u32,
+                qk_norm: l.qk_norm.is_some() as u32,
+                eps: cfg.rms_norm_eps,
+                _pad: 0,
+            };
+            let attention = AttentionParams {
+                n_tokens: n32,
+                n_heads: cfg.n_heads as u32,
+                n_kv_heads: cfg.n_kv_heads as u32,
+                head_dim: cfg.head_dim as u32,
+                pos_offset: pos as u32,
+                scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+                kv_splits: attention_splits_for(n32, (pos + n) as u32),
+            };
+            let (q_norm, k_norm) = (l.qk_norm.map(|(qn, _)| qn), l.qk_norm.map(|(_, kn)| kn));
+            if RopeAttentionParams::fusable(&rope) {
+                ops.push(Op::RopeAttention {
+                    qkv: a.qkv,
+                    table: a.rope,
+                    q_norm,
+                    k_norm,
+                    k_cache: l.k_cache,
+                    v_cache: l.v_cache,
+                    out: a.attn,
+                    p: RopeAttentionParams::from_parts(&rope, &attention, interleaved),
+                });
+            } else {
+                ops.push(Op::RopeKvWrite {
+                    qkv: a.qkv,
+                    table: a.rope,
+                    q_norm,
+                    k_norm,
+                    q_out: a.q,
+                    k_cache: l.k_cache,
+                    v_cache: l.v_cache,
+                    interleaved,
+                    p: rope,
+                });
+                ops.push(Op::Attention { q: a.q, k_cache: l.k_cache, v_cache: l.v_cache, out: a.attn, p: attention });
+            }
             // 7. Output projection, residual add + post-attention norm.
             linear(&mut ops, &l.attn_out, a.attn, a.proj);
             add_norm(&mut ops, l.ffn_norm);

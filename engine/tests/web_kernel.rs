@@ -62,6 +62,11 @@ async fn rope_kv_write() {
 }
 
 #[wasm_bindgen_test]
+async fn rope_attention_decode() {
+    kernel_cases::rope_attention_decode(pair().await).await;
+}
+
+#[wasm_bindgen_test]
 async fn swiglu_add() {
     kernel_cases::swiglu_add(pair().await).await;
 }

@@ -93,6 +93,11 @@ fn rope_kv_write() {
 }
 
 #[test]
+fn rope_attention_decode() {
+    pollster::block_on(kernel_cases::rope_attention_decode(pair()));
+}
+
+#[test]
 fn swiglu_add() {
     pollster::block_on(kernel_cases::swiglu_add(pair()));
 }

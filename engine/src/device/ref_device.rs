@@ -133,6 +133,17 @@ impl RefDevice {
             Op::Attention { q, k_cache, v_cache, out, p } => {
                 self.with_out(*out, |d, o| r::attention(d.f32s(*q)?, d.f32s(*k_cache)?, d.f32s(*v_cache)?, o, p))
             }
+            Op::RopeAttention { qkv, table, q_norm, k_norm, k_cache, v_cache, out, p } => {
+                let mut q = vec![0f32; p.n_heads as usize * p.head_dim as usize];
+                self.with_two_out(*k_cache, *v_cache, |d, kc, vc| {
+                    let norms = match (q_norm, k_norm) {
+                        (Some(qn), Some(kn)) => Some((d.f32s(*qn)?, d.f32s(*kn)?)),
+                        _ => None,
+                    };
+                    r::rope_kv_write(d.f32s(*qkv)?, d.f32s(*table)?, norms, p.interleaved != 0, &mut q, kc, vc, &p.rope())
+                })?;
+                self.with_out(*out, |d, o| r::attention(&q, d.f32s(*k_cache)?, d.f32s(*v_cache)?, o, &p.attention()))
+            }
             Op::SwiGlu { gate_up, out, p } => self.with_out(*out, |d, o| r::swiglu(d.f32s(*gate_up)?, o, p)),
             Op::Add { a, b, p } => self.with_out(*a, |d, xs| r::add(xs, d.f32s(*b)?, p)),
             Op::TopK { x, out, p } => {

@@ -32,7 +32,7 @@ pub enum KernelId {
     /// Gather rows of a (possibly quantized) embedding table.
     Embed(WeightFormat),
     RmsNorm,
-    /// `residual += x; out = rmsnorm(residual) * w` in one pass.
+    /// `residual_out = residual + x; out = rmsnorm(residual_out) * w` in one pass.
     AddRmsNorm,
     /// Decode: one activation row times a weight matrix.
     MatVec(WeightFormat),
@@ -47,6 +47,9 @@ pub enum KernelId {
     /// Attention of one query token (decode) with head_dim a multiple of 4, up to
     /// `DECODE_MAX_HEAD_DIM`: 16-byte K/V loads, one key per thread.
     AttentionDecode,
+    /// RopeKvWrite then AttentionDecode of one decode token, in one op (no q buffer, one
+    /// dispatch fewer).
+    RopeAttentionDecode,
     SwiGlu,
     Add,
     Argmax,
@@ -122,6 +125,77 @@ impl RopeKvWriteParams {
     /// Elements of one token's fused q|k|v row.
     pub fn qkv_width(&self) -> u64 {
         (self.n_heads as u64 + 2 * self.n_kv_heads as u64) * self.head_dim as u64
+    }
+}
+
+/// Params of `Op::RopeAttention`: a one-token `RopeKvWriteParams` and `AttentionParams` in one
+/// uniform block (shaders/rope_attention_decode.wgsl).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct RopeAttentionParams {
+    /// Always 1.
+    pub n_tokens: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    /// Position of the token: row of the cos/sin table and of the KV cache; it attends to keys
+    /// 0..=pos_offset.
+    pub pos_offset: u32,
+    pub scale: f32,
+    pub kv_splits: u32,
+    pub qk_norm: u32,
+    pub eps: f32,
+    /// 1 for interleaved RoPE pairs, 0 for NeoX.
+    pub interleaved: u32,
+    pub _pad: [u32; 2],
+}
+
+impl RopeAttentionParams {
+    /// The two ops it stands for.
+    pub fn from_parts(rope: &RopeKvWriteParams, attention: &AttentionParams, interleaved: bool) -> Self {
+        Self {
+            n_tokens: rope.n_tokens,
+            n_heads: rope.n_heads,
+            n_kv_heads: rope.n_kv_heads,
+            head_dim: rope.head_dim,
+            pos_offset: rope.pos_offset,
+            scale: attention.scale,
+            kv_splits: attention.kv_splits,
+            qk_norm: rope.qk_norm,
+            eps: rope.eps,
+            interleaved: interleaved as u32,
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn rope(&self) -> RopeKvWriteParams {
+        RopeKvWriteParams {
+            n_tokens: self.n_tokens,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            pos_offset: self.pos_offset,
+            qk_norm: self.qk_norm,
+            eps: self.eps,
+            _pad: 0,
+        }
+    }
+
+    pub fn attention(&self) -> AttentionParams {
+        AttentionParams {
+            n_tokens: self.n_tokens,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            pos_offset: self.pos_offset,
+            scale: self.scale,
+            kv_splits: self.kv_splits,
+        }
+    }
+
+    /// Whether the fused kernel takes this shape (one token; a head the decode attention takes).
+    pub fn fusable(rope: &RopeKvWriteParams) -> bool {
+        rope.n_tokens == 1 && rope.head_dim % 4 == 0 && rope.head_dim <= DECODE_MAX_HEAD_DIM
     }
 }
 
@@ -238,6 +312,19 @@ pub enum Op {
     },
     /// Causal GQA attention: `q: [n_tokens, n_heads, head_dim]` → `out` same shape.
     Attention { q: BufferId, k_cache: BufferId, v_cache: BufferId, out: BufferId, p: AttentionParams },
+    /// `RopeKvWrite` (into a q row of its own) then `Attention` of one decode token (`p.rope()`,
+    /// `p.attention()`): the k and v of the token go to cache row `pos_offset`, the attention
+    /// output to `out: [n_heads, head_dim]`.
+    RopeAttention {
+        qkv: BufferId,
+        table: BufferId,
+        q_norm: Option<BufferId>,
+        k_norm: Option<BufferId>,
+        k_cache: BufferId,
+        v_cache: BufferId,
+        out: BufferId,
+        p: RopeAttentionParams,
+    },
     /// `out[t][j] = silu(gate_up[t][j]) * gate_up[t][width + j]` (gate and up projections fused).
     SwiGlu { gate_up: BufferId, out: BufferId, p: SwiGluParams },
     /// `a += b`.
@@ -264,6 +351,7 @@ impl Op {
                 KernelId::AttentionDecode
             }
             Op::Attention { .. } => KernelId::Attention,
+            Op::RopeAttention { .. } => KernelId::RopeAttentionDecode,
             Op::SwiGlu { .. } => KernelId::SwiGlu,
             Op::Add { .. } => KernelId::Add,
             Op::Argmax { .. } => KernelId::Argmax,
@@ -279,6 +367,7 @@ impl Op {
             Op::MatMul { p, .. } => bytemuck::bytes_of(p),
             Op::RopeKvWrite { p, .. } => bytemuck::bytes_of(p),
             Op::Attention { p, .. } => bytemuck::bytes_of(p),
+            Op::RopeAttention { p, .. } => bytemuck::bytes_of(p),
             Op::SwiGlu { p, .. } => bytemuck::bytes_of(p),
             Op::Add { p, .. } => bytemuck::bytes_of(p),
             Op::Argmax { p, .. } => bytemuck::bytes_of(p),
@@ -305,6 +394,12 @@ impl Op {
                 v
             }
             Op::Attention { q, k_cache, v_cache, out, .. } => vec![*q, *k_cache, *v_cache, *out],
+            Op::RopeAttention { qkv, table, q_norm, k_norm, k_cache, v_cache, out, .. } => {
+                let mut v = vec![*table, *qkv];
+                v.extend(q_norm.iter().chain(k_norm.iter()));
+                v.extend([*k_cache, *v_cache, *out]);
+                v
+            }
             Op::SwiGlu { gate_up, out, .. } => vec![*gate_up, *out],
             Op::Add { a, b, .. } => vec![*b, *a],
             Op::Argmax { x, out, .. } | Op::TopK { x, out, .. } => vec![*x, *out],
@@ -393,6 +488,31 @@ impl Op {
                 let n = f(p.n_tokens as u64 * p.n_heads as u64 * p.head_dim as u64);
                 let cache = f((p.pos_offset as u64 + p.n_tokens as u64) * p.n_kv_heads as u64 * p.head_dim as u64);
                 vec![(*q, "q", n), (*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache), (*out, "out", n)]
+            }
+            Op::RopeAttention { qkv, table, q_norm, k_norm, k_cache, v_cache, out, p } => {
+                let rope = p.rope();
+                if !RopeAttentionParams::fusable(&rope) || p.head_dim % 2 != 0 {
+                    return Err(format!("{} tokens with head_dim {}: one token, head_dim a multiple of 4 up to {DECODE_MAX_HEAD_DIM}", p.n_tokens, p.head_dim));
+                }
+                if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {
+                    return Err(format!("{} heads over {} kv heads", p.n_heads, p.n_kv_heads));
+                }
+                if p.kv_splits == 0 || p.kv_splits > MAX_KV_SPLITS {
+                    return Err(format!("kv_splits {} is outside 1..={MAX_KV_SPLITS}", p.kv_splits));
+                }
+                if (q_norm.is_some() || k_norm.is_some()) != (p.qk_norm != 0) || q_norm.is_some() != k_norm.is_some() {
+                    return Err("q_norm and k_norm must both be given exactly when qk_norm is set".into());
+                }
+                let d = p.head_dim as u64;
+                let cache = f((p.pos_offset as u64 + 1) * p.n_kv_heads as u64 * d);
+                let mut v = vec![(*table, "table", f((p.pos_offset as u64 + 1) * d)), (*qkv, "qkv", f(rope.qkv_width()))];
+                for (b, role) in [(q_norm, "q_norm"), (k_norm, "k_norm")] {
+                    if let Some(b) = b {
+                        v.push((*b, role, f(d)));
+                    }
+                }
+                v.extend([(*k_cache, "k_cache", cache), (*v_cache, "v_cache", cache), (*out, "out", f(p.n_heads as u64 * d))]);
+                v
             }
             Op::SwiGlu { gate_up, out, p } => {
                 let n = p.n_tokens as u64 * p.width as u64;

@@ -26,6 +26,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("argmax.wgsl"),
     shader!("attention.wgsl"),
     shader!("attention_decode.wgsl"),
+    shader!("rope_attention_decode.wgsl"),
     shader!("embed_f16.wgsl"),
     shader!("embed_f32.wgsl"),
     shader!("embed_q4_0.wgsl"),
@@ -74,6 +75,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("swiglu.wgsl"),
     shader!("top_k.wgsl"),
     shader!("common/attention_combine.wgsl"),
+    shader!("common/attention_decode_body.wgsl"),
     shader!("common/attention_params.wgsl"),
     shader!("common/dequant_f16.wgsl"),
     shader!("common/dequant_f32.wgsl"),
@@ -140,6 +142,7 @@ pub fn kernel_file(kernel: KernelId) -> Result<String> {
         KernelId::RopeKvWriteInterleaved => "rope_kv_write_interleaved.wgsl".into(),
         KernelId::Attention => "attention.wgsl".into(),
         KernelId::AttentionDecode => "attention_decode.wgsl".into(),
+        KernelId::RopeAttentionDecode => "rope_attention_decode.wgsl".into(),
         KernelId::SwiGlu => "swiglu.wgsl".into(),
         KernelId::Add => "add.wgsl".into(),
         KernelId::Argmax => "argmax.wgsl".into(),
@@ -248,6 +251,7 @@ pub fn all_kernels() -> Vec<KernelId> {
         KernelId::RopeKvWriteInterleaved,
         KernelId::Attention,
         KernelId::AttentionDecode,
+        KernelId::RopeAttentionDecode,
         KernelId::SwiGlu,
         KernelId::Add,
         KernelId::Argmax,
@@ -260,7 +264,7 @@ pub fn all_kernels() -> Vec<KernelId> {
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode", "prefill"],
-        KernelId::AttentionDecode => &["decode", "combine", "wide"],
+        KernelId::AttentionDecode | KernelId::RopeAttentionDecode => &["decode", "combine", "wide"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::TopK => &["partial", "merge", "finish"],
         KernelId::AddRmsNorm => &["main", "row_slices"],
@@ -318,6 +322,13 @@ pub fn slots_for(op: &Op, variants: Variants) -> Vec<Slot> {
             slots.insert(2, Slot::Dummy);
             slots.insert(3, Slot::Dummy);
         }
+        Op::RopeAttention { q_norm, k_norm, .. } => {
+            if q_norm.is_none() && k_norm.is_none() {
+                slots.insert(2, Slot::Dummy);
+                slots.insert(3, Slot::Dummy);
+            }
+            slots.push(Slot::Scratch);
+        }
         Op::Attention { .. } | Op::Argmax { .. } | Op::TopK { .. } => slots.push(Slot::Scratch),
         _ => {}
     }
@@ -360,6 +371,7 @@ pub fn storage_layout_for(kernel: KernelId, variants: Variants) -> (usize, usize
         KernelId::RopeKvWriteNeox | KernelId::RopeKvWriteInterleaved => (7, 3),
         KernelId::MatVec(_) | KernelId::MatMul(_) => (4, 1),
         KernelId::Attention | KernelId::AttentionDecode => (5, 2),
+        KernelId::RopeAttentionDecode => (8, 4),
         KernelId::SwiGlu | KernelId::Add => (2, 1),
         KernelId::Argmax | KernelId::TopK => (3, 2),
     }
@@ -461,6 +473,7 @@ pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
         Op::Attention { p, .. } => {
             p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
         }
+        Op::RopeAttention { p, .. } => p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4,
         // (value bits, index) per chunk.
         Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
         // Lists of TOP_K_MAX (id, key) pairs: one per chunk (region A), one per 16 of those (B).
@@ -598,6 +611,19 @@ pub fn plan(op: &Op) -> Result<Vec<Dispatch>> {
     plan_for(op, Variants::default())
 }
 
+/// attention_decode.wgsl / rope_attention_decode.wgsl: `decode` or `wide` (256 threads, for
+/// head_dim 16, 32, ..., 256: its work splits evenly) per (head, split), then `combine` when there
+/// are several splits (with one, the decode workgroups write the output themselves).
+fn decode_attention_dispatches(p: &crate::kernels::AttentionParams, combine: [u32; 3], heads: u32) -> Vec<Dispatch> {
+    let entry = if p.head_dim.is_power_of_two() && p.head_dim >= 16 { 2 } else { 0 };
+    let decode = Dispatch { entry, workgroups: [heads, p.kv_splits, 1] };
+    if p.kv_splits == 1 {
+        vec![decode]
+    } else {
+        vec![decode, Dispatch { entry: 1, workgroups: combine }]
+    }
+}
+
 /// `plan` on a device with `variants`.
 pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
     let kernel = op.kernel_id();
@@ -681,6 +707,16 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
                 Dispatch { entry: 2, workgroups: [1, 1, 1] },
             ])
         }
+        Op::RopeAttention { p, .. } => {
+            let p = p.attention();
+            if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 || p.kv_splits == 0 || p.kv_splits > crate::kernels::MAX_KV_SPLITS {
+                return Err(kernel_err(kernel, format!("{} heads over {} kv heads in {} splits", p.n_heads, p.n_kv_heads, p.kv_splits)));
+            }
+            if p.n_heads == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(decode_attention_dispatches(&p, folded(p.n_heads as u64)?, dim(p.n_heads as u64, "attention heads")?))
+        }
         Op::Attention { p, .. } => {
             if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {
                 return Err(kernel_err(kernel, "n_heads must be a multiple of n_kv_heads"));
@@ -696,11 +732,7 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
             }
             let combine = folded(p.n_tokens as u64 * p.n_heads as u64)?;
             if kernel == KernelId::AttentionDecode {
-                // `wide` (256 threads) for head_dim 16, 32, ..., 256: its work splits evenly.
-                let entry = if p.head_dim.is_power_of_two() && p.head_dim >= 16 { 2 } else { 0 };
-                let decode = Dispatch { entry, workgroups: [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1] };
-                // One split: the decode workgroups write the output themselves.
-                return Ok(if p.kv_splits == 1 { vec![decode] } else { vec![decode, Dispatch { entry: 1, workgroups: combine }] });
+                return Ok(decode_attention_dispatches(p, combine, dim(p.n_heads as u64, "attention heads")?));
             }
             if p.n_tokens == 1 && p.head_dim <= DECODE_ATTENTION_MAX_DIM && p.head_dim % 2 == 0 {
                 let decode = [dim(p.n_heads as u64, "attention heads")?, p.kv_splits, 1];

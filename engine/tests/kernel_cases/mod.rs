@@ -455,6 +455,87 @@ pub async fn rope_kv_write(mut pair: Pair) {
     }
 }
 
+/// RoPE + KV write + decode attention in one op (RopeAttention) against the reference's
+/// RopeKvWrite then Attention: both pairings, with and without q/k norms, GQA / MHA, one split
+/// and several, `decode` (head_dim 96) and `wide` (16, 64, 128, 256) entries; the cache rows
+/// around the new one must survive.
+pub async fn rope_attention_decode(mut pair: Pair) {
+    use engine::kernels::{attention_splits_for, RopeAttentionParams};
+    let mut rng = Rng(15);
+    for interleaved in [false, true] {
+        for qk_norm in [false, true] {
+            for (n_heads, n_kv_heads, head_dim, pos, splits) in [
+                (14u32, 2u32, 64u32, 0u32, None),
+                (14, 2, 64, 99, None),
+                (8, 2, 128, 299, None),
+                (8, 2, 128, 40, Some(3)),
+                (4, 4, 96, 70, Some(2)),
+                (6, 2, 16, 600, None),
+                (2, 1, 256, 40, Some(1)),
+            ] {
+                let ctx = pos as usize + 3;
+                let table = pair.f32s(&rope_table(1_000_000.0, head_dim as usize, ctx));
+                let width = ((n_heads + 2 * n_kv_heads) * head_dim) as usize;
+                let qkv = pair.f32s(&rng.floats(width, 3.0));
+                let (q_norm, k_norm) = if qk_norm {
+                    (Some(pair.f32s(&rng.floats(head_dim as usize, 2.0))), Some(pair.f32s(&rng.floats(head_dim as usize, 2.0))))
+                } else {
+                    (None, None)
+                };
+                let cache_len = ctx * (n_kv_heads * head_dim) as usize;
+                let k_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+                let v_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+                let out_len = (n_heads * head_dim) as usize;
+                let out = pair.zeros(out_len);
+                let p = RopeAttentionParams {
+                    n_tokens: 1,
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                    pos_offset: pos,
+                    scale: 1.0 / (head_dim as f32).sqrt(),
+                    kv_splits: splits.unwrap_or_else(|| attention_splits_for(1, pos + 1)),
+                    qk_norm: qk_norm as u32,
+                    eps: 1e-6,
+                    interleaved: interleaved as u32,
+                    _pad: [0; 2],
+                };
+                let label = format!(
+                    "RopeAttention interleaved {} norm {} heads {n_heads}/{n_kv_heads} dim {head_dim} pos {pos} splits {}",
+                    interleaved as u8, qk_norm as u8, p.kv_splits
+                );
+                pair.run(Op::RopeAttention { qkv, table, q_norm, k_norm, k_cache, v_cache, out, p });
+                check(&format!("{label} out"), &mut pair, out, out_len, MAX_NMSE_ATTENTION).await;
+                let bound = if qk_norm { MAX_NMSE_NORM } else { MAX_NMSE_ELEMENTWISE };
+                check(&format!("{label} k_cache"), &mut pair, k_cache, cache_len, bound).await;
+                check(&format!("{label} v_cache"), &mut pair, v_cache, cache_len, 0.0).await;
+            }
+        }
+    }
+    // More than one token, or a head the decode attention does not take: refused, typed.
+    let qkv = pair.f32s(&rng.floats(2 * 4 * 64, 1.0));
+    let table = pair.f32s(&rope_table(10_000.0, 64, 4));
+    let cache = pair.zeros(4 * 64);
+    let out = pair.zeros(2 * 2 * 64);
+    for (n_tokens, head_dim) in [(2u32, 64u32), (1, 18)] {
+        let p = RopeAttentionParams {
+            n_tokens,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim,
+            pos_offset: 1,
+            scale: 0.125,
+            kv_splits: 1,
+            qk_norm: 0,
+            eps: 1e-6,
+            interleaved: 0,
+            _pad: [0; 2],
+        };
+        let op = Op::RopeAttention { qkv, table, q_norm: None, k_norm: None, k_cache: cache, v_cache: cache, out, p };
+        assert!(pair.gpu.run(&[op]).is_err(), "RopeAttention of {n_tokens} tokens, head_dim {head_dim} must be refused");
+    }
+}
+
 pub async fn swiglu_add(mut pair: Pair) {
     let mut rng = Rng(6);
     for (n_tokens, width) in [(1u32, 1u32), (1, 1000), (7, 4864), (3, 70_001)] {

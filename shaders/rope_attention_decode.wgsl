@@ -1,0 +1,160 @@
+// rope_attention_decode: RopeAttention -- RoPE, the KV cache write and attention of one decode
+// token in one op: what RopeKvWrite followed by AttentionDecode compute, without the q buffer in
+// between and without RopeKvWrite's dispatch (one of ~11 a decode layer; each dependent dispatch
+// costs its launch and a barrier on top of its work).
+//
+// From the token's fused q|k|v row: query head h is RMS-normalised with q_norm (when qk_norm),
+// rotated at position pos_offset and scaled into `q_row`; the workgroups whose key split holds
+// position pos_offset (the last one) also rotate kv head h / group's k the same way (k_norm) and
+// write it and v to cache row pos_offset, then attend as attention_decode.wgsl (same entry
+// points, work split and partials). The `group` query heads of a kv head write the same bits
+// to that row; each reads it only after its own write (storageBarrier), so whichever write
+// lands, every reader sees the same values.
+//
+// Bindings (group 0):
+//   0 uniform RopeAttentionParams { n_tokens (= 1), n_heads, n_kv_heads, head_dim, pos_offset,
+//       scale, kv_splits, qk_norm, eps, interleaved }
+//   1 table: array<f32>                    [ctx, head_dim / 2, 2] (cos, sin)
+//   2 qkv: array<f32>                      [(n_heads + 2 n_kv_heads) * head_dim]
+//   3 q_norm: array<f32>                   [head_dim] (placeholder without qk_norm)
+//   4 k_norm: array<f32>                   [head_dim] (placeholder without qk_norm)
+//   5 k_cache: array<vec4<f32>> (read_write)   [ctx, n_kv_heads * head_dim], row pos_offset written
+//   6 v_cache: array<vec4<f32>> (read_write)   [ctx, n_kv_heads * head_dim], row pos_offset written
+//   7 out: array<f32> (read_write)         [n_heads, head_dim]
+//   8 partials: array<f32> (read_write)    device scratch [n_heads, kv_splits, head_dim + 2]
+// Dispatch: as attention_decode.wgsl (head_dim a multiple of 4, <= 256): decode or wide
+//   (n_heads, kv_splits, 1), then, when kv_splits > 1, combine.
+
+#include "common/grid.wgsl"
+
+struct RopeAttentionParams {
+    n_tokens: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    pos_offset: u32,
+    scale: f32,
+    kv_splits: u32,
+    qk_norm: u32,
+    eps: f32,
+    interleaved: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: RopeAttentionParams;
+@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+@group(0) @binding(3) var<storage, read> q_norm: array<f32>;
+@group(0) @binding(4) var<storage, read> k_norm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> partials: array<f32>;
+
+#include "common/attention_decode_body.wgsl"
+
+var<workgroup> head_parts: array<f32, 256>;
+
+// Sum over the workgroup of `threads` (64 or 256) threads; uniform control flow.
+fn head_sum(value: f32, lid: u32, threads: u32) -> f32 {
+    head_parts[lid] = value;
+    workgroupBarrier();
+    for (var stride = threads / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            head_parts[lid] += head_parts[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = head_parts[0];
+    workgroupBarrier();
+    return total;
+}
+
+// 1 / rms of the head at qkv[src ..], or 1 without qk_norm.
+fn head_inv_rms(src: u32, lid: u32, threads: u32) -> f32 {
+    if (p.qk_norm == 0u) {
+        return 1.0;
+    }
+    var squares = 0.0;
+    for (var e = lid; e < p.head_dim; e += threads) {
+        let v = qkv[src + e];
+        squares += v * v;
+    }
+    return 1.0 / sqrt(head_sum(squares, lid, threads) / f32(p.head_dim) + p.eps);
+}
+
+// The elements rotated together: (i, i + head_dim / 2) for NeoX, (2i, 2i + 1) for interleaved.
+fn pair(i: u32) -> vec2<u32> {
+    if (p.interleaved != 0u) {
+        return vec2<u32>(2u * i, 2u * i + 1u);
+    }
+    return vec2<u32>(i, i + p.head_dim / 2u);
+}
+
+// Pair i of the head at qkv[src ..], normalised with `norm` (as rope_kv_write: weight * (x * inv))
+// and rotated at position pos_offset.
+fn rotated_pair(src: u32, i: u32, ab: vec2<u32>, inv: f32, is_q: bool) -> vec2<f32> {
+    var x0 = qkv[src + ab.x];
+    var x1 = qkv[src + ab.y];
+    if (p.qk_norm != 0u) {
+        if (is_q) {
+            x0 = q_norm[ab.x] * (x0 * inv);
+            x1 = q_norm[ab.y] * (x1 * inv);
+        } else {
+            x0 = k_norm[ab.x] * (x0 * inv);
+            x1 = k_norm[ab.y] * (x1 * inv);
+        }
+    }
+    let angles = p.pos_offset * p.head_dim;
+    let cos_a = table[angles + 2u * i];
+    let sin_a = table[angles + 2u * i + 1u];
+    return vec2<f32>(x0 * cos_a - x1 * sin_a, x1 * cos_a + x0 * sin_a);
+}
+
+fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
+    let d = p.head_dim;
+    let half_dim = d / 2u;
+    let kv_head = h / (p.n_heads / p.n_kv_heads);
+    // The query head, rotated and scaled, into q_row.
+    let q_src = h * d;
+    let q_inv = head_inv_rms(q_src, lid, threads);
+    for (var i = lid; i < half_dim; i += threads) {
+        let ab = pair(i);
+        let r = rotated_pair(q_src, i, ab, q_inv, true);
+        q_row[ab.x / 4u][ab.x % 4u] = r.x * p.scale;
+        q_row[ab.y / 4u][ab.y % 4u] = r.y * p.scale;
+    }
+    // The new key and value, by the workgroups whose split reads them.
+    let ctx = p.pos_offset + 1u;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    if (split * span <= p.pos_offset && p.pos_offset < min(split * span + span, ctx)) {
+        let k_src = (p.n_heads + kv_head) * d;
+        let v_src = (p.n_heads + p.n_kv_heads + kv_head) * d;
+        let row4 = (p.pos_offset * p.n_kv_heads + kv_head) * (d / 4u);
+        let k_inv = head_inv_rms(k_src, lid, threads);
+        for (var i = lid; i < half_dim; i += threads) {
+            let ab = pair(i);
+            let r = rotated_pair(k_src, i, ab, k_inv, false);
+            k_cache[row4 + ab.x / 4u][ab.x % 4u] = r.x;
+            k_cache[row4 + ab.y / 4u][ab.y % 4u] = r.y;
+        }
+        for (var e = lid; e < d / 4u; e += threads) {
+            v_cache[row4 + e] = vec4<f32>(qkv[v_src + 4u * e], qkv[v_src + 4u * e + 1u], qkv[v_src + 4u * e + 2u], qkv[v_src + 4u * e + 3u]);
+        }
+        storageBarrier();
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(64)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    decode_head(wid.x, wid.y, lid);
+}
+
+@compute @workgroup_size(256)
+fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    wide_head(wid.x, wid.y, lid);
+}
+
+#include "common/attention_combine.wgsl"
