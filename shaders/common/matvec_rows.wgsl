@@ -117,9 +117,10 @@ fn finish_row_pair_lanes(tid: u32, row0: u32, sum_a: f32, sum_b: f32, lanes: u32
 }
 
 // Entry points of every pair kernel, by threads per pair of rows: 32 (8 rows per workgroup), 64
-// (4 rows) and 128 (2 rows), so matrices with few rows and long k still fill the GPU
-// (engine::shaders::matvec_rows_per_workgroup picks one from the matrix shape). Each calls the
-// including kernel's `matvec_pairs(wid, nwg, tid, lanes)`.
+// (4 rows) and 128 (2 rows), so matrices with few rows and long k still fill the GPU; 8 (32
+// rows) and 16 (16 rows) for matrices with very many short rows (output heads over a small
+// hidden size: Q8_0 / Q5_0 only). engine::shaders::matvec_rows_per_workgroup picks one from the
+// matrix shape. Each calls the including kernel's `matvec_pairs(wid, nwg, tid, lanes)`.
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     matvec_pairs(wid, nwg, tid, 32u);
@@ -133,6 +134,16 @@ fn lanes64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(128)
 fn lanes128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     matvec_pairs(wid, nwg, tid, 128u);
+}
+
+@compute @workgroup_size(128)
+fn lanes8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 8u);
+}
+
+@compute @workgroup_size(128)
+fn lanes16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matvec_pairs(wid, nwg, tid, 16u);
 }
 
 // One thread per pair of rows (256 rows per workgroup), for the GPU simulator

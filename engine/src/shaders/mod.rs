@@ -268,7 +268,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
         KernelId::Argmax => &["partial", "finish"],
         KernelId::TopK => &["partial", "merge", "finish"],
         KernelId::AddRmsNorm => &["main", "row_slices"],
-        KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128"],
+        KernelId::MatVec(format) if is_pair_matvec(format) => &["main", "lanes64", "lanes128", "lanes8", "lanes16"],
         _ => &["main"],
     }
 }
@@ -393,20 +393,36 @@ const PAIR_MATVEC_THREADS: u64 = 128;
 /// cost little.
 const PAIR_MATVEC_MIN_WORKGROUPS: u64 = 1024;
 
-/// Threads per pair of rows (and so the entry point) of a pair matvec with `n` rows: 32 (8 rows
-/// per workgroup) unless that gives fewer than PAIR_MATVEC_MIN_WORKGROUPS workgroups, then 64 or
-/// 128, so matrices with few rows and a long k (down projections) still fill the GPU.
-fn pair_matvec_lanes(n: u64) -> u64 {
-    [32, 64].into_iter().find(|&lanes| n.div_ceil(2 * PAIR_MATVEC_THREADS / lanes) >= PAIR_MATVEC_MIN_WORKGROUPS).unwrap_or(128)
+/// Threads per pair of rows (and so the entry point) of a pair matvec with `n` rows of `k`: 32 (8
+/// rows per workgroup) unless that gives fewer than PAIR_MATVEC_MIN_WORKGROUPS workgroups, then 64
+/// or 128, so matrices with few rows and a long k (down projections) still fill the GPU. Q8_0 /
+/// Q5_0 matrices with so many rows that 8 or 16 threads a pair still launch that many workgroups
+/// take the fewest that leave each thread a block (an output head over 896 columns, 28 blocks a
+/// row: 32 threads a pair left 4 idle and did one block each before a five-step reduction).
+/// Q4_K / Q6_K keep 32 and up (their planes files have no narrower entry points).
+fn pair_matvec_lanes(format: WeightFormat, n: u64, k: u64) -> u64 {
+    let blocks = k / format.block_elems().max(1) as u64;
+    let narrow = matches!(format, crate::quant::GgmlType::Q8_0 | crate::quant::GgmlType::Q5_0);
+    [8, 16, 32, 64]
+        .into_iter()
+        .filter(|&lanes| lanes >= 32 || (narrow && blocks >= lanes))
+        .find(|&lanes| n.div_ceil(2 * PAIR_MATVEC_THREADS / lanes) >= PAIR_MATVEC_MIN_WORKGROUPS)
+        .unwrap_or(128)
 }
 
 /// Output rows per workgroup and entry point of the matvec kernel for `format` with `n` rows:
 /// `2 * THREADS / lanes` of shaders/common/matvec_rows.wgsl for the pair kernels, else
 /// `ROWS_PER_WORKGROUP` of shaders/common/matvec_body.wgsl.
-pub fn matvec_rows_per_workgroup(format: WeightFormat, n: u64) -> (u64, usize) {
+pub fn matvec_rows_per_workgroup(format: WeightFormat, n: u64, k: u64) -> (u64, usize) {
     if is_pair_matvec(format) {
-        let lanes = pair_matvec_lanes(n);
-        (2 * PAIR_MATVEC_THREADS / lanes, lanes.trailing_zeros() as usize - 5)
+        let lanes = pair_matvec_lanes(format, n, k);
+        // Entry points in `entry_points` order: main (32), lanes64, lanes128, lanes8, lanes16.
+        let entry = match lanes {
+            8 => 3,
+            16 => 4,
+            _ => lanes.trailing_zeros() as usize - 5,
+        };
+        (2 * PAIR_MATVEC_THREADS / lanes, entry)
     } else {
         (2, 0)
     }
@@ -655,7 +671,7 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
         }
         Op::RmsNorm { p, .. } | Op::AddRmsNorm { p, .. } => one(folded(p.n_rows as u64)?),
         Op::MatMul { w, p, .. } if p.m == 1 => {
-            let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64);
+            let (rows, entry) = matvec_rows_per_workgroup(w.format, p.n as u64, p.k as u64);
             let workgroups = folded((p.n as u64).div_ceil(rows))?;
             if workgroups.contains(&0) {
                 return Ok(Vec::new());
@@ -924,6 +940,25 @@ mod tests {
         assert_eq!(names(&pass, planes), ["main", "quantize+main"]);
         let pass = [norm(1, 6), matvec(GgmlType::Q4_K, 28672, 4096, 9, 7)];
         assert_eq!(names(&pass, planes), ["row_slices", "quantize+main"]);
+    }
+
+    #[test]
+    fn pair_matvec_lanes_by_shape() {
+        use crate::quant::GgmlType::*;
+        // (rows per workgroup, entry name)
+        let pick = |format, n: u64, k: u64| {
+            let (rows, entry) = matvec_rows_per_workgroup(format, n, k);
+            (rows, entry_points(KernelId::MatVec(format))[entry])
+        };
+        // Qwen2.5-0.5B: the Q8_0 output head 151936 x 896 takes 8 threads a pair; its layers keep
+        // 32 (gate|up) and 128 (q|k); Q4_K / Q6_K never go below 32.
+        assert_eq!(pick(Q8_0, 151936, 896), (32, "lanes8"));
+        assert_eq!(pick(Q5_0, 20003, 512), (16, "lanes16"));
+        assert_eq!(pick(Q8_0, 40000, 224), (8, "main"));
+        assert_eq!(pick(Q5_0, 9728, 896), (8, "main"));
+        assert_eq!(pick(Q5_0, 1024, 896), (2, "lanes128"));
+        assert_eq!(pick(Q6_K, 128256, 4096), (8, "main"));
+        assert_eq!(pick(Q4_K, 4096, 14336), (4, "lanes64"));
     }
 
     #[test]

@@ -241,6 +241,11 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 4099, 2080, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 8195, 96, false, false).await;
+        // Very many short rows: 8 threads a pair (33000 x 28 blocks), 16 (20000 x 16 blocks);
+        // rows of 7 blocks keep 32 (engine::shaders::matvec_rows_per_workgroup).
+        matmul_case(&mut pair, &mut rng, format, 1, 33001, 896, false, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 20003, 512, true, false).await;
+        matmul_case(&mut pair, &mut rng, format, 1, 40000, 224, false, false).await;
     }
     matmul_case(&mut pair, &mut rng, GgmlType::F16, 1, 7, 1001, true, false).await;
 }
