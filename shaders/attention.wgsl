@@ -181,6 +181,10 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
+fn partial_at(i: u32) -> f32 {
+    return partials[i];
+}
+
 #include "common/attention_combine.wgsl"
 
 const DECODE_TILE: u32 = 32u;      // keys per step: 2 threads per key

@@ -48,14 +48,32 @@ fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
     workgroupBarrier();
 }
 
+fn partial_at(i: u32) -> f32 {
+    return partials[i];
+}
+
+fn set_partial(i: u32, v: f32) {
+    partials[i] = v;
+}
+
+fn write_head_output(h: u32, lid: u32, o: vec4<f32>, live: bool, planes_out: bool) {
+    if (live) {
+        let at = h * p.head_dim + 4u * lid;
+        out[at] = o.x;
+        out[at + 1u] = o.y;
+        out[at + 2u] = o.z;
+        out[at + 3u] = o.w;
+    }
+}
+
 @compute @workgroup_size(64)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    decode_head(wid.x, wid.y, lid);
+    decode_head(wid.x, wid.y, lid, false);
 }
 
 @compute @workgroup_size(256)
 fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    wide_head(wid.x, wid.y, lid);
+    wide_head(wid.x, wid.y, lid, false);
 }
 
 #include "common/attention_combine.wgsl"

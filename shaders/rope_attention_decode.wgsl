@@ -21,11 +21,17 @@
 //   5 k_cache: array<vec4<f32>> (read_write)   [ctx, n_kv_heads * head_dim], row pos_offset written
 //   6 v_cache: array<vec4<f32>> (read_write)   [ctx, n_kv_heads * head_dim], row pos_offset written
 //   7 out: array<f32> (read_write)         [n_heads, head_dim]
-//   8 partials: array<f32> (read_write)    device scratch [n_heads, kv_splits, head_dim + 2]
+//   8 planes: array<vec4<u32>> (read_write) the device scratch: the planes of `out` as one row
+//       (common/planes.wgsl, written by `wide_planes` / `combine_planes`), then from word
+//       `partials_base()` the splits' partials [n_heads, kv_splits, head_dim + 2] as f32 bits
 // Dispatch: as attention_decode.wgsl (head_dim a multiple of 4, <= 256): decode or wide
-//   (n_heads, kv_splits, 1), then, when kv_splits > 1, combine.
+//   (n_heads, kv_splits, 1), then, when kv_splits > 1, combine. Where a planes matvec reads
+//   `out` next (engine::shaders::pass_plans; head_dim 16..256, powers of two), `wide_planes`
+//   (one split) or `wide` + `combine_planes` instead, which write its planes too, so that matvec
+//   skips its `quantize` dispatch.
 
 #include "common/grid.wgsl"
+#include "common/planes.wgsl"
 
 struct RopeAttentionParams {
     n_tokens: u32,
@@ -50,7 +56,7 @@ struct RopeAttentionParams {
 @group(0) @binding(5) var<storage, read_write> k_cache: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> v_cache: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
-@group(0) @binding(8) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(8) var<storage, read_write> planes: array<vec4<u32>>;
 
 #include "common/attention_decode_body.wgsl"
 
@@ -147,14 +153,90 @@ fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
     workgroupBarrier();
 }
 
+// The scratch: the planes of the output row (n_heads * head_dim values, common/planes.wgsl
+// layout) first, then the splits' partial results as f32 bits.
+fn partials_base() -> u32 {
+    let groups = p.n_heads * p.head_dim / GROUP_ELEMENTS;
+    return 4u * (3u * groups + (groups + 1u) / 2u);
+}
+
+fn partial_at(i: u32) -> f32 {
+    let w = partials_base() + i;
+    return bitcast<f32>(planes[w / 4u][w % 4u]);
+}
+
+fn set_partial(i: u32, v: f32) {
+    let w = partials_base() + i;
+    planes[w / 4u][w % 4u] = bitcast<u32>(v);
+}
+
+fn write_head_output(h: u32, lid: u32, o: vec4<f32>, live: bool, planes_out: bool) {
+    if (live) {
+        let at = h * p.head_dim + 4u * lid;
+        out[at] = o.x;
+        out[at + 1u] = o.y;
+        out[at + 2u] = o.z;
+        out[at + 3u] = o.w;
+    }
+    if (planes_out) {
+        write_row_quarter(lid, live, p.n_heads * p.head_dim / GROUP_ELEMENTS, h * (p.head_dim / 4u) + lid, o);
+    }
+}
+
 @compute @workgroup_size(64)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    decode_head(wid.x, wid.y, lid);
+    decode_head(wid.x, wid.y, lid, false);
 }
 
 @compute @workgroup_size(256)
 fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    wide_head(wid.x, wid.y, lid);
+    wide_head(wid.x, wid.y, lid, false);
+}
+
+// `wide` with one split, also writing the output row's planes (for the planes matvec after it:
+// engine::shaders::pass_plans); head_dim a multiple of 16.
+@compute @workgroup_size(256)
+fn wide_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    wide_head(wid.x, wid.y, lid, true);
 }
 
 #include "common/attention_combine.wgsl"
+
+// `combine` with a thread per 4 output elements, also writing the output row's planes.
+@compute @workgroup_size(64)
+fn combine_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = linear_workgroup(wid, nwg);
+    if (h >= p.n_heads) {
+        return;
+    }
+    let stride = p.head_dim + 2u;
+    let base = h * p.kv_splits * stride;
+    var m = NO_MAX;
+    for (var s = 0u; s < p.kv_splits; s++) {
+        if (partial_at(base + s * stride + 1u) > 0.0) {
+            m = max(m, partial_at(base + s * stride));
+        }
+    }
+    var denom = 0.0;
+    for (var s = 0u; s < p.kv_splits; s++) {
+        let l = partial_at(base + s * stride + 1u);
+        if (l > 0.0) {
+            denom += exp(partial_at(base + s * stride) - m) * l;
+        }
+    }
+    let live = lid < p.head_dim / 4u;
+    var o = vec4<f32>(0.0);
+    if (live) {
+        var num = vec4<f32>(0.0);
+        for (var s = 0u; s < p.kv_splits; s++) {
+            let split_base = base + s * stride;
+            if (partial_at(split_base + 1u) > 0.0) {
+                let at = split_base + 2u + 4u * lid;
+                let acc = vec4<f32>(partial_at(at), partial_at(at + 1u), partial_at(at + 2u), partial_at(at + 3u));
+                num += exp(partial_at(split_base) - m) * acc;
+            }
+        }
+        o = select(vec4<f32>(0.0), num / denom, vec4<bool>(denom > 0.0));
+    }
+    write_head_output(h, lid, o, live, true);
+}

@@ -1,7 +1,7 @@
 // `combine` of the split-K attention kernels: a workgroup of WORKGROUP threads per query row
 // (t * n_heads + h) merges the row's kv_splits partials (m, l, acc[head_dim]) with the usual
-// rescaling; splits that saw no key (l == 0) are skipped. Needs p, partials, out, NO_MAX,
-// WORKGROUP and linear_workgroup (common/grid.wgsl) from the including kernel.
+// rescaling; splits that saw no key (l == 0) are skipped. Needs p, partial_at (the partials,
+// f32), out, NO_MAX, WORKGROUP and linear_workgroup (common/grid.wgsl) from the including kernel.
 @compute @workgroup_size(64)
 fn combine(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -16,23 +16,23 @@ fn combine(
     let base = row * p.kv_splits * stride;
     var m = NO_MAX;
     for (var s = 0u; s < p.kv_splits; s++) {
-        if (partials[base + s * stride + 1u] > 0.0) {
-            m = max(m, partials[base + s * stride]);
+        if (partial_at(base + s * stride + 1u) > 0.0) {
+            m = max(m, partial_at(base + s * stride));
         }
     }
     var denom = 0.0;
     for (var s = 0u; s < p.kv_splits; s++) {
-        let l = partials[base + s * stride + 1u];
+        let l = partial_at(base + s * stride + 1u);
         if (l > 0.0) {
-            denom += exp(partials[base + s * stride] - m) * l;
+            denom += exp(partial_at(base + s * stride) - m) * l;
         }
     }
     for (var d = lid; d < p.head_dim; d += WORKGROUP) {
         var num = 0.0;
         for (var s = 0u; s < p.kv_splits; s++) {
             let split_base = base + s * stride;
-            if (partials[split_base + 1u] > 0.0) {
-                num += exp(partials[split_base] - m) * partials[split_base + 2u + d];
+            if (partial_at(split_base + 1u) > 0.0) {
+                num += exp(partial_at(split_base) - m) * partial_at(split_base + 2u + d);
             }
         }
         out[row * p.head_dim + d] = select(0.0, num / denom, denom > 0.0);

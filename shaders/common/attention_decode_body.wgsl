@@ -1,9 +1,11 @@
 // The decode attention of one query head over one key split (attention_decode.wgsl's `decode`
 // and `wide`; see there for the work split), shared with rope_attention_decode.wgsl. The
 // including file declares the uniform `p` (AttentionParams' fields), k_cache / v_cache
-// (array<vec4<f32>>), out and partials (array<f32>), and defines
-// `prepare_head(h, split, lid, threads)`: it fills `q_row` with the query row times p.scale
-// (and does whatever else must come first) and ends with a workgroup barrier.
+// (array<vec4<f32>>) and out (array<f32>), and defines `prepare_head(h, split, lid, threads)`
+// (fills `q_row` with the query row times p.scale, does whatever else must come first and ends
+// with a workgroup barrier), `partial_at(i)` / `set_partial(i, v)` (the partial results of the
+// splits, f32) and `write_head_output(h, lid, o, live, planes_out)` (quarter `lid` of head h's
+// output when `live`; called by every thread of the workgroup).
 
 const WORKGROUP: u32 = 64u;
 const TILE: u32 = 64u;        // keys per step: one per thread
@@ -66,39 +68,35 @@ fn add_values(acc_in: vec4<f32>, subset: u32, subsets: u32, n_keys: u32, v_col: 
 
 // Sums the key subsets' `acc` per column and writes the head's output (one split) or its
 // partial (m, l, acc) for `combine`. Uniform control flow (a barrier).
-fn finish_head(h: u32, split: u32, lid: u32, dim4: u32, subsets: u32, acc: vec4<f32>, m: f32, l: f32) {
+fn finish_head(h: u32, split: u32, lid: u32, dim4: u32, subsets: u32, acc: vec4<f32>, m: f32, l: f32, planes_out: bool) {
     column_sums[lid] = acc;
     workgroupBarrier();
-    if (lid < dim4) {
-        var total = vec4<f32>(0.0);
+    let live = lid < dim4;
+    var total = vec4<f32>(0.0);
+    if (live) {
         for (var j = 0u; j < subsets; j++) {
             total += column_sums[j * dim4 + lid];
         }
-        if (p.kv_splits == 1u) {
-            // One split holds every key (ctx >= 1), so l > 0.
-            let o = total / l;
-            let at = h * p.head_dim + 4u * lid;
-            out[at] = o.x;
-            out[at + 1u] = o.y;
-            out[at + 2u] = o.z;
-            out[at + 3u] = o.w;
-        } else {
-            let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
-            if (lid == 0u) {
-                partials[base] = m;
-                partials[base + 1u] = l;
-            }
-            let at = base + 2u + 4u * lid;
-            partials[at] = total.x;
-            partials[at + 1u] = total.y;
-            partials[at + 2u] = total.z;
-            partials[at + 3u] = total.w;
+    }
+    if (p.kv_splits == 1u) {
+        // One split holds every key (ctx >= 1), so l > 0.
+        write_head_output(h, lid, total / l, live, planes_out);
+    } else if (live) {
+        let base = (h * p.kv_splits + split) * (p.head_dim + 2u);
+        if (lid == 0u) {
+            set_partial(base, m);
+            set_partial(base + 1u, l);
         }
+        let at = base + 2u + 4u * lid;
+        set_partial(at, total.x);
+        set_partial(at + 1u, total.y);
+        set_partial(at + 2u, total.z);
+        set_partial(at + 3u, total.w);
     }
 }
 
 // `decode` of query head h, key split `split`.
-fn decode_head(h: u32, split: u32, lid: u32) {
+fn decode_head(h: u32, split: u32, lid: u32, planes_out: bool) {
     let dim4 = p.head_dim / 4u;
     let group = p.n_heads / p.n_kv_heads;
     let kv_dim4 = p.n_kv_heads * dim4;
@@ -150,7 +148,7 @@ fn decode_head(h: u32, split: u32, lid: u32) {
         // The next tile overwrites tile_vals.
         workgroupBarrier();
     }
-    finish_head(h, split, lid, dim4, subsets, acc, m, l);
+    finish_head(h, split, lid, dim4, subsets, acc, m, l, planes_out);
 }
 
 const WIDE: u32 = 256u;
@@ -158,7 +156,7 @@ const WIDE: u32 = 256u;
 var<workgroup> dot_parts: array<f32, WIDE>;             // partial dots of the tile's keys
 
 // `wide` of query head h, key split `split`.
-fn wide_head(h: u32, split: u32, lid: u32) {
+fn wide_head(h: u32, split: u32, lid: u32, planes_out: bool) {
     let dim4 = p.head_dim / 4u;
     let per_key = dim4 / 4u;          // threads per key, four vec4 of its K row each
     let tile_keys = WIDE / per_key;   // 16 (head_dim 256) .. 256 (head_dim 16)
@@ -222,5 +220,5 @@ fn wide_head(h: u32, split: u32, lid: u32) {
         // The next tile overwrites dot_parts and tile_vals.
         workgroupBarrier();
     }
-    finish_head(h, split, lid, dim4, subsets, acc, m, l);
+    finish_head(h, split, lid, dim4, subsets, acc, m, l, planes_out);
 }

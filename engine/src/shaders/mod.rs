@@ -264,7 +264,9 @@ pub fn all_kernels() -> Vec<KernelId> {
 pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
     match kernel {
         KernelId::Attention => &["partial", "combine", "decode", "prefill"],
-        KernelId::AttentionDecode | KernelId::RopeAttentionDecode => &["decode", "combine", "wide"],
+        KernelId::AttentionDecode => &["decode", "combine", "wide"],
+        // `wide_planes` / `combine_planes` also write the output row's planes (`pass_plans`).
+        KernelId::RopeAttentionDecode => &["decode", "combine", "wide", "wide_planes", "combine_planes"],
         KernelId::Argmax => &["partial", "finish"],
         KernelId::TopK => &["partial", "merge", "finish"],
         KernelId::AddRmsNorm => &["main", "row_slices"],
@@ -482,14 +484,17 @@ pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
     if let (true, Op::MatMul { p, .. }) = (is_planes_op(op, variants), op) {
         return planes_bytes(p.k);
     }
-    if let (true, Some((_, k))) = (variants.planes_matvecs, planes_producer_row(op)) {
+    if let (true, Some((_, k)), false) = (variants.planes_matvecs, planes_producer_row(op), matches!(op, Op::RopeAttention { .. })) {
         return planes_bytes(k);
     }
     match op {
         Op::Attention { p, .. } => {
             p.n_tokens as u64 * p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
         }
-        Op::RopeAttention { p, .. } => p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4,
+        // The planes of its output row, then the splits' partials (rope_attention_decode.wgsl).
+        Op::RopeAttention { p, .. } => {
+            planes_bytes(p.n_heads * p.head_dim) + p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
+        }
         // (value bits, index) per chunk.
         Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
         // Lists of TOP_K_MAX (id, key) pairs: one per chunk (region A), one per 16 of those (B).
@@ -509,9 +514,11 @@ fn planes_bytes(k: u32) -> u64 {
 }
 
 /// `(out, k)` of an op whose `planes_main` entry point can write the planes of its one output
-/// row of `k` activations (AddRmsNorm of one row, SwiGlu of one token).
+/// row of `k` activations (AddRmsNorm of one row, SwiGlu of one token; RopeAttention through its
+/// `wide_planes` / `combine_planes` entry points).
 fn planes_producer_row(op: &Op) -> Option<(crate::device::BufferId, u32)> {
     match *op {
+        Op::RopeAttention { out, p, .. } if p.head_dim.is_power_of_two() && p.head_dim >= 16 => Some((out, p.n_heads * p.head_dim)),
         Op::AddRmsNorm { out, p, .. } if p.n_rows == 1 && p.n_cols as u64 % PLANES_GROUP == 0 => Some((out, p.n_cols)),
         Op::SwiGlu { out, p, .. } if p.n_tokens == 1 && p.width as u64 % PLANES_GROUP == 0 => Some((out, p.width)),
         _ => None,
@@ -574,6 +581,18 @@ pub fn pass_plans(pass: &[Op], variants: Variants) -> Result<Vec<Vec<Dispatch>>>
         }
         if let Some((out, k)) = planes_producer_row(op) {
             let row = (out, 0, k);
+            if let Op::RopeAttention { .. } = op {
+                // `wide` -> `wide_planes` (one split), or `combine` -> `combine_planes`.
+                if next_planes_reader(&pass[i + 1..], row, variants) {
+                    if let Some(last) = plans[i].last_mut() {
+                        last.entry = if last.entry == 2 { 3 } else { 4 };
+                        held = Some(row);
+                        continue;
+                    }
+                }
+                held = None;
+                continue;
+            }
             if next_planes_reader(&pass[i + 1..], row, variants) && plans[i].len() == 1 {
                 let per_workgroup = match op {
                     Op::SwiGlu { .. } => SWIGLU_PLANES_ELEMENTS,
@@ -600,7 +619,7 @@ pub fn pass_plans(pass: &[Op], variants: Variants) -> Result<Vec<Vec<Dispatch>>>
 /// (attention splits, argmax chunks, top-k lists); planes producers write it only when
 /// `pass_plans` gives them `planes_main`.
 fn overwrites_scratch(op: &Op, variants: Variants) -> bool {
-    scratch_bytes_for(op, variants) > 0 && planes_producer_row(op).is_none()
+    scratch_bytes_for(op, variants) > 0 && (planes_producer_row(op).is_none() || matches!(op, Op::RopeAttention { .. }))
 }
 
 /// Whether the first of `rest` that touches the scratch is a planes matvec reading `row` (or a
@@ -935,6 +954,38 @@ mod tests {
         assert_eq!(names(&pass, planes), ["planes_main", "lanes128", "f32_lanes128"]);
         let pass = [norm(1, 6), matvec(GgmlType::Q6_K, 1024, 4096, 9, 10), matvec(GgmlType::Q6_K, 1024, 4096, 6, 10)];
         assert_eq!(names(&pass, planes), ["planes_main", "f32_lanes128", "lanes128"]);
+        // Decode attention (RopeAttention, head_dim 128) writes the planes of its output for the
+        // o projection: `wide_planes` with one split, `combine_planes` after `wide` with several;
+        // without a planes reader next it keeps `wide` / `combine` and the scratch is spent.
+        let attention = |kv_splits: u32| Op::RopeAttention {
+            qkv: BufferId(20),
+            table: BufferId(21),
+            q_norm: None,
+            k_norm: None,
+            k_cache: BufferId(22),
+            v_cache: BufferId(23),
+            out: BufferId(24),
+            p: crate::kernels::RopeAttentionParams {
+                n_tokens: 1,
+                n_heads: 32,
+                n_kv_heads: 8,
+                head_dim: 128,
+                pos_offset: 100,
+                scale: 0.1,
+                kv_splits,
+                qk_norm: 0,
+                eps: 1e-5,
+                interleaved: 0,
+                _pad: [0; 2],
+            },
+        };
+        let o_proj = matvec(GgmlType::Q4_K, 4096, 4096, 24, 25);
+        assert_eq!(names(&[attention(1), o_proj.clone()], planes), ["wide_planes", "lanes64"]);
+        assert_eq!(names(&[attention(2), o_proj.clone()], planes), ["wide+combine_planes", "lanes64"]);
+        assert_eq!(names(&[attention(2), o_proj.clone()], Variants::default()), ["wide+combine", "lanes64"]);
+        let pass = [norm(1, 6), attention(2), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
+        assert_eq!(names(&pass, planes), ["row_slices", "wide+combine", "quantize+main"]);
+        assert!(scratch_bytes_for(&attention(2), planes) >= planes_bytes(4096) + 32 * 2 * 130 * 4);
         // Prefill norms (several rows) and a matvec on another row or buffer: no planes from the norm.
         let pass = [norm(3, 6), matvec(GgmlType::Q4_K, 28672, 4096, 6, 7)];
         assert_eq!(names(&pass, planes), ["main", "quantize+main"]);

@@ -319,6 +319,37 @@ pub async fn planes_producer_passes(mut pair: Pair) {
     check("SwiGlu -> MatVec(Q4_K) 896x4864 on its planes", &mut pair, y_d, 896, MAX_NMSE_MATMUL).await;
     check("... MatVec(Q6_K) 1024x4096 on another row (f32)", &mut pair, y_e, 1024, MAX_NMSE_MATMUL).await;
 
+    // Decode attention (RopeAttention, 32 heads x 128) -> the o projection (Q4_K 4097x4096) on its
+    // planes: one split (`wide_planes`) and three (`wide` + `combine_planes`).
+    for (pos, kv_splits) in [(40u32, 1u32), (150, 3)] {
+        let (n_heads, n_kv_heads, head_dim) = (32u32, 8u32, 128u32);
+        let ctx = pos as usize + 1;
+        let table = pair.f32s(&rope_table(500_000.0, head_dim as usize, ctx));
+        let qkv = pair.f32s(&rng.floats(((n_heads + 2 * n_kv_heads) * head_dim) as usize, 3.0));
+        let cache_len = ctx * (n_kv_heads * head_dim) as usize;
+        let k_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+        let v_cache = pair.f32s(&rng.floats(cache_len, 1.0));
+        let att = pair.zeros((n_heads * head_dim) as usize);
+        let p = engine::kernels::RopeAttentionParams {
+            n_tokens: 1,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            pos_offset: pos,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            kv_splits,
+            qk_norm: 0,
+            eps: 1e-5,
+            interleaved: 1,
+            _pad: [0; 2],
+        };
+        let ops = [Op::RopeAttention { qkv, table, q_norm: None, k_norm: None, k_cache, v_cache, out: att, p }, matvec(w_a, att, y_a)];
+        pair.cpu.run(&ops).expect("reference");
+        pair.gpu.run(&ops).expect("gpu");
+        check(&format!("RopeAttention ({kv_splits} splits) -> planes: out"), &mut pair, att, k as usize, MAX_NMSE_ATTENTION).await;
+        check(&format!("RopeAttention ({kv_splits} splits) -> MatVec(Q4_K) 4097x4096"), &mut pair, y_a, 4097, MAX_NMSE_MATMUL).await;
+    }
+
     // The norm's output rewritten before the matvec (Add), and attention (which uses the scratch)
     // between two matvecs on one row: each matvec must quantize what it reads.
     let q = pair.f32s(&rng.floats(256, 1.0));
