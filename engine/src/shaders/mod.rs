@@ -398,13 +398,14 @@ const PAIR_MATVEC_MIN_WORKGROUPS: u64 = 1024;
 /// Threads per pair of rows (and so the entry point) of a pair matvec with `n` rows of `k`: 32 (8
 /// rows per workgroup) unless that gives fewer than PAIR_MATVEC_MIN_WORKGROUPS workgroups, then 64
 /// or 128, so matrices with few rows and a long k (down projections) still fill the GPU. Q8_0 /
-/// Q5_0 matrices with so many rows that 8 or 16 threads a pair still launch that many workgroups
-/// take the fewest that leave each thread a block (an output head over 896 columns, 28 blocks a
-/// row: 32 threads a pair left 4 idle and did one block each before a five-step reduction).
-/// Q4_K / Q6_K keep 32 and up (their planes files have no narrower entry points).
+/// Q5_0 matrices of short rows (under 64 blocks) and so many of them that 8 or 16 threads a pair
+/// still launch that many workgroups take the fewest that leave each thread a block (an output
+/// head over 896 columns, 28 blocks a row: 32 threads a pair left 4 idle and did one block each
+/// before a five-step reduction). Q4_K / Q6_K keep 32 and up (their planes files have no
+/// narrower entry points).
 fn pair_matvec_lanes(format: WeightFormat, n: u64, k: u64) -> u64 {
     let blocks = k / format.block_elems().max(1) as u64;
-    let narrow = matches!(format, crate::quant::GgmlType::Q8_0 | crate::quant::GgmlType::Q5_0);
+    let narrow = matches!(format, crate::quant::GgmlType::Q8_0 | crate::quant::GgmlType::Q5_0) && blocks < 64;
     [8, 16, 32, 64]
         .into_iter()
         .filter(|&lanes| lanes >= 32 || (narrow && blocks >= lanes))
@@ -1006,6 +1007,8 @@ mod tests {
         assert_eq!(pick(Q8_0, 151936, 896), (32, "lanes8"));
         assert_eq!(pick(Q5_0, 20003, 512), (16, "lanes16"));
         assert_eq!(pick(Q8_0, 40000, 224), (8, "main"));
+        // Long rows keep 32 (an 8B-sized Q8_0 matrix, 128 blocks a row).
+        assert_eq!(pick(Q8_0, 28672, 4096), (8, "main"));
         assert_eq!(pick(Q5_0, 9728, 896), (8, "main"));
         assert_eq!(pick(Q5_0, 1024, 896), (2, "lanes128"));
         assert_eq!(pick(Q6_K, 128256, 4096), (8, "main"));
