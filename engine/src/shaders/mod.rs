@@ -395,22 +395,29 @@ const PAIR_MATVEC_THREADS: u64 = 128;
 /// cost little.
 const PAIR_MATVEC_MIN_WORKGROUPS: u64 = 1024;
 
+/// Fewest workgroups for which a pair matvec over short rows takes 8 or 16 threads a pair.
+const NARROW_MIN_WORKGROUPS: u64 = 512;
+
 /// Threads per pair of rows (and so the entry point) of a pair matvec with `n` rows of `k`: 32 (8
 /// rows per workgroup) unless that gives fewer than PAIR_MATVEC_MIN_WORKGROUPS workgroups, then 64
-/// or 128, so matrices with few rows and a long k (down projections) still fill the GPU. Q8_0 /
-/// Q5_0 matrices of short rows (under 64 blocks) and so many of them that 8 or 16 threads a pair
-/// still launch that many workgroups take the fewest that leave each thread a block (an output
-/// head over 896 columns, 28 blocks a row: 32 threads a pair left 4 idle and did one block each
-/// before a five-step reduction). Q4_K / Q6_K keep 32 and up (their planes files have no
-/// narrower entry points).
+/// or 128, so matrices with few rows and a long k (down projections) still fill the GPU.
+/// Q8_0 / Q5_0 rows under 64 blocks (a small hidden size) get 8 or 16 threads a pair where that
+/// still launches NARROW_MIN_WORKGROUPS workgroups and leaves each thread a block, and never more
+/// threads a pair than their blocks rounded up to a power of two: 32 threads a pair over 28 blocks
+/// left 4 idle and did one block each before a five-step reduction, 128 left 100 idle. H200,
+/// Qwen2.5-0.5B decode (docs/PERF.md pass 9): its output head 103 -> 88 µs; gate|up on 16 threads
+/// a pair and q|k / o / v capped at 32: 649 -> 667 tok/s. Q4_K / Q6_K keep 32 and up (their
+/// planes files have no narrower entry points).
 fn pair_matvec_lanes(format: WeightFormat, n: u64, k: u64) -> u64 {
+    let workgroups = |lanes: u64| n.div_ceil(2 * PAIR_MATVEC_THREADS / lanes);
+    let wide = || [32, 64].into_iter().find(|&lanes| workgroups(lanes) >= PAIR_MATVEC_MIN_WORKGROUPS).unwrap_or(128);
     let blocks = k / format.block_elems().max(1) as u64;
-    let narrow = matches!(format, crate::quant::GgmlType::Q8_0 | crate::quant::GgmlType::Q5_0) && blocks < 64;
-    [8, 16, 32, 64]
-        .into_iter()
-        .filter(|&lanes| lanes >= 32 || (narrow && blocks >= lanes))
-        .find(|&lanes| n.div_ceil(2 * PAIR_MATVEC_THREADS / lanes) >= PAIR_MATVEC_MIN_WORKGROUPS)
-        .unwrap_or(128)
+    let short_rows = matches!(format, crate::quant::GgmlType::Q8_0 | crate::quant::GgmlType::Q5_0) && blocks < 64;
+    if !short_rows {
+        return wide();
+    }
+    let lanes = [8, 16].into_iter().find(|&lanes| blocks >= lanes && workgroups(lanes) >= NARROW_MIN_WORKGROUPS).unwrap_or_else(wide);
+    lanes.min(blocks.next_power_of_two().max(8))
 }
 
 /// Output rows per workgroup and entry point of the matvec kernel for `format` with `n` rows:
@@ -1002,15 +1009,19 @@ mod tests {
             let (rows, entry) = matvec_rows_per_workgroup(format, n, k);
             (rows, entry_points(KernelId::MatVec(format))[entry])
         };
-        // Qwen2.5-0.5B: the Q8_0 output head 151936 x 896 takes 8 threads a pair; its layers keep
-        // 32 (gate|up) and 128 (q|k); Q4_K / Q6_K never go below 32.
+        // Qwen2.5-0.5B (28 blocks a row): the Q8_0 output head 151936 x 896 takes 8 threads a
+        // pair, gate|up 9728 x 896 16, q|k / o / v 32 (not 128: capped at the blocks);
+        // Q4_K / Q6_K never go below 32.
         assert_eq!(pick(Q8_0, 151936, 896), (32, "lanes8"));
-        assert_eq!(pick(Q5_0, 20003, 512), (16, "lanes16"));
-        assert_eq!(pick(Q8_0, 40000, 224), (8, "main"));
+        assert_eq!(pick(Q5_0, 9728, 896), (16, "lanes16"));
+        assert_eq!(pick(Q5_0, 1024, 896), (8, "main"));
+        assert_eq!(pick(Q8_0, 128, 896), (8, "main"));
+        assert_eq!(pick(Q5_0, 20003, 512), (32, "lanes8"));
+        assert_eq!(pick(Q5_0, 4000, 512), (16, "lanes16"));
+        // 7 blocks a row: 32 threads a pair by the workgroup count, capped at 8.
+        assert_eq!(pick(Q8_0, 40000, 224), (32, "lanes8"));
         // Long rows keep 32 (an 8B-sized Q8_0 matrix, 128 blocks a row).
         assert_eq!(pick(Q8_0, 28672, 4096), (8, "main"));
-        assert_eq!(pick(Q5_0, 9728, 896), (8, "main"));
-        assert_eq!(pick(Q5_0, 1024, 896), (2, "lanes128"));
         assert_eq!(pick(Q6_K, 128256, 4096), (8, "main"));
         assert_eq!(pick(Q4_K, 4096, 14336), (4, "lanes64"));
     }

@@ -241,8 +241,10 @@ pub async fn matvec_every_format(mut pair: Pair) {
         matmul_case(&mut pair, &mut rng, format, 1, 1, 32, false, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 4099, 2080, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 8195, 96, false, false).await;
-        // Very many short rows: 8 threads a pair (33000 x 28 blocks), 16 (20000 x 16 blocks);
-        // rows of 7 blocks keep 32 (engine::shaders::matvec_rows_per_workgroup).
+        // Short rows (engine::shaders::matvec_rows_per_workgroup): 8 threads a pair (33001 x 28
+        // blocks, 20003 x 16; 40000 x 7, 8195 x 3 and 1 x 1 capped at 8), 16 (9731 x 28), 32
+        // (2347 and 38 x 28, capped from 128).
+        matmul_case(&mut pair, &mut rng, format, 1, 9731, 896, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 33001, 896, false, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 20003, 512, true, false).await;
         matmul_case(&mut pair, &mut rng, format, 1, 40000, 224, false, false).await;
