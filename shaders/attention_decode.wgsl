@@ -58,11 +58,7 @@ fn set_partial(i: u32, v: f32) {
 
 fn write_head_output(h: u32, lid: u32, o: vec4<f32>, live: bool, planes_out: bool) {
     if (live) {
-        let at = h * p.head_dim + 4u * lid;
-        out[at] = o.x;
-        out[at + 1u] = o.y;
-        out[at + 2u] = o.z;
-        out[at + 3u] = o.w;
+        store_output_quarter(h, lid, o);
     }
 }
 

@@ -32,6 +32,7 @@
 
 #include "common/grid.wgsl"
 #include "common/planes.wgsl"
+#include "common/rope_pair.wgsl"
 
 struct RopeAttentionParams {
     n_tokens: u32,
@@ -98,26 +99,6 @@ fn pair(i: u32) -> vec2<u32> {
     return vec2<u32>(i, i + p.head_dim / 2u);
 }
 
-// Pair i of the head at qkv[src ..], normalised with `norm` (as rope_kv_write: weight * (x * inv))
-// and rotated at position pos_offset.
-fn rotated_pair(src: u32, i: u32, ab: vec2<u32>, inv: f32, is_q: bool) -> vec2<f32> {
-    var x0 = qkv[src + ab.x];
-    var x1 = qkv[src + ab.y];
-    if (p.qk_norm != 0u) {
-        if (is_q) {
-            x0 = q_norm[ab.x] * (x0 * inv);
-            x1 = q_norm[ab.y] * (x1 * inv);
-        } else {
-            x0 = k_norm[ab.x] * (x0 * inv);
-            x1 = k_norm[ab.y] * (x1 * inv);
-        }
-    }
-    let angles = p.pos_offset * p.head_dim;
-    let cos_a = table[angles + 2u * i];
-    let sin_a = table[angles + 2u * i + 1u];
-    return vec2<f32>(x0 * cos_a - x1 * sin_a, x1 * cos_a + x0 * sin_a);
-}
-
 fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
     let d = p.head_dim;
     let half_dim = d / 2u;
@@ -127,7 +108,7 @@ fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
     let q_inv = head_inv_rms(q_src, lid, threads);
     for (var i = lid; i < half_dim; i += threads) {
         let ab = pair(i);
-        let r = rotated_pair(q_src, i, ab, q_inv, true);
+        let r = rotated_pair(q_src, i, ab, p.pos_offset * d, q_inv, true);
         q_row[ab.x / 4u][ab.x % 4u] = r.x * p.scale;
         q_row[ab.y / 4u][ab.y % 4u] = r.y * p.scale;
     }
@@ -141,7 +122,7 @@ fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
         let k_inv = head_inv_rms(k_src, lid, threads);
         for (var i = lid; i < half_dim; i += threads) {
             let ab = pair(i);
-            let r = rotated_pair(k_src, i, ab, k_inv, false);
+            let r = rotated_pair(k_src, i, ab, p.pos_offset * d, k_inv, false);
             k_cache[row4 + ab.x / 4u][ab.x % 4u] = r.x;
             k_cache[row4 + ab.y / 4u][ab.y % 4u] = r.y;
         }
@@ -172,11 +153,7 @@ fn set_partial(i: u32, v: f32) {
 
 fn write_head_output(h: u32, lid: u32, o: vec4<f32>, live: bool, planes_out: bool) {
     if (live) {
-        let at = h * p.head_dim + 4u * lid;
-        out[at] = o.x;
-        out[at + 1u] = o.y;
-        out[at + 2u] = o.z;
-        out[at + 3u] = o.w;
+        store_output_quarter(h, lid, o);
     }
     if (planes_out) {
         write_row_quarter(lid, live, p.n_heads * p.head_dim / GROUP_ELEMENTS, h * (p.head_dim / 4u) + lid, o);
@@ -211,19 +188,9 @@ fn combine_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     let stride = p.head_dim + 2u;
     let base = h * p.kv_splits * stride;
-    var m = NO_MAX;
-    for (var s = 0u; s < p.kv_splits; s++) {
-        if (partial_at(base + s * stride + 1u) > 0.0) {
-            m = max(m, partial_at(base + s * stride));
-        }
-    }
-    var denom = 0.0;
-    for (var s = 0u; s < p.kv_splits; s++) {
-        let l = partial_at(base + s * stride + 1u);
-        if (l > 0.0) {
-            denom += exp(partial_at(base + s * stride) - m) * l;
-        }
-    }
+    let stats = split_stats(base, stride);
+    let m = stats.x;
+    let denom = stats.y;
     let live = lid < p.head_dim / 4u;
     var o = vec4<f32>(0.0);
     if (live) {

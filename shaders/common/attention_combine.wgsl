@@ -14,6 +14,24 @@ fn combine(
     }
     let stride = p.head_dim + 2u;
     let base = row * p.kv_splits * stride;
+    let stats = split_stats(base, stride);
+    let m = stats.x;
+    let denom = stats.y;
+    for (var d = lid; d < p.head_dim; d += WORKGROUP) {
+        var num = 0.0;
+        for (var s = 0u; s < p.kv_splits; s++) {
+            let split_base = base + s * stride;
+            if (partial_at(split_base + 1u) > 0.0) {
+                num += exp(partial_at(split_base) - m) * partial_at(split_base + 2u + d);
+            }
+        }
+        out[row * p.head_dim + d] = select(0.0, num / denom, denom > 0.0);
+    }
+}
+
+// (m, denominator) of a row's splits from `base`: the largest split max among the splits that saw
+// keys, and the sum of their l rescaled to it.
+fn split_stats(base: u32, stride: u32) -> vec2<f32> {
     var m = NO_MAX;
     for (var s = 0u; s < p.kv_splits; s++) {
         if (partial_at(base + s * stride + 1u) > 0.0) {
@@ -27,14 +45,5 @@ fn combine(
             denom += exp(partial_at(base + s * stride) - m) * l;
         }
     }
-    for (var d = lid; d < p.head_dim; d += WORKGROUP) {
-        var num = 0.0;
-        for (var s = 0u; s < p.kv_splits; s++) {
-            let split_base = base + s * stride;
-            if (partial_at(split_base + 1u) > 0.0) {
-                num += exp(partial_at(split_base) - m) * partial_at(split_base + 2u + d);
-            }
-        }
-        out[row * p.head_dim + d] = select(0.0, num / denom, denom > 0.0);
-    }
+    return vec2<f32>(m, denom);
 }

@@ -68,6 +68,15 @@ fn add_values(acc_in: vec4<f32>, subset: u32, subsets: u32, n_keys: u32, v_col: 
 
 // Sums the key subsets' `acc` per column and writes the head's output (one split) or its
 // partial (m, l, acc) for `combine`. Uniform control flow (a barrier).
+// Quarter `lid` (elements 4 lid ..) of head h's output row.
+fn store_output_quarter(h: u32, lid: u32, o: vec4<f32>) {
+    let at = h * p.head_dim + 4u * lid;
+    out[at] = o.x;
+    out[at + 1u] = o.y;
+    out[at + 2u] = o.z;
+    out[at + 3u] = o.w;
+}
+
 fn finish_head(h: u32, split: u32, lid: u32, dim4: u32, subsets: u32, acc: vec4<f32>, m: f32, l: f32, planes_out: bool) {
     column_sums[lid] = acc;
     workgroupBarrier();

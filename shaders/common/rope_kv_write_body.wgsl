@@ -2,6 +2,7 @@
 // `fn pair(i: u32, half_dim: u32) -> vec2<u32>`, the two elements of a head rotated by
 // frequency i.
 #include "common/grid.wgsl"
+#include "common/rope_pair.wgsl"
 
 struct RopeKvWriteParams {
     n_tokens: u32,
@@ -79,30 +80,15 @@ fn main(
     let angles = (p.pos_offset + t) * d;
     for (var i = lid; i < half_dim; i += 64u) {
         let ab = pair(i, half_dim);
-        var x0 = qkv[src + ab.x];
-        var x1 = qkv[src + ab.y];
-        if (p.qk_norm != 0u) {
-            // The reference's order: weight * (x * inv).
-            if (is_q) {
-                x0 = q_norm[ab.x] * (x0 * inv);
-                x1 = q_norm[ab.y] * (x1 * inv);
-            } else {
-                x0 = k_norm[ab.x] * (x0 * inv);
-                x1 = k_norm[ab.y] * (x1 * inv);
-            }
-        }
-        let cos_a = table[angles + 2u * i];
-        let sin_a = table[angles + 2u * i + 1u];
-        let r0 = x0 * cos_a - x1 * sin_a;
-        let r1 = x1 * cos_a + x0 * sin_a;
+        let r = rotated_pair(src, i, ab, angles, inv, is_q);
         if (is_q) {
             let dst = (t * p.n_heads + h) * d;
-            q_out[dst + ab.x] = r0;
-            q_out[dst + ab.y] = r1;
+            q_out[dst + ab.x] = r.x;
+            q_out[dst + ab.y] = r.y;
         } else {
             let dst = cache_row + (h - p.n_heads) * d;
-            k_cache[dst + ab.x] = r0;
-            k_cache[dst + ab.y] = r1;
+            k_cache[dst + ab.x] = r.x;
+            k_cache[dst + ab.y] = r.y;
         }
     }
 }

@@ -104,6 +104,7 @@ pub static FILES: &[(&str, &str)] = &[
     shader!("common/planes_matvec.wgsl"),
     shader!("common/q5_bits.wgsl"),
     shader!("common/rope_kv_write_body.wgsl"),
+    shader!("common/rope_pair.wgsl"),
     shader!("common/row_sum.wgsl"),
 ];
 
