@@ -36,13 +36,24 @@ build_llama() {
   mkdir -p $vk $src
   for f in .llama/*.deb; do dpkg -x "$f" $vk; done
   tar xJf .llama/llama-src.tar.xz -C $src
+  local glslc=$vk/usr/bin/glslc
+  if ls .llama/trixie-glslc/*.deb > /dev/null 2>&1; then
+    # trixie's glslc knows the cooperative-matrix extensions (prepare.sh); it runs on its own glibc.
+    local tx=/tmp/txglslc
+    mkdir -p $tx
+    for f in .llama/trixie-glslc/*.deb; do dpkg -x "$f" $tx; done
+    printf '#!/bin/sh\nexec %s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path %s/usr/lib/x86_64-linux-gnu %s/usr/bin/glslc "$@"\n' $tx $tx $tx > $tx/glslc
+    chmod +x $tx/glslc
+    glslc=$tx/glslc
+  fi
   export LD_LIBRARY_PATH=$vk/usr/lib/x86_64-linux-gnu
   ln -sf /usr/lib/x86_64-linux-gnu/libvulkan.so.1 $vk/usr/lib/x86_64-linux-gnu/libvulkan.so
   cmake -S $src/llama.cpp -B /tmp/lbuild -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=$vk/usr \
     -DGGML_VULKAN=ON -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DVulkan_INCLUDE_DIR=$vk/usr/include -DVulkan_LIBRARY=$vk/usr/lib/x86_64-linux-gnu/libvulkan.so \
-    -DVulkan_GLSLC_EXECUTABLE=$vk/usr/bin/glslc > /tmp/lbuild.log 2>&1 || { tail -30 /tmp/lbuild.log; return 1; }
+    -DVulkan_GLSLC_EXECUTABLE=$glslc > /tmp/lbuild.log 2>&1 || { tail -30 /tmp/lbuild.log; return 1; }
+  grep -i "cooperative_matrix" /tmp/lbuild.log
   cmake --build /tmp/lbuild --target llama-bench -j "$(nproc)" >> /tmp/lbuild.log 2>&1 || { tail -40 /tmp/lbuild.log; return 1; }
   cp /tmp/lbuild/bin/llama-bench /tmp/llama-bench
   xz -T0 -c /tmp/llama-bench > "$OUT/llama-bench.xz"

@@ -19,6 +19,12 @@ apt-get "${trixie[@]}" update -qq
 (cd .llama && apt-get "${bookworm[@]}" download glslc libshaderc1)
 # llama.cpp (pinned by llama-cpp-python 0.3.36) needs Vulkan headers >= 1.3.275 and SPIR-V headers.
 (cd .llama && apt-get "${trixie[@]}" download libvulkan-dev spirv-headers)
+# ...and, for its tensor-core shaders (GL_KHR_cooperative_matrix, GL_NV_cooperative_matrix2), a glslc
+# newer than bookworm's 2023.2: trixie's 2025.2, run through trixie's own loader and libraries
+# (device.sh writes the wrapper), since it needs a newer glibc than bookworm's. Without it
+# llama-bench multiplies without tensor cores (docs/PERF.md pass 9: prefill 2-4.6x lower).
+mkdir -p .llama/trixie-glslc
+(cd .llama/trixie-glslc && apt-get "${trixie[@]}" download glslc libshaderc1 libc6 libstdc++6 libgcc-s1)
 if [ ! -f .llama/llama-src.tar.xz ]; then
   tmp=$(mktemp -d)
   # The sdist straight from the index (`pip download` of it would build its metadata, which
