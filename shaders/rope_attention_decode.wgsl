@@ -61,36 +61,6 @@ struct RopeAttentionParams {
 
 #include "common/attention_decode_body.wgsl"
 
-var<workgroup> head_parts: array<f32, 256>;
-
-// Sum over the workgroup of `threads` (64 or 256) threads; uniform control flow.
-fn head_sum(value: f32, lid: u32, threads: u32) -> f32 {
-    head_parts[lid] = value;
-    workgroupBarrier();
-    for (var stride = threads / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            head_parts[lid] += head_parts[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = head_parts[0];
-    workgroupBarrier();
-    return total;
-}
-
-// 1 / rms of the head at qkv[src ..], or 1 without qk_norm.
-fn head_inv_rms(src: u32, lid: u32, threads: u32) -> f32 {
-    if (p.qk_norm == 0u) {
-        return 1.0;
-    }
-    var squares = 0.0;
-    for (var e = lid; e < p.head_dim; e += threads) {
-        let v = qkv[src + e];
-        squares += v * v;
-    }
-    return 1.0 / sqrt(head_sum(squares, lid, threads) / f32(p.head_dim) + p.eps);
-}
-
 // The elements rotated together: (i, i + head_dim / 2) for NeoX, (2i, 2i + 1) for interleaved.
 fn pair(i: u32) -> vec2<u32> {
     if (p.interleaved != 0u) {
@@ -113,9 +83,8 @@ fn prepare_head(h: u32, split: u32, lid: u32, threads: u32) {
         q_row[ab.y / 4u][ab.y % 4u] = r.y * p.scale;
     }
     // The new key and value, by the workgroups whose split reads them.
-    let ctx = p.pos_offset + 1u;
-    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
-    if (split * span <= p.pos_offset && p.pos_offset < min(split * span + span, ctx)) {
+    let keys = split_keys(split);
+    if (keys.x <= p.pos_offset && p.pos_offset < keys.y) {
         let k_src = (p.n_heads + kv_head) * d;
         let v_src = (p.n_heads + p.n_kv_heads + kv_head) * d;
         let row4 = (p.pos_offset * p.n_kv_heads + kv_head) * (d / 4u);

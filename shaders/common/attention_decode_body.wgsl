@@ -68,6 +68,14 @@ fn add_values(acc_in: vec4<f32>, subset: u32, subsets: u32, n_keys: u32, v_col: 
 
 // Sums the key subsets' `acc` per column and writes the head's output (one split) or its
 // partial (m, l, acc) for `combine`. Uniform control flow (a barrier).
+// Keys [begin, end) of split `split` of the context 0..=pos_offset (empty past the context).
+fn split_keys(split: u32) -> vec2<u32> {
+    let ctx = p.pos_offset + 1u;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let begin = split * span;
+    return vec2<u32>(begin, min(begin + span, ctx));
+}
+
 // Quarter `lid` (elements 4 lid ..) of head h's output row.
 fn store_output_quarter(h: u32, lid: u32, o: vec4<f32>) {
     let at = h * p.head_dim + 4u * lid;
@@ -110,10 +118,9 @@ fn decode_head(h: u32, split: u32, lid: u32, planes_out: bool) {
     let group = p.n_heads / p.n_kv_heads;
     let kv_dim4 = p.n_kv_heads * dim4;
     let kv_offset4 = (h / group) * dim4;
-    let ctx = p.pos_offset + 1u;
-    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
-    let key_begin = split * span;
-    let key_end = min(key_begin + span, ctx);
+    let keys = split_keys(split);
+    let key_begin = keys.x;
+    let key_end = keys.y;
     prepare_head(h, split, lid, WORKGROUP);
     // P.V work split: `column` of the output, every `subsets`-th key from `subset`.
     let column = lid % dim4;
@@ -172,10 +179,9 @@ fn wide_head(h: u32, split: u32, lid: u32, planes_out: bool) {
     let group = p.n_heads / p.n_kv_heads;
     let kv_dim4 = p.n_kv_heads * dim4;
     let kv_offset4 = (h / group) * dim4;
-    let ctx = p.pos_offset + 1u;
-    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
-    let key_begin = split * span;
-    let key_end = min(key_begin + span, ctx);
+    let keys = split_keys(split);
+    let key_begin = keys.x;
+    let key_end = keys.y;
     prepare_head(h, split, lid, WIDE);
     // Score work split: key `lid / per_key` of the tile, vec4s 4 (lid % per_key) .. + 3 of its row.
     let score_key = lid / per_key;

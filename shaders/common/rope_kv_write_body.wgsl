@@ -24,22 +24,6 @@ struct RopeKvWriteParams {
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;   // [ctx, n_kv_heads * head_dim]
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;   // [ctx, n_kv_heads * head_dim]
 
-var<workgroup> head_sum: array<f32, 64>;
-
-// Sum of one value per thread of the 64-thread workgroup, visible to all. Workgroup-uniform
-// control flow only.
-fn workgroup_sum64(value: f32, lid: u32) -> f32 {
-    head_sum[lid] = value;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            head_sum[lid] += head_sum[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    return head_sum[0];
-}
-
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -67,15 +51,7 @@ fn main(
         return;
     }
     let is_q = h < p.n_heads;
-    var inv = 1.0;
-    if (p.qk_norm != 0u) {
-        var squares = 0.0;
-        for (var e = lid; e < d; e += 64u) {
-            let v = qkv[src + e];
-            squares += v * v;
-        }
-        inv = 1.0 / sqrt(workgroup_sum64(squares, lid) / f32(d) + p.eps);
-    }
+    let inv = head_inv_rms(src, lid, 64u);
     let half_dim = d / 2u;
     let angles = (p.pos_offset + t) * d;
     for (var i = lid; i < half_dim; i += 64u) {

@@ -491,7 +491,7 @@ impl Op {
             }
             Op::RopeAttention { qkv, table, q_norm, k_norm, k_cache, v_cache, out, p } => {
                 let rope = p.rope();
-                if !RopeAttentionParams::fusable(&rope) || p.head_dim % 2 != 0 {
+                if !RopeAttentionParams::fusable(&rope) {
                     return Err(format!("{} tokens with head_dim {}: one token, head_dim a multiple of 4 up to {DECODE_MAX_HEAD_DIM}", p.n_tokens, p.head_dim));
                 }
                 if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 {

@@ -502,7 +502,7 @@ pub fn scratch_bytes_for(op: &Op, variants: Variants) -> u64 {
         }
         // The planes of its output row, then the splits' partials (rope_attention_decode.wgsl).
         Op::RopeAttention { p, .. } => {
-            planes_bytes(p.n_heads * p.head_dim) + p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
+            planes_bytes(p.n_heads.saturating_mul(p.head_dim)) + p.n_heads as u64 * p.kv_splits.max(1) as u64 * (p.head_dim as u64 + 2) * 4
         }
         // (value bits, index) per chunk.
         Op::Argmax { p, .. } => p.n.div_ceil(ARGMAX_CHUNK) as u64 * 8,
@@ -527,7 +527,7 @@ fn planes_bytes(k: u32) -> u64 {
 /// `wide_planes` / `combine_planes` entry points).
 fn planes_producer_row(op: &Op) -> Option<(crate::device::BufferId, u32)> {
     match *op {
-        Op::RopeAttention { out, p, .. } if p.head_dim.is_power_of_two() && p.head_dim >= 16 => Some((out, p.n_heads * p.head_dim)),
+        Op::RopeAttention { out, p, .. } if p.head_dim.is_power_of_two() && p.head_dim >= 16 => Some((out, p.n_heads.checked_mul(p.head_dim)?)),
         Op::AddRmsNorm { out, p, .. } if p.n_rows == 1 && p.n_cols as u64 % PLANES_GROUP == 0 => Some((out, p.n_cols)),
         Op::SwiGlu { out, p, .. } if p.n_tokens == 1 && p.width as u64 % PLANES_GROUP == 0 => Some((out, p.width)),
         _ => None,
@@ -751,11 +751,9 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
                 Dispatch { entry: 2, workgroups: [1, 1, 1] },
             ])
         }
+        // Shapes checked by `Op::required_bytes` (every GPU device checks ops before planning).
         Op::RopeAttention { p, .. } => {
             let p = p.attention();
-            if p.n_kv_heads == 0 || p.n_heads % p.n_kv_heads != 0 || p.kv_splits == 0 || p.kv_splits > crate::kernels::MAX_KV_SPLITS {
-                return Err(kernel_err(kernel, format!("{} heads over {} kv heads in {} splits", p.n_heads, p.n_kv_heads, p.kv_splits)));
-            }
             if p.n_heads == 0 {
                 return Ok(Vec::new());
             }

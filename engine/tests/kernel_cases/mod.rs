@@ -553,7 +553,7 @@ pub async fn rope_attention_decode(mut pair: Pair) {
     // More than one token, or a head the decode attention does not take: refused, typed.
     let qkv = pair.f32s(&rng.floats(2 * 4 * 64, 1.0));
     let table = pair.f32s(&rope_table(10_000.0, 64, 4));
-    let cache = pair.zeros(4 * 64);
+    let (k_cache, v_cache) = (pair.zeros(4 * 64), pair.zeros(4 * 64));
     let out = pair.zeros(2 * 2 * 64);
     for (n_tokens, head_dim) in [(2u32, 64u32), (1, 18)] {
         let p = RopeAttentionParams {
@@ -569,7 +569,7 @@ pub async fn rope_attention_decode(mut pair: Pair) {
             interleaved: 0,
             _pad: [0; 2],
         };
-        let op = Op::RopeAttention { qkv, table, q_norm: None, k_norm: None, k_cache: cache, v_cache: cache, out, p };
+        let op = Op::RopeAttention { qkv, table, q_norm: None, k_norm: None, k_cache, v_cache, out, p };
         assert!(pair.gpu.run(&[op]).is_err(), "RopeAttention of {n_tokens} tokens, head_dim {head_dim} must be refused");
     }
 }
