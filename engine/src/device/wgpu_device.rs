@@ -119,7 +119,9 @@ impl KernelTimes {
         match op {
             Op::MatMul { w, p, .. } => {
                 let blocks = (w.rows as usize * w.cols as usize) / w.format.block_elems().max(1);
-                (format!("{:?} {}x{}", op.kernel_id(), p.n, p.k), crate::quant::packed_len(w.format, blocks) as u64)
+                // Prefill rows apart from decode rows: the same weight runs on different kernels.
+                let rows = if p.m > 1 { " rows>1" } else { "" };
+                (format!("{:?} {}x{}{rows}", op.kernel_id(), p.n, p.k), crate::quant::packed_len(w.format, blocks) as u64)
             }
             Op::Attention { p, .. } => (format!("Attention ctx<={}", (p.pos_offset + p.n_tokens).next_power_of_two()), 0),
             _ => (format!("{:?}", op.kernel_id()), 0),
