@@ -17,6 +17,8 @@
 //     walks 32-key tiles up to its causal limit, K staged in workgroup memory, 4 x 2 score blocks
 //     and 4 rows x ceil(head_dim / 16) output elements per thread, online softmax; with one split
 //     it writes `out` directly, else partials for `combine`.
+//   `prefill_wide`: the same for head_dim <= 128 and a multiple of 4 on devices with 24 KiB of
+//     workgroup memory (see its section): 64 query rows per 128-thread workgroup, 16-key tiles.
 // Prefill with head_dim > 128 uses `partial` + `combine`: each query row masks the keys past its
 // own position.
 //
@@ -28,11 +30,13 @@
 //   4 out: array<f32> (read_write)         [n_tokens, n_heads, head_dim]
 //   5 partials: array<f32> (read_write)    device scratch [n_tokens * n_heads, kv_splits, head_dim + 2]
 //                                          (unused by `prefill` with one split)
-// Dispatch (ROWS = min(16, 1024 / head_dim), head_dim <= 1024, workgroup_size 64 for all):
+// Dispatch (ROWS = min(16, 1024 / head_dim), head_dim <= 1024, workgroup_size 64 unless noted):
 //   partial: (n_kv_heads * ceil(n_tokens * group / ROWS), kv_splits, 1)
 //   combine: (n_tokens * n_heads folded into x <= 65535, y)
 //   decode (n_tokens == 1): (n_heads, kv_splits, 1), then combine
 //   prefill (n_tokens > 1, head_dim <= 128): (n_kv_heads * ceil(n_tokens * group / 16), kv_splits, 1),
+//     then combine only when kv_splits > 1
+//   prefill_wide (workgroup_size 128): (n_kv_heads * ceil(n_tokens * group / 64), kv_splits, 1),
 //     then combine only when kv_splits > 1
 
 #include "common/grid.wgsl"
@@ -504,5 +508,319 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
                 }
             }
         }
+    }
+}
+
+
+// ---- prefill_wide: causal attention with 64 query rows a workgroup (n_tokens > 1,
+// head_dim <= 128 and a multiple of 4; devices with 24 KiB of workgroup memory) ----
+//
+// `prefill` stages 16 query rows per 64-thread workgroup: K and V are fetched for every 16 rows.
+// Here a workgroup of 128 threads owns 64 rows (pairs (token, head of the GQA group) in
+// `partial`'s order: with GQA 4, 16 tokens x 4 heads share one K / V tile) and two threads own a
+// row. Per 16-key tile, K and V rows are staged once, zero-padded to 128 dims (row-major vec4s:
+// a warp reads two addresses at a time, a broadcast). A thread holds 64 dims of its pre-scaled
+// query row and of its output accumulator as `Dims64` (sixteen named vec4s, so they stay in
+// registers: private arrays indexed in loops went to local memory and ran 2x slower than
+// `prefill`). The pair splits the work by head_dim:
+//   - head_dim <= 64: by keys. Each thread walks every other key of a tile (keys sub, sub + 2,
+//     ..) with its own online softmax (m, l, acc); the two states are merged at the end.
+//   - head_dim 68..128: by dims (thread sub has dims 64 sub ..): each writes the half score of
+//     every key to `wide_x`, both sum the pair's halves (lower half first, so both threads hold
+//     the same scores and the same softmax state) and add P V on their own dims.
+// Workgroups take their kv head's row blocks last first (the rows with the most keys start in the
+// first wave). One split writes `out`; several write (m, l, acc) partials like `partial`.
+// Workgroup memory: 2 x 8 KiB tiles + 8 KiB scores = 24 KiB (engine::shaders::WIDE_PREFILL_ATTENTION_BYTES).
+// Dispatch: (n_kv_heads * ceil(n_tokens * group / 64), kv_splits, 1), then `combine` when kv_splits > 1.
+
+const WIDE_ROWS: u32 = 64u;
+const WIDE_KEYS: u32 = 16u;        // keys per tile
+const WIDE_THREADS: u32 = 128u;
+const WIDE_ROW_VECS: u32 = 32u;    // vec4 per staged key row (head_dim <= 128, zero-padded)
+
+var<workgroup> wide_k: array<vec4<f32>, 512>;   // [WIDE_KEYS][WIDE_ROW_VECS]; after the walk: partner states
+var<workgroup> wide_v: array<vec4<f32>, 512>;   // [WIDE_KEYS][WIDE_ROW_VECS]
+var<workgroup> wide_x: array<f32, 2048>;        // [WIDE_KEYS][thread] scores
+
+// 64 consecutive dims of one row.
+struct Dims64 {
+    d0: vec4<f32>,
+    d1: vec4<f32>,
+    d2: vec4<f32>,
+    d3: vec4<f32>,
+    d4: vec4<f32>,
+    d5: vec4<f32>,
+    d6: vec4<f32>,
+    d7: vec4<f32>,
+    d8: vec4<f32>,
+    d9: vec4<f32>,
+    d10: vec4<f32>,
+    d11: vec4<f32>,
+    d12: vec4<f32>,
+    d13: vec4<f32>,
+    d14: vec4<f32>,
+    d15: vec4<f32>,
+}
+
+// Query dims 4 (v0 + j) .. of row `base` (zero past head_dim), pre-scaled.
+fn wide_q4(base: u32, v: u32) -> vec4<f32> {
+    if (4u * v >= p.head_dim) {
+        return vec4<f32>(0.0);
+    }
+    let e = base + 4u * v;
+    return vec4<f32>(q[e], q[e + 1u], q[e + 2u], q[e + 3u]) * p.scale;
+}
+
+fn wide_load_q(base: u32, v0: u32) -> Dims64 {
+    return Dims64(wide_q4(base, v0 + 0u), wide_q4(base, v0 + 1u), wide_q4(base, v0 + 2u), wide_q4(base, v0 + 3u), wide_q4(base, v0 + 4u), wide_q4(base, v0 + 5u), wide_q4(base, v0 + 6u), wide_q4(base, v0 + 7u), wide_q4(base, v0 + 8u), wide_q4(base, v0 + 9u), wide_q4(base, v0 + 10u), wide_q4(base, v0 + 11u), wide_q4(base, v0 + 12u), wide_q4(base, v0 + 13u), wide_q4(base, v0 + 14u), wide_q4(base, v0 + 15u));
+}
+
+// x . wide_k[at .. at + 16] (four partial sums in flight).
+fn wide_dot(x: Dims64, at: u32) -> f32 {
+    let s0 = x.d0 * wide_k[at + 0u] + x.d1 * wide_k[at + 1u] + x.d2 * wide_k[at + 2u] + x.d3 * wide_k[at + 3u];
+    let s1 = x.d4 * wide_k[at + 4u] + x.d5 * wide_k[at + 5u] + x.d6 * wide_k[at + 6u] + x.d7 * wide_k[at + 7u];
+    let s2 = x.d8 * wide_k[at + 8u] + x.d9 * wide_k[at + 9u] + x.d10 * wide_k[at + 10u] + x.d11 * wide_k[at + 11u];
+    let s3 = x.d12 * wide_k[at + 12u] + x.d13 * wide_k[at + 13u] + x.d14 * wide_k[at + 14u] + x.d15 * wide_k[at + 15u];
+    let s = (s0 + s1) + (s2 + s3);
+    return (s.x + s.y) + (s.z + s.w);
+}
+
+// acc * rescale + pk * wide_v[at .. at + 16].
+fn wide_axpy(acc: Dims64, rescale: f32, pk: f32, at: u32) -> Dims64 {
+    return Dims64(acc.d0 * rescale + pk * wide_v[at + 0u],
+                  acc.d1 * rescale + pk * wide_v[at + 1u],
+                  acc.d2 * rescale + pk * wide_v[at + 2u],
+                  acc.d3 * rescale + pk * wide_v[at + 3u],
+                  acc.d4 * rescale + pk * wide_v[at + 4u],
+                  acc.d5 * rescale + pk * wide_v[at + 5u],
+                  acc.d6 * rescale + pk * wide_v[at + 6u],
+                  acc.d7 * rescale + pk * wide_v[at + 7u],
+                  acc.d8 * rescale + pk * wide_v[at + 8u],
+                  acc.d9 * rescale + pk * wide_v[at + 9u],
+                  acc.d10 * rescale + pk * wide_v[at + 10u],
+                  acc.d11 * rescale + pk * wide_v[at + 11u],
+                  acc.d12 * rescale + pk * wide_v[at + 12u],
+                  acc.d13 * rescale + pk * wide_v[at + 13u],
+                  acc.d14 * rescale + pk * wide_v[at + 14u],
+                  acc.d15 * rescale + pk * wide_v[at + 15u]);
+}
+
+fn wide_scale(acc: Dims64, rescale: f32) -> Dims64 {
+    return Dims64(acc.d0 * rescale, acc.d1 * rescale, acc.d2 * rescale, acc.d3 * rescale, acc.d4 * rescale, acc.d5 * rescale, acc.d6 * rescale, acc.d7 * rescale, acc.d8 * rescale, acc.d9 * rescale, acc.d10 * rescale, acc.d11 * rescale, acc.d12 * rescale, acc.d13 * rescale, acc.d14 * rescale, acc.d15 * rescale);
+}
+
+// Row r's state handed over by the other thread of its pair: rows 0..31 in wide_k, 32..63 in wide_v.
+fn wide_partner(r: u32, j: u32) -> vec4<f32> {
+    let at = (r % 32u) * 16u + j;
+    if (r < 32u) {
+        return wide_k[at];
+    }
+    return wide_v[at];
+}
+
+fn wide_stash4(r: u32, j: u32, x: vec4<f32>) {
+    let at = (r % 32u) * 16u + j;
+    if (r < 32u) {
+        wide_k[at] = x;
+    } else {
+        wide_v[at] = x;
+    }
+}
+
+fn wide_stash(acc: Dims64, r: u32) {
+    wide_stash4(r, 0u, acc.d0);
+    wide_stash4(r, 1u, acc.d1);
+    wide_stash4(r, 2u, acc.d2);
+    wide_stash4(r, 3u, acc.d3);
+    wide_stash4(r, 4u, acc.d4);
+    wide_stash4(r, 5u, acc.d5);
+    wide_stash4(r, 6u, acc.d6);
+    wide_stash4(r, 7u, acc.d7);
+    wide_stash4(r, 8u, acc.d8);
+    wide_stash4(r, 9u, acc.d9);
+    wide_stash4(r, 10u, acc.d10);
+    wide_stash4(r, 11u, acc.d11);
+    wide_stash4(r, 12u, acc.d12);
+    wide_stash4(r, 13u, acc.d13);
+    wide_stash4(r, 14u, acc.d14);
+    wide_stash4(r, 15u, acc.d15);
+}
+
+// acc * a + b * (row r's handed-over accumulator).
+fn wide_merge(acc: Dims64, a: f32, b: f32, r: u32) -> Dims64 {
+    return Dims64(acc.d0 * a + b * wide_partner(r, 0u),
+                  acc.d1 * a + b * wide_partner(r, 1u),
+                  acc.d2 * a + b * wide_partner(r, 2u),
+                  acc.d3 * a + b * wide_partner(r, 3u),
+                  acc.d4 * a + b * wide_partner(r, 4u),
+                  acc.d5 * a + b * wide_partner(r, 5u),
+                  acc.d6 * a + b * wide_partner(r, 6u),
+                  acc.d7 * a + b * wide_partner(r, 7u),
+                  acc.d8 * a + b * wide_partner(r, 8u),
+                  acc.d9 * a + b * wide_partner(r, 9u),
+                  acc.d10 * a + b * wide_partner(r, 10u),
+                  acc.d11 * a + b * wide_partner(r, 11u),
+                  acc.d12 * a + b * wide_partner(r, 12u),
+                  acc.d13 * a + b * wide_partner(r, 13u),
+                  acc.d14 * a + b * wide_partner(r, 14u),
+                  acc.d15 * a + b * wide_partner(r, 15u));
+}
+
+// Dims 4 (v0 + j) .. of `acc` to dst[base + ..], those below head_dim only.
+fn wide_put4(to_out: bool, base: u32, v: u32, x: vec4<f32>) {
+    if (4u * v >= p.head_dim) {
+        return;
+    }
+    let e = base + 4u * v;
+    if (to_out) {
+        out[e] = x.x;
+        out[e + 1u] = x.y;
+        out[e + 2u] = x.z;
+        out[e + 3u] = x.w;
+    } else {
+        partials[e] = x.x;
+        partials[e + 1u] = x.y;
+        partials[e + 2u] = x.z;
+        partials[e + 3u] = x.w;
+    }
+}
+
+fn wide_put(to_out: bool, base: u32, v0: u32, x: Dims64) {
+    wide_put4(to_out, base, v0 + 0u, x.d0);
+    wide_put4(to_out, base, v0 + 1u, x.d1);
+    wide_put4(to_out, base, v0 + 2u, x.d2);
+    wide_put4(to_out, base, v0 + 3u, x.d3);
+    wide_put4(to_out, base, v0 + 4u, x.d4);
+    wide_put4(to_out, base, v0 + 5u, x.d5);
+    wide_put4(to_out, base, v0 + 6u, x.d6);
+    wide_put4(to_out, base, v0 + 7u, x.d7);
+    wide_put4(to_out, base, v0 + 8u, x.d8);
+    wide_put4(to_out, base, v0 + 9u, x.d9);
+    wide_put4(to_out, base, v0 + 10u, x.d10);
+    wide_put4(to_out, base, v0 + 11u, x.d11);
+    wide_put4(to_out, base, v0 + 12u, x.d12);
+    wide_put4(to_out, base, v0 + 13u, x.d13);
+    wide_put4(to_out, base, v0 + 14u, x.d14);
+    wide_put4(to_out, base, v0 + 15u, x.d15);
+}
+
+@compute @workgroup_size(128)
+fn prefill_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let d_len = p.head_dim;
+    let row_vecs = d_len / 4u;
+    let group = p.n_heads / p.n_kv_heads;
+    let pairs = p.n_tokens * group;
+    let blocks_per_kv_head = (pairs + WIDE_ROWS - 1u) / WIDE_ROWS;
+    let kv_head = wid.x / blocks_per_kv_head;
+    let block = blocks_per_kv_head - 1u - wid.x % blocks_per_kv_head;
+    let first = block * WIDE_ROWS;
+    let n_rows = min(WIDE_ROWS, pairs - first);
+    let kv_dim = p.n_kv_heads * d_len;
+    let kv_offset = kv_head * d_len;
+    let ctx = p.pos_offset + p.n_tokens;
+    let span = (ctx + p.kv_splits - 1u) / p.kv_splits;
+    let split = wid.y;
+    let key_begin = split * span;
+    // The last row's causal limit bounds the walk; keys past it are never read.
+    let last_token = (first + n_rows - 1u) / group;
+    let key_end = min(min(key_begin + span, ctx), p.pos_offset + last_token + 1u);
+
+    // This thread: row r (padding rows past n_rows see no key), member `sub` of the row's pair.
+    let r = lid / 2u;
+    let sub = lid % 2u;
+    let live = r < n_rows;
+    let pair = first + min(r, n_rows - 1u);
+    let token = pair / group;
+    let head = kv_head * group + pair % group;
+    let limit = select(0u, min(p.pos_offset + token + 1u, key_end), live);
+    let by_dims = d_len > 64u;
+    let v0 = select(0u, 16u * sub, by_dims);           // first vec4 of this thread's dims
+    let key_first = select(sub, 0u, by_dims);          // keys key_first, + key_step, .. of a tile
+    let key_step = select(2u, 1u, by_dims);
+
+    let q_row = wide_load_q((token * p.n_heads + head) * d_len, v0);
+    var acc = Dims64(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var m = NO_MAX;
+    var l = 0.0;
+    for (var tile = key_begin; tile < key_end; tile += WIDE_KEYS) {
+        let n_keys = min(WIDE_KEYS, key_end - tile);
+        // 1. Stage the tile's K and V rows, zeros past n_keys and past head_dim.
+        for (var e = lid; e < WIDE_KEYS * WIDE_ROW_VECS; e += WIDE_THREADS) {
+            let key = e / WIDE_ROW_VECS;
+            let c = e % WIDE_ROW_VECS;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (key < n_keys && c < row_vecs) {
+                let g = (tile + key) * kv_dim + kv_offset + 4u * c;
+                kv = vec4<f32>(k_cache[g], k_cache[g + 1u], k_cache[g + 2u], k_cache[g + 3u]);
+                vv = vec4<f32>(v_cache[g], v_cache[g + 1u], v_cache[g + 2u], v_cache[g + 3u]);
+            }
+            wide_k[e] = kv;
+            wide_v[e] = vv;
+        }
+        workgroupBarrier();
+        // 2. Scores (half scores when split by dims) of this thread's keys.
+        for (var key = key_first; key < WIDE_KEYS; key += key_step) {
+            wide_x[key * WIDE_THREADS + lid] = wide_dot(q_row, key * WIDE_ROW_VECS + v0);
+        }
+        workgroupBarrier();
+        // 3. Online softmax over this thread's keys, then P V on its dims.
+        var m_new = m;
+        for (var key = key_first; key < WIDE_KEYS; key += key_step) {
+            let i = key * WIDE_THREADS;
+            let score = select(wide_x[i + lid], wide_x[i + (lid & ~1u)] + wide_x[i + (lid | 1u)], by_dims);
+            m_new = max(m_new, select(NO_MAX, score, tile + key < limit));
+        }
+        var rescale = exp(m - m_new);
+        m = m_new;
+        l *= rescale;
+        for (var key = key_first; key < WIDE_KEYS; key += key_step) {
+            if (tile + key < limit) {
+                let i = key * WIDE_THREADS;
+                let score = select(wide_x[i + lid], wide_x[i + (lid & ~1u)] + wide_x[i + (lid | 1u)], by_dims);
+                let pk = exp(score - m_new);
+                l += pk;
+                acc = wide_axpy(acc, rescale, pk, key * WIDE_ROW_VECS + v0);
+                rescale = 1.0;
+            }
+        }
+        acc = wide_scale(acc, rescale);
+        // The next tile overwrites wide_k / wide_v / wide_x.
+        workgroupBarrier();
+    }
+
+    // 4. Split by keys: thread 1 of the pair hands (m, l, acc) to thread 0, which merges them.
+    if (!by_dims) {
+        if (sub == 1u) {
+            wide_stash(acc, r);
+            wide_x[2u * r] = m;
+            wide_x[2u * r + 1u] = l;
+        }
+        workgroupBarrier();
+        if (sub == 1u) {
+            return;
+        }
+        let m1 = wide_x[2u * r];
+        let m_all = max(m, m1);
+        let a = exp(m - m_all);
+        let b = exp(m1 - m_all);
+        acc = wide_merge(acc, a, b, r);
+        l = l * a + wide_x[2u * r + 1u] * b;
+        m = m_all;
+    }
+    // 5. out (one split: every row saw key 0, so l > 0) or (m, l, acc) partials.
+    if (!live) {
+        return;
+    }
+    let row = token * p.n_heads + head;
+    if (p.kv_splits == 1u) {
+        wide_put(true, row * d_len, v0, wide_scale(acc, 1.0 / l));
+    } else {
+        let base = (row * p.kv_splits + split) * (d_len + 2u);
+        if (sub == 0u) {
+            partials[base] = m;
+            partials[base + 1u] = l;
+        }
+        wide_put(false, base + 2u, v0, acc);
     }
 }

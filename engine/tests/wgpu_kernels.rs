@@ -83,9 +83,21 @@ fn attention_decode() {
     pollster::block_on(kernel_cases::attention_decode(pair()));
 }
 
+/// On `prefill_wide` (64-row workgroups), which every adapter with 24 KiB of workgroup memory runs
+/// (lavapipe, the H200; not a browser at WebGPU's default limits).
 #[test]
 fn attention_prefill() {
-    pollster::block_on(kernel_cases::attention_prefill(pair()));
+    let pair = pair();
+    assert!(pair.gpu.info().name.contains("wide prefill attention"), "{}", pair.gpu.info().name);
+    pollster::block_on(kernel_cases::attention_prefill(pair));
+}
+
+/// The same cases on the 16-row `prefill` kernel (devices at WebGPU's default workgroup memory).
+#[test]
+fn attention_prefill_narrow() {
+    let pair = pair_with(WgpuOptions { no_wide_attention: true, ..Default::default() });
+    assert!(!pair.gpu.info().name.contains("wide prefill attention"), "{}", pair.gpu.info().name);
+    pollster::block_on(kernel_cases::attention_prefill(pair));
 }
 
 #[test]

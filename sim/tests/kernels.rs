@@ -51,7 +51,7 @@ fn matmul_every_format() {
     pollster::block_on(kernel_cases::matmul_every_format(pair()));
 }
 
-const TENSOR_CORES: engine::shaders::Variants = engine::shaders::Variants { tensor_cores: true, planes_matvecs: false, planes_min_weights: None };
+const TENSOR_CORES: engine::shaders::Variants = engine::shaders::Variants { tensor_cores: true, planes_matvecs: false, planes_min_weights: None, wide_attention: false };
 
 /// The simulator with the tensor-core MatMul kernels (matmul_coop_<format>.wgsl: cooperative
 /// matrices, f16 hi + lo operands) in place of the plain ones, tiles as `WgpuDevice` picks them.
@@ -112,6 +112,15 @@ fn attention_prefill() {
     pollster::block_on(kernel_cases::attention_prefill(pair()));
 }
 
+/// The same cases on attention.wgsl's `prefill_wide` (64-row workgroups), as a GPU with its
+/// workgroup memory runs them.
+#[test]
+fn attention_prefill_wide() {
+    let variants = engine::shaders::Variants { wide_attention: true, ..Default::default() };
+    let sim = SimDevice::new(SimOptions { variants, ..Default::default() }).expect("simulator");
+    pollster::block_on(kernel_cases::attention_prefill(Pair::new(Box::new(sim))));
+}
+
 #[test]
 fn argmax_exact() {
     pollster::block_on(kernel_cases::argmax_exact(pair()));
@@ -133,7 +142,7 @@ fn every_registry_kernel_has_bytecode() {
             assert!(program.entry(entry).is_some(), "{file}: no entry {entry}");
         }
         // The variants too (native builds embed the tensor-core ones).
-        let all = engine::shaders::Variants { tensor_cores: true, planes_matvecs: true, planes_min_weights: None };
+        let all = engine::shaders::Variants { tensor_cores: true, planes_matvecs: true, planes_min_weights: None, wide_attention: true };
         let file = engine::shaders::kernel_file_for(kernel, all).expect("file");
         let program = programs.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("{kernel:?}: no bytecode for {file}"));
         for entry in engine::shaders::entry_points_for(kernel, all) {

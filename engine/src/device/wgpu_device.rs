@@ -41,6 +41,8 @@ pub struct WgpuOptions {
     /// Run planes matvecs from this many weights (default `shaders::PLANES_MIN_WEIGHTS`): tests
     /// use 0 to run the planes path on small models.
     pub planes_min_weights: Option<u64>,
+    /// Keep the 16-row prefill attention where the 64-row one fits (tests of both paths).
+    pub no_wide_attention: bool,
 }
 
 struct Buffer {
@@ -266,10 +268,15 @@ impl WgpuDevice {
         let planes_matvecs = !opts.no_planes_matvecs && std::env::var_os("QWGLM_NO_PLANES").is_none();
         #[cfg(target_arch = "wasm32")]
         let planes_matvecs = false;
+        // The 64-row prefill attention where the adapter offers its workgroup memory (browsers'
+        // adapters commonly 32 KiB; WebGPU's default limit, 16 KiB, keeps the 16-row kernel).
+        let wide_attention = !opts.no_wide_attention
+            && std::env::var_os("QWGLM_NO_WIDE_ATTENTION").is_none()
+            && adapter_limits.max_compute_workgroup_storage_size >= shaders::WIDE_PREFILL_ATTENTION_BYTES;
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size,
             max_buffer_size: adapter_limits.max_buffer_size,
-            max_compute_workgroup_storage_size: if tensor_cores {
+            max_compute_workgroup_storage_size: if tensor_cores || wide_attention {
                 adapter_limits.max_compute_workgroup_storage_size
             } else {
                 wgpu::Limits::default().max_compute_workgroup_storage_size
@@ -359,7 +366,7 @@ impl WgpuDevice {
                 totals: HashMap::new(),
             }
         });
-        let variants = shaders::Variants { tensor_cores, planes_matvecs, planes_min_weights: opts.planes_min_weights };
+        let variants = shaders::Variants { tensor_cores, planes_matvecs, planes_min_weights: opts.planes_min_weights, wide_attention };
         let info = DeviceInfo {
             name: format!("{}{}", adapter_info.name, variants.describe()),
             backend: backend_name(adapter_info.backend),

@@ -165,12 +165,19 @@ pub struct Variants {
     /// Fewest weights for which a planes matvec quantizes (None: `PLANES_MIN_WEIGHTS`); tests
     /// lower it to run the planes path on small models.
     pub planes_min_weights: Option<u64>,
+    /// Prefill attention on 64-row workgroups (attention.wgsl `prefill_wide`), which need
+    /// `WIDE_PREFILL_ATTENTION_BYTES` of workgroup memory (WebGPU's default limit is 16 KiB).
+    pub wide_attention: bool,
 }
 
 impl Variants {
     /// ", tensor-core matmuls, planes matvecs" for the variants that are on (device names).
     pub fn describe(&self) -> String {
-        let on = [(self.tensor_cores, ", tensor-core matmuls"), (self.planes_matvecs, ", planes matvecs")];
+        let on = [
+            (self.tensor_cores, ", tensor-core matmuls"),
+            (self.planes_matvecs, ", planes matvecs"),
+            (self.wide_attention, ", wide prefill attention"),
+        ];
         on.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect()
     }
 }
@@ -280,6 +287,7 @@ pub fn entry_points(kernel: KernelId) -> &'static [&'static str] {
 pub fn entry_points_for(kernel: KernelId, variants: Variants) -> &'static [&'static str] {
     match kernel {
         KernelId::MatMul(_) if variants.tensor_cores => &["main", "rows128", "wide"],
+        KernelId::Attention if variants.wide_attention => &["partial", "combine", "decode", "prefill", "prefill_wide"],
         KernelId::MatVec(_) if uses_planes(kernel, variants) => PLANES_ENTRIES,
         KernelId::AddRmsNorm if variants.planes_matvecs => ADD_RMS_NORM_PLANES_ENTRIES,
         KernelId::SwiGlu if variants.planes_matvecs => PLANES_PRODUCER_ENTRIES,
@@ -464,6 +472,13 @@ const PREFILL_ATTENTION_MAX_DIM: u32 = 128;
 
 /// Query rows per workgroup of the `prefill` entry point (`PREFILL_ROWS`).
 const PREFILL_ATTENTION_ROWS: u64 = 16;
+
+/// Query rows per workgroup of the `prefill_wide` entry point (`WIDE_ROWS`).
+const WIDE_PREFILL_ATTENTION_ROWS: u64 = 64;
+
+/// Workgroup memory of attention.wgsl `prefill_wide`: two 16-key x 128-dim f32 tiles and 16 x 128
+/// half scores.
+pub const WIDE_PREFILL_ATTENTION_BYTES: u32 = 24 * 1024;
 
 /// Query rows per attention workgroup (shaders/attention.wgsl `rows_per_workgroup`).
 fn attention_rows(head_dim: u32) -> u32 {
@@ -781,11 +796,17 @@ pub fn plan_for(op: &Op, variants: Variants) -> Result<Vec<Dispatch>> {
                 return Ok(vec![Dispatch { entry: 2, workgroups: decode }, Dispatch { entry: 1, workgroups: combine }]);
             }
             let group = (p.n_heads / p.n_kv_heads) as u64;
+            let with_combine = |first: Dispatch| if p.kv_splits == 1 { vec![first] } else { vec![first, Dispatch { entry: 1, workgroups: combine }] };
+            if variants.wide_attention && p.n_tokens > 1 && p.head_dim <= PREFILL_ATTENTION_MAX_DIM && p.head_dim % 4 == 0 {
+                let blocks = (p.n_tokens as u64 * group).div_ceil(WIDE_PREFILL_ATTENTION_ROWS);
+                let rows = dim(p.n_kv_heads as u64 * blocks, "attention rows")?;
+                return Ok(with_combine(Dispatch { entry: 4, workgroups: [rows, p.kv_splits, 1] }));
+            }
             if p.n_tokens > 1 && p.head_dim <= PREFILL_ATTENTION_MAX_DIM {
                 // Tiled causal kernel; with one split it writes `out` itself.
                 let blocks = (p.n_tokens as u64 * group).div_ceil(PREFILL_ATTENTION_ROWS);
                 let prefill = Dispatch { entry: 3, workgroups: [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1] };
-                return Ok(if p.kv_splits == 1 { vec![prefill] } else { vec![prefill, Dispatch { entry: 1, workgroups: combine }] });
+                return Ok(with_combine(prefill));
             }
             let blocks = (p.n_tokens as u64 * group).div_ceil(attention_rows(p.head_dim) as u64);
             let partial = [dim(p.n_kv_heads as u64 * blocks, "attention rows")?, p.kv_splits, 1];
@@ -1053,6 +1074,19 @@ mod tests {
         assert_eq!(entries(&op(512, 256, 2)), [0, 1]);
         // 512 tokens x 7 heads per kv head in 16-row workgroups.
         assert_eq!(plan(&op(512, 64, 2)).expect("plan")[0].workgroups, [2 * 224, 2, 1]);
+        // With the workgroup memory for it, `prefill_wide` (64-row workgroups) where head_dim is a
+        // multiple of 4 up to 128; the rest as before; decode unchanged.
+        let wide = Variants { wide_attention: true, ..Default::default() };
+        let wide_plan = |o: &Op| plan_for(o, wide).expect("plan");
+        let wide_entries = |o: &Op| wide_plan(o).iter().map(|d| d.entry).collect::<Vec<_>>();
+        assert_eq!(entry_points_for(KernelId::Attention, wide)[4], "prefill_wide");
+        assert_eq!(wide_entries(&op(512, 64, 2)), [4, 1]);
+        assert_eq!(wide_entries(&op(512, 128, 1)), [4]);
+        assert_eq!(wide_entries(&op(33, 36, 1)), [4]);
+        assert_eq!(wide_entries(&op(33, 34, 1)), [3]);
+        assert_eq!(wide_entries(&op(33, 132, 2)), [0, 1]);
+        assert_eq!(wide_entries(&op(1, 64, 3)), [2, 1]);
+        assert_eq!(wide_plan(&op(512, 64, 2))[0].workgroups, [2 * 56, 2, 1]);
     }
 
     #[test]

@@ -664,6 +664,14 @@ pub async fn attention_prefill(mut pair: Pair) {
     attention_case(&mut pair, &mut rng, 64, 1000, 1, 4, 128, None).await;
     attention_case(&mut pair, &mut rng, 513, 0, 2, 7, 64, None).await;
     attention_case(&mut pair, &mut rng, 513, 0, 1, 1, 96, Some(1)).await;
+    // `prefill_wide` (devices with its workgroup memory; head_dim a multiple of 8 up to 128):
+    // 64-row workgroups over 16-key tiles. 65 rows (a second block of one row), exactly 64,
+    // head_dim 8 / 24 / 40, GQA 5 over a cached prefix with more splits than some rows have keys
+    // (empty partials), three splits on the 8B's shape.
+    attention_case(&mut pair, &mut rng, 65, 0, 1, 1, 8, Some(1)).await;
+    attention_case(&mut pair, &mut rng, 16, 0, 1, 4, 24, None).await;
+    attention_case(&mut pair, &mut rng, 3, 40, 1, 5, 40, Some(3)).await;
+    attention_case(&mut pair, &mut rng, 200, 13, 2, 4, 128, Some(3)).await;
     // head_dim not a multiple of 4 / 16, and past the prefill kernel's 128 (the `partial` path).
     attention_case(&mut pair, &mut rng, 19, 7, 2, 3, 34, None).await;
     attention_case(&mut pair, &mut rng, 5, 0, 1, 2, 2, Some(1)).await;
